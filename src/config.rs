@@ -1,0 +1,533 @@
+//! Settings: `officeswitch.toml` read as written ([`file`]), then validated into [`Config`].
+//!
+//! Every error names the file, the key and the line ([`ConfigError`]). Relative paths are
+//! resolved against the directory of the settings file, so `officeswitch --config
+//! /etc/officeswitch/officeswitch.toml` works from any working directory.
+
+mod error;
+pub mod file;
+
+pub use error::ConfigError;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use url::Url;
+
+use file::{FileConfig, FilePool};
+
+/// The validated settings; the only configuration type the rest of officeswitch sees.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The settings file this came from (for messages).
+    pub path: PathBuf,
+    /// Origin (scheme, host, port; no path) that browsers, Nextcloud and editors use to
+    /// reach officeswitch. Every `urlsrc` in the merged discovery starts with it.
+    pub public_url: Url,
+    /// Plain-HTTP listener, if any.
+    pub listen: Option<SocketAddr>,
+    /// TLS listener, if any.
+    pub tls: Option<TlsConfig>,
+    /// Directory of routing rules.
+    pub rules_dir: PathBuf,
+    /// Directory for state that survives restarts.
+    pub state_dir: PathBuf,
+    /// Where officeswitch's proof keys live.
+    pub keys: KeysConfig,
+    /// Discovery fetch timing and limits.
+    pub discovery: DiscoveryConfig,
+    /// Connections to editor nodes.
+    pub upstream: UpstreamConfig,
+    /// Log output.
+    pub log: LogConfig,
+    /// The editor pools, in file order (file order breaks ownership ties).
+    pub pools: Vec<PoolConfig>,
+}
+
+/// The TLS listener's address and certificate.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Address to accept TLS on.
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Paths of officeswitch's WOPI proof keys.
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    /// Current key (PKCS#8 PEM).
+    pub proof_key: PathBuf,
+    /// Previous key during rotation.
+    pub old_proof_key: Option<PathBuf>,
+    /// Generate `proof_key` when missing (handy for a first run; instances sharing a
+    /// load balancer must share one key, so production configs leave this off).
+    pub generate_missing: bool,
+}
+
+/// Timing and limits of discovery fetches.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    /// Period of the background refresh.
+    pub refresh: Duration,
+    /// Time one node gets to answer.
+    pub fetch_timeout: Duration,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+}
+
+/// How officeswitch connects to editor nodes.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Extra CA bundle for `https://` nodes.
+    pub ca_file: Option<PathBuf>,
+    /// TCP+TLS connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// Log format and default level.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// JSON lines instead of readable text.
+    pub json: bool,
+    /// Default filter directive, overridden by `RUST_LOG`.
+    pub level: String,
+}
+
+/// Which editor product a pool runs; decides URL spaces and protocol quirks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SuiteKind {
+    /// Collabora Online (coolwsd).
+    Collabora,
+    /// ONLYOFFICE Docs with `wopi.enable`.
+    OnlyOffice,
+}
+
+impl SuiteKind {
+    /// The name used in settings and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuiteKind::Collabora => "collabora",
+            SuiteKind::OnlyOffice => "onlyoffice",
+        }
+    }
+}
+
+/// One editor suite's pool of interchangeable nodes.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Name rules refer to.
+    pub name: String,
+    /// Product of every node in the pool.
+    pub kind: SuiteKind,
+    /// Base URLs (scheme, host, port, optional path prefix) of the nodes.
+    pub nodes: Vec<Url>,
+}
+
+/// Default seconds between discovery refreshes.
+const DEFAULT_REFRESH_SECS: u64 = 300;
+/// Default seconds one node gets to answer a discovery fetch.
+const DEFAULT_FETCH_TIMEOUT_SECS: u64 = 10;
+/// Default body cap: real discoveries are 30-300 KiB.
+const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
+/// Default connect timeout to nodes.
+const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
+
+impl Config {
+    /// Reads and validates the settings file at `path`.
+    ///
+    /// # Errors
+    /// The first problem found, located by file, key and line.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::file(path, format!("cannot read settings file: {e}")))?;
+        Config::from_str(path, &source)
+    }
+
+    /// Validates settings given as text; `path` names them in errors and anchors relative paths.
+    ///
+    /// # Errors
+    /// The first problem found, located by file, key and line.
+    pub fn from_str(path: &Path, source: &str) -> Result<Config, ConfigError> {
+        let raw: FileConfig =
+            toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, &e))?;
+        Validator { path, source }.config(raw)
+    }
+}
+
+/// Turns a [`FileConfig`] into a [`Config`], remembering where the text came from.
+struct Validator<'a> {
+    path: &'a Path,
+    source: &'a str,
+}
+
+impl Validator<'_> {
+    fn err<T>(&self, key: &str, value: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.path, self.source, key, Some(value.span()), message)
+    }
+
+    fn config(&self, raw: FileConfig) -> Result<Config, ConfigError> {
+        let public_url = self.public_url(&raw.public_url)?;
+        let listen = raw
+            .listen
+            .as_ref()
+            .map(|l| self.socket_addr("listen", l))
+            .transpose()?;
+        let tls = raw
+            .tls
+            .as_ref()
+            .map(|t| {
+                Ok::<_, ConfigError>(TlsConfig {
+                    listen: self.socket_addr("tls.listen", &t.listen)?,
+                    cert: self.path_value("tls.cert", &t.cert)?,
+                    key: self.path_value("tls.key", &t.key)?,
+                })
+            })
+            .transpose()?;
+        if listen.is_none() && tls.is_none() {
+            return Err(ConfigError::at(
+                self.path,
+                self.source,
+                "listen",
+                Some(raw.public_url.span()),
+                "no listener: set `listen` and/or a `[tls]` section",
+            ));
+        }
+        if let (Some(plain), Some(tls)) = (listen, &tls)
+            && plain == tls.listen
+        {
+            let span = raw.tls.as_ref().map(|t| t.listen.span());
+            return Err(ConfigError::at(
+                self.path,
+                self.source,
+                "tls.listen",
+                span,
+                format!("{plain} is already the plain `listen` address"),
+            ));
+        }
+        let keys = KeysConfig {
+            proof_key: self.path_value("keys.proof_key", &raw.keys.proof_key)?,
+            old_proof_key: raw
+                .keys
+                .old_proof_key
+                .as_ref()
+                .map(|k| self.path_value("keys.old_proof_key", k))
+                .transpose()?,
+            generate_missing: raw.keys.generate_missing,
+        };
+        let discovery = DiscoveryConfig {
+            refresh: Duration::from_secs(self.positive(
+                "discovery.refresh_secs",
+                raw.discovery.refresh_secs.as_ref(),
+                DEFAULT_REFRESH_SECS,
+            )?),
+            fetch_timeout: Duration::from_secs(self.positive(
+                "discovery.fetch_timeout_secs",
+                raw.discovery.fetch_timeout_secs.as_ref(),
+                DEFAULT_FETCH_TIMEOUT_SECS,
+            )?),
+            max_body_bytes: usize::try_from(self.positive(
+                "discovery.max_body_bytes",
+                raw.discovery.max_body_bytes.as_ref(),
+                DEFAULT_MAX_BODY_BYTES,
+            )?)
+            .unwrap_or(usize::MAX),
+        };
+        let upstream = UpstreamConfig {
+            ca_file: raw
+                .upstream
+                .ca_file
+                .as_ref()
+                .map(|c| self.path_value("upstream.ca_file", c))
+                .transpose()?,
+            connect_timeout: Duration::from_secs(self.positive(
+                "upstream.connect_timeout_secs",
+                raw.upstream.connect_timeout_secs.as_ref(),
+                DEFAULT_CONNECT_TIMEOUT_SECS,
+            )?),
+        };
+        let log = self.log(&raw.log)?;
+        let pools = self.pools(&raw.pool)?;
+        Ok(Config {
+            path: self.path.to_path_buf(),
+            public_url,
+            listen,
+            tls,
+            rules_dir: self.optional_path("rules_dir", raw.rules_dir.as_ref(), "rules")?,
+            state_dir: self.optional_path("state_dir", raw.state_dir.as_ref(), "state")?,
+            keys,
+            discovery,
+            upstream,
+            log,
+            pools,
+        })
+    }
+
+    fn public_url(&self, value: &Spanned<String>) -> Result<Url, ConfigError> {
+        let url = Url::parse(value.get_ref())
+            .map_err(|e| self.err("public_url", value, format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(self.err("public_url", value, "must be an http:// or https:// origin"));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(self.err(
+                "public_url",
+                value,
+                "must be an origin only (scheme, host, port): officeswitch owns the whole URL space",
+            ));
+        }
+        Ok(url)
+    }
+
+    fn socket_addr(&self, key: &str, value: &Spanned<String>) -> Result<SocketAddr, ConfigError> {
+        value.get_ref().parse().map_err(|_| {
+            self.err(
+                key,
+                value,
+                format!(
+                    "`{}` is not an address like 0.0.0.0:8080 or [::]:8080",
+                    value.get_ref()
+                ),
+            )
+        })
+    }
+
+    fn path_value(&self, key: &str, value: &Spanned<String>) -> Result<PathBuf, ConfigError> {
+        if value.get_ref().trim().is_empty() {
+            return Err(self.err(key, value, "must not be empty"));
+        }
+        Ok(self.resolve(value.get_ref()))
+    }
+
+    fn optional_path(
+        &self,
+        key: &str,
+        value: Option<&Spanned<String>>,
+        default: &str,
+    ) -> Result<PathBuf, ConfigError> {
+        match value {
+            Some(v) => self.path_value(key, v),
+            None => Ok(self.resolve(default)),
+        }
+    }
+
+    /// Resolves `p` against the settings file's directory.
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            return p.to_path_buf();
+        }
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(p),
+            _ => p.to_path_buf(),
+        }
+    }
+
+    fn positive(
+        &self,
+        key: &str,
+        value: Option<&Spanned<u64>>,
+        default: u64,
+    ) -> Result<u64, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) if *v.get_ref() == 0 => Err(self.err(key, v, "must be greater than 0")),
+            Some(v) => Ok(*v.get_ref()),
+        }
+    }
+
+    fn log(&self, raw: &file::FileLog) -> Result<LogConfig, ConfigError> {
+        let json = match &raw.format {
+            None => false,
+            Some(f) => match f.get_ref().as_str() {
+                "text" => false,
+                "json" => true,
+                other => {
+                    return Err(self.err(
+                        "log.format",
+                        f,
+                        format!("`{other}` is not a log format: use \"text\" or \"json\""),
+                    ));
+                }
+            },
+        };
+        let level = match &raw.level {
+            None => "info".to_string(),
+            Some(l) => {
+                tracing_subscriber::EnvFilter::try_new(l.get_ref())
+                    .map_err(|e| self.err("log.level", l, format!("not a level filter: {e}")))?;
+                l.get_ref().clone()
+            }
+        };
+        Ok(LogConfig { json, level })
+    }
+
+    fn pools(&self, raw: &[FilePool]) -> Result<Vec<PoolConfig>, ConfigError> {
+        let mut pools: Vec<PoolConfig> = Vec::with_capacity(raw.len());
+        for (i, p) in raw.iter().enumerate() {
+            let key = |k: &str| format!("pool[{i}].{k}");
+            let name = p.name.get_ref();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            {
+                return Err(self.err(
+                    &key("name"),
+                    &p.name,
+                    "use lower-case letters, digits, `-` and `_` only",
+                ));
+            }
+            if pools.iter().any(|q| &q.name == name) {
+                return Err(self.err(
+                    &key("name"),
+                    &p.name,
+                    format!("pool `{name}` is defined twice"),
+                ));
+            }
+            let kind = match p.kind.get_ref().as_str() {
+                "collabora" => SuiteKind::Collabora,
+                "onlyoffice" => SuiteKind::OnlyOffice,
+                other => {
+                    return Err(self.err(
+                        &key("kind"),
+                        &p.kind,
+                        format!("unknown suite `{other}`: use \"collabora\" or \"onlyoffice\""),
+                    ));
+                }
+            };
+            if p.nodes.get_ref().is_empty() {
+                return Err(self.err(&key("nodes"), &p.nodes, "a pool needs at least one node"));
+            }
+            let mut nodes: Vec<Url> = Vec::with_capacity(p.nodes.get_ref().len());
+            for (j, n) in p.nodes.get_ref().iter().enumerate() {
+                let node = self.node_url(&format!("pool[{i}].nodes[{j}]"), n)?;
+                if nodes.contains(&node) {
+                    return Err(self.err(
+                        &format!("pool[{i}].nodes[{j}]"),
+                        n,
+                        "this node is listed twice",
+                    ));
+                }
+                nodes.push(node);
+            }
+            pools.push(PoolConfig {
+                name: name.clone(),
+                kind,
+                nodes,
+            });
+        }
+        Ok(pools)
+    }
+
+    fn node_url(&self, key: &str, value: &Spanned<String>) -> Result<Url, ConfigError> {
+        let mut url = Url::parse(value.get_ref())
+            .map_err(|e| self.err(key, value, format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(self.err(key, value, "a node must be an http:// or https:// URL"));
+        }
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+            return Err(self.err(
+                key,
+                value,
+                "a node URL takes no query, fragment or credentials",
+            ));
+        }
+        // A base path prefix (`https://host/collabora`) is allowed; normalise it to end in `/`
+        // so joining `hosting/discovery` keeps it.
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        Ok(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+public_url = "https://office.example.org"
+listen = "127.0.0.1:0"
+[keys]
+proof_key = "keys/proof.pem"
+[[pool]]
+name = "collabora"
+kind = "collabora"
+nodes = ["http://127.0.0.1:9980"]
+"#;
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        Config::from_str(Path::new("/etc/os/officeswitch.toml"), src)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolved_paths() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.public_url.as_str(), "https://office.example.org/");
+        assert_eq!(c.rules_dir, Path::new("/etc/os/rules"));
+        assert_eq!(c.keys.proof_key, Path::new("/etc/os/keys/proof.pem"));
+        assert_eq!(
+            c.discovery.refresh,
+            Duration::from_secs(DEFAULT_REFRESH_SECS)
+        );
+        assert_eq!(c.pools[0].nodes[0].as_str(), "http://127.0.0.1:9980/");
+        assert!(!c.log.json);
+    }
+
+    #[test]
+    fn unknown_suite_is_located() {
+        let src = MINIMAL.replace("kind = \"collabora\"", "kind = \"libreoffice\"");
+        let err = parse(&src).unwrap_err();
+        assert_eq!(err.key, "pool[0].kind");
+        assert_eq!(err.line, Some(8), "{err}");
+        assert!(err.message.contains("libreoffice"), "{err}");
+    }
+
+    #[test]
+    fn public_url_with_path_is_refused() {
+        let src = MINIMAL.replace("office.example.org\"", "office.example.org/sub\"");
+        let err = parse(&src).unwrap_err();
+        assert_eq!(
+            (err.key.as_str(), err.line),
+            ("public_url", Some(2)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_node_url_and_duplicate_pool_are_refused() {
+        let src = MINIMAL.replace("http://127.0.0.1:9980", "ftp://x");
+        assert_eq!(parse(&src).unwrap_err().key, "pool[0].nodes[0]");
+        let dup = format!(
+            "{MINIMAL}\n[[pool]]\nname = \"collabora\"\nkind = \"onlyoffice\"\nnodes = [\"http://a\"]\n"
+        );
+        let err = parse(&dup).unwrap_err();
+        assert_eq!(
+            (err.key.as_str(), err.line),
+            ("pool[1].name", Some(12)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_name_the_line() {
+        let err = parse(&MINIMAL.replace("listen =", "listen_addr =")).unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        let err = parse(&format!("{MINIMAL}[discovery]\nrefresh_secs = \"5m\"\n")).unwrap_err();
+        assert_eq!(err.line, Some(11), "{err}");
+        let err = parse(&format!("{MINIMAL}[discovery]\nrefresh_secs = 0\n")).unwrap_err();
+        assert_eq!(err.key, "discovery.refresh_secs");
+    }
+
+    #[test]
+    fn bad_log_format_is_refused() {
+        let err = parse(&format!("{MINIMAL}[log]\nformat = \"xml\"\n")).unwrap_err();
+        assert_eq!(err.key, "log.format");
+    }
+}

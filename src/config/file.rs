@@ -1,0 +1,107 @@
+//! The settings file exactly as written: serde types that mirror `officeswitch.toml`.
+//!
+//! Nothing here is checked beyond TOML types; [`super::Config::from_file`] validates and
+//! is the only thing the rest of officeswitch sees. Values that need a precise error
+//! location are kept [`Spanned`].
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole settings file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Origin that browsers, Nextcloud and editors use to reach officeswitch.
+    pub public_url: Spanned<String>,
+    /// Plain-HTTP listen address.
+    pub listen: Option<Spanned<String>>,
+    /// Directory of routing rules (`default.toml` and one file per organisation).
+    pub rules_dir: Option<Spanned<String>>,
+    /// Directory for state that must survive a restart (last good discoveries, keys).
+    pub state_dir: Option<Spanned<String>>,
+    /// Optional TLS listener.
+    pub tls: Option<FileTls>,
+    /// officeswitch's own WOPI proof keys.
+    pub keys: FileKeys,
+    /// How editor discoveries are fetched.
+    #[serde(default)]
+    pub discovery: FileDiscovery,
+    /// How officeswitch talks to editor nodes.
+    #[serde(default)]
+    pub upstream: FileUpstream,
+    /// Log format and level.
+    #[serde(default)]
+    pub log: FileLog,
+    /// One entry per editor suite.
+    #[serde(default)]
+    pub pool: Vec<FilePool>,
+}
+
+/// `[tls]`: the TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// TLS listen address.
+    pub listen: Spanned<String>,
+    /// PEM certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// PEM private key of the leaf certificate.
+    pub key: Spanned<String>,
+}
+
+/// `[keys]`: the RSA key pair officeswitch signs WOPI calls with and publishes in discovery.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKeys {
+    /// PKCS#8 PEM of the current proof key.
+    pub proof_key: Spanned<String>,
+    /// PKCS#8 PEM of the previous proof key, published as `old*` during rotation.
+    pub old_proof_key: Option<Spanned<String>>,
+    /// Create `proof_key` at start when it does not exist.
+    #[serde(default)]
+    pub generate_missing: bool,
+}
+
+/// `[discovery]`: fetch timing and limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDiscovery {
+    /// Seconds between two refreshes of every pool's discovery.
+    pub refresh_secs: Option<Spanned<u64>>,
+    /// Seconds one node may take to answer a discovery or capabilities fetch.
+    pub fetch_timeout_secs: Option<Spanned<u64>>,
+    /// Largest discovery or capabilities body accepted from a node, in bytes.
+    pub max_body_bytes: Option<Spanned<u64>>,
+}
+
+/// `[upstream]`: connections to editor nodes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    /// Extra PEM CA bundle trusted for `https://` nodes, besides the system roots.
+    pub ca_file: Option<Spanned<String>>,
+    /// Seconds allowed to open a TCP (and TLS) connection to a node.
+    pub connect_timeout_secs: Option<Spanned<u64>>,
+}
+
+/// `[log]`: how officeswitch writes its log lines.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLog {
+    /// `text` (readable) or `json` (one object per line, for Loki/ELK).
+    pub format: Option<Spanned<String>>,
+    /// Default level filter (`info`); `RUST_LOG` overrides it.
+    pub level: Option<Spanned<String>>,
+}
+
+/// `[[pool]]`: one editor suite and its nodes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePool {
+    /// Name that rules use to pick this pool.
+    pub name: Spanned<String>,
+    /// `collabora` or `onlyoffice`.
+    pub kind: Spanned<String>,
+    /// Base URLs of the pool's nodes.
+    pub nodes: Spanned<Vec<Spanned<String>>>,
+}

@@ -1,0 +1,417 @@
+//! The live discovery catalog: fetches every pool, keeps the last good answer, merges.
+//!
+//! A refresh asks every node of every pool at once (each bounded by a deadline and a body
+//! cap). The first node in settings order that gives a valid discovery speaks for its pool;
+//! nodes that disagree (a rolling upgrade) are logged. A pool whose nodes all fail keeps its
+//! last good discovery, from memory or from the state dir. The merged document and
+//! capabilities are rendered once per refresh and swapped in atomically, so serving them
+//! costs one pointer load.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use futures_util::future::join_all;
+use serde_json::{Map, Value};
+use tokio::sync::{Notify, watch};
+use tracing::{error, info, warn};
+use url::Url;
+
+use super::capabilities;
+use super::document::{Discovery, ProofKeyPair};
+use super::fetch;
+use super::last_good::{self, SavedPool};
+use super::merge::{self, Merged, PoolDiscovery};
+use crate::config::{Config, DiscoveryConfig, PoolConfig, SuiteKind};
+use crate::rules::RuleSet;
+use crate::upstream::UpstreamClient;
+
+/// Shortest gap between two refreshes asked for by requests (not by the timer), so a
+/// burst of requests during an editor outage does not become a burst of fetches.
+const MIN_ON_DEMAND_GAP: Duration = Duration::from_secs(2);
+
+/// A pool's discovery as currently served.
+#[derive(Debug)]
+pub struct PoolSource {
+    /// Node that served it.
+    pub node: Url,
+    /// The parsed document.
+    pub discovery: Discovery,
+    /// The document as served, for the state dir.
+    pub raw: String,
+    /// The node's capabilities object, if valid.
+    pub capabilities: Option<Map<String, Value>>,
+    /// When it was fetched.
+    pub fetched_at: SystemTime,
+    /// Loaded from the state dir rather than fetched by this process.
+    pub from_disk: bool,
+}
+
+/// One configured pool and what officeswitch knows of it.
+#[derive(Debug, Clone)]
+pub struct PoolState {
+    /// Pool name.
+    pub name: String,
+    /// Suite of the pool.
+    pub kind: SuiteKind,
+    /// The discovery served for it, if any was ever obtained.
+    pub source: Option<Arc<PoolSource>>,
+    /// Why the last refresh got nothing from it, if it did not.
+    pub last_error: Option<String>,
+}
+
+/// Everything `/hosting/*` and `/readyz` need, swapped as one value.
+#[derive(Debug)]
+pub struct Catalog {
+    /// Every configured pool, in settings order.
+    pub pools: Vec<PoolState>,
+    /// The merged document and its owners; `None` while no pool has a discovery.
+    pub merged: Option<Merged>,
+    /// `merged` rendered as XML.
+    pub discovery_xml: Option<Bytes>,
+    /// Merged capabilities rendered as JSON; `None` while no pool has capabilities.
+    pub capabilities_json: Option<Bytes>,
+}
+
+impl Catalog {
+    /// Per-pool reasons the catalog is incomplete; empty when every pool has a discovery.
+    pub fn missing(&self) -> Vec<String> {
+        self.pools
+            .iter()
+            .filter(|p| p.source.is_none())
+            .map(|p| {
+                let why = p.last_error.as_deref().unwrap_or("not fetched yet");
+                format!("pool {} ({}): no discovery: {why}", p.name, p.kind.as_str())
+            })
+            .collect()
+    }
+}
+
+/// Fetches, keeps and merges the pools' discoveries.
+pub struct DiscoveryService {
+    pools: Vec<PoolConfig>,
+    public_url: Url,
+    state_dir: PathBuf,
+    settings: DiscoveryConfig,
+    rules: RuleSet,
+    keys: ProofKeyPair,
+    client: UpstreamClient,
+    catalog: ArcSwap<Catalog>,
+    wake: Notify,
+    generation: watch::Sender<u64>,
+}
+
+impl DiscoveryService {
+    /// A service with an empty catalog; call [`DiscoveryService::load_last_good`] and
+    /// [`DiscoveryService::run`] next.
+    pub fn new(
+        config: &Config,
+        rules: RuleSet,
+        keys: ProofKeyPair,
+        client: UpstreamClient,
+    ) -> Arc<Self> {
+        let pools: Vec<PoolState> = config
+            .pools
+            .iter()
+            .map(|p| PoolState {
+                name: p.name.clone(),
+                kind: p.kind,
+                source: None,
+                last_error: None,
+            })
+            .collect();
+        let service = DiscoveryService {
+            pools: config.pools.clone(),
+            public_url: config.public_url.clone(),
+            state_dir: config.state_dir.clone(),
+            settings: config.discovery.clone(),
+            rules,
+            keys,
+            client,
+            catalog: ArcSwap::from_pointee(Catalog {
+                pools: Vec::new(),
+                merged: None,
+                discovery_xml: None,
+                capabilities_json: None,
+            }),
+            wake: Notify::new(),
+            generation: watch::Sender::new(0),
+        };
+        service.publish(pools);
+        Arc::new(service)
+    }
+
+    /// The catalog as of the last refresh.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// The catalog, after a prompt refresh if some pool has no discovery yet (bounded by
+    /// the fetch timeout): a Nextcloud asking right after an editor came up gets it.
+    pub async fn catalog_fresh_if_incomplete(&self) -> Arc<Catalog> {
+        let catalog = self.catalog();
+        if catalog.pools.iter().all(|p| p.source.is_some()) {
+            return catalog;
+        }
+        let mut generation = self.generation.subscribe();
+        generation.mark_unchanged();
+        self.wake.notify_one();
+        let wait = self.settings.fetch_timeout + Duration::from_millis(500);
+        // Timing out is fine: the caller serves what there is.
+        let _ = tokio::time::timeout(wait, generation.changed()).await;
+        self.catalog()
+    }
+
+    /// Asks the background loop for a refresh now (SIGHUP, admin).
+    pub fn request_refresh(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Seeds the catalog from the state dir, so a restart during an editor outage still
+    /// serves the last good discovery.
+    pub async fn load_last_good(&self) {
+        let mut pools = self.catalog().pools.clone();
+        for pool in &mut pools {
+            match last_good::load(&self.state_dir, &pool.name).await {
+                Ok(None) => {}
+                Ok(Some(saved)) => match source_from_saved(saved) {
+                    Ok(source) => {
+                        info!(pool = %pool.name, node = %source.node, "loaded last good discovery from the state dir");
+                        pool.source = Some(Arc::new(source));
+                    }
+                    Err(e) => warn!(pool = %pool.name, error = %e, "ignoring saved discovery"),
+                },
+                Err(e) => warn!(pool = %pool.name, error = %e, "ignoring saved discovery"),
+            }
+        }
+        self.publish(pools);
+    }
+
+    /// Refreshes now, then every `refresh` period or when woken, until `shutdown` resolves.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            self.refresh().await;
+            let next = tokio::time::sleep(self.settings.refresh);
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = next => {}
+                () = self.wake.notified() => {
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(MIN_ON_DEMAND_GAP) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round: fetch every pool, keep what is good, publish the merge.
+    pub async fn refresh(&self) {
+        let previous = self.catalog();
+        let rounds = self
+            .pools
+            .iter()
+            .zip(previous.pools.iter())
+            .map(|(config, state)| self.refresh_pool(config, state));
+        let pools = join_all(rounds).await;
+        self.publish(pools);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    async fn refresh_pool(&self, config: &PoolConfig, state: &PoolState) -> PoolState {
+        let answers = join_all(config.nodes.iter().map(|n| self.fetch_node(n))).await;
+        let mut failures = Vec::new();
+        let mut good: Vec<PoolSource> = Vec::new();
+        for (node, answer) in config.nodes.iter().zip(answers) {
+            match answer {
+                Ok(source) => good.push(source),
+                Err(e) => failures.push(format!("{node}: {e}")),
+            }
+        }
+        if good.is_empty() {
+            let summary = failures.join("; ");
+            match &state.source {
+                Some(last) => error!(
+                    pool = %config.name, errors = %summary, last_good_node = %last.node,
+                    "no node answered discovery; serving the last good one"
+                ),
+                None => error!(
+                    pool = %config.name, errors = %summary,
+                    "no node answered discovery and none was ever obtained; pool left out of discovery"
+                ),
+            }
+            return PoolState {
+                last_error: Some(summary),
+                ..state.clone()
+            };
+        }
+        for failure in &failures {
+            warn!(pool = %config.name, error = %failure, "discovery fetch failed on a node; using another node");
+        }
+        log_disagreement(&config.name, &good);
+        let mut chosen = good.swap_remove(0);
+        if chosen.capabilities.is_none()
+            && let Some(last) = &state.source
+        {
+            chosen.capabilities.clone_from(&last.capabilities);
+        }
+        let changed = state.source.as_ref().is_none_or(|last| {
+            last.from_disk || last.raw != chosen.raw || last.capabilities != chosen.capabilities
+        });
+        if changed {
+            info!(pool = %config.name, node = %chosen.node, apps = chosen.discovery.apps.len(), "discovery updated");
+            self.save(&config.name, &chosen).await;
+        }
+        PoolState {
+            source: Some(Arc::new(chosen)),
+            last_error: None,
+            ..state.clone()
+        }
+    }
+
+    /// Fetches and parses one node's discovery and capabilities.
+    async fn fetch_node(&self, node: &Url) -> Result<PoolSource, String> {
+        let (timeout, cap) = (self.settings.fetch_timeout, self.settings.max_body_bytes);
+        let discovery_url = node.join("hosting/discovery").map_err(|e| e.to_string())?;
+        let capabilities_url = node
+            .join("hosting/capabilities")
+            .map_err(|e| e.to_string())?;
+        let (discovery, capabilities) = tokio::join!(
+            fetch::get(&self.client, &discovery_url, timeout, cap),
+            fetch::get(&self.client, &capabilities_url, timeout, cap),
+        );
+        let raw = discovery.map_err(|e| format!("discovery: {e}"))?;
+        let raw = String::from_utf8(raw.to_vec())
+            .map_err(|_| "discovery: body is not UTF-8".to_string())?;
+        let parsed =
+            Discovery::parse(raw.as_bytes()).map_err(|e| format!("discovery rejected: {e}"))?;
+        let capabilities = match capabilities {
+            Ok(body) => match serde_json::from_slice::<Map<String, Value>>(&body) {
+                Ok(map) => Some(map),
+                Err(e) => {
+                    warn!(node = %node, error = %e, "capabilities rejected: not a JSON object");
+                    None
+                }
+            },
+            Err(e) => {
+                warn!(node = %node, error = %e, "capabilities fetch failed");
+                None
+            }
+        };
+        Ok(PoolSource {
+            node: node.clone(),
+            discovery: parsed,
+            raw,
+            capabilities,
+            fetched_at: SystemTime::now(),
+            from_disk: false,
+        })
+    }
+
+    async fn save(&self, pool: &str, source: &PoolSource) {
+        let saved = SavedPool {
+            node: source.node.to_string(),
+            fetched_at_unix: source
+                .fetched_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            discovery: source.raw.clone(),
+            capabilities: source.capabilities.clone(),
+        };
+        if let Err(e) = last_good::save(&self.state_dir, pool, &saved).await {
+            warn!(pool, dir = %last_good::dir(&self.state_dir).display(), error = %e,
+                "cannot save last good discovery; a restart during an editor outage will not have it");
+        }
+    }
+
+    /// Merges the pools' discoveries and capabilities and swaps the result in.
+    fn publish(&self, pools: Vec<PoolState>) {
+        let with_source: Vec<(&PoolState, &PoolSource)> = pools
+            .iter()
+            .filter_map(|p| p.source.as_deref().map(|s| (p, s)))
+            .collect();
+        let merged = (!with_source.is_empty()).then(|| {
+            let inputs: Vec<PoolDiscovery<'_>> = with_source
+                .iter()
+                .map(|(p, s)| PoolDiscovery {
+                    pool: &p.name,
+                    node: &s.node,
+                    discovery: &s.discovery,
+                })
+                .collect();
+            merge::merge(&inputs, &self.rules, &self.public_url, &self.keys)
+        });
+        let discovery_xml = merged.as_ref().map(|m| Bytes::from(m.discovery.to_xml()));
+        let caps: Vec<(SuiteKind, &Map<String, Value>)> = self
+            .rules
+            .preference()
+            .iter()
+            .filter_map(|name| with_source.iter().find(|(p, _)| &p.name == name))
+            .filter_map(|(p, s)| s.capabilities.as_ref().map(|c| (p.kind, c)))
+            .collect();
+        let capabilities_json = capabilities::merge(&caps)
+            .and_then(|m| serde_json::to_vec(&m).ok())
+            .map(Bytes::from);
+        self.catalog.store(Arc::new(Catalog {
+            pools,
+            merged,
+            discovery_xml,
+            capabilities_json,
+        }));
+    }
+}
+
+/// Rebuilds a pool source from its saved form.
+fn source_from_saved(saved: SavedPool) -> Result<PoolSource, String> {
+    let node = Url::parse(&saved.node).map_err(|e| format!("saved node URL: {e}"))?;
+    let discovery = Discovery::parse(saved.discovery.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(PoolSource {
+        node,
+        discovery,
+        raw: saved.discovery,
+        capabilities: saved.capabilities,
+        fetched_at: UNIX_EPOCH + Duration::from_secs(saved.fetched_at_unix),
+        from_disk: true,
+    })
+}
+
+/// Logs when nodes of one pool serve different discoveries (formats, actions, asset
+/// version or proof key): expected during a rolling upgrade, a misconfiguration otherwise.
+fn log_disagreement(pool: &str, answers: &[PoolSource]) {
+    let Some((first, rest)) = answers.split_first() else {
+        return;
+    };
+    let reference = fingerprint(&first.discovery);
+    for other in rest {
+        if fingerprint(&other.discovery) != reference {
+            warn!(pool, node = %first.node, other_node = %other.node,
+                "nodes of one pool serve different discoveries (rolling upgrade?); using the first node's");
+        }
+    }
+}
+
+/// What must agree between nodes of a pool: every (app, action, ext, URL path), and the key.
+type Fingerprint = (
+    BTreeSet<(String, String, String, String)>,
+    Option<ProofKeyPair>,
+);
+
+fn fingerprint(d: &Discovery) -> Fingerprint {
+    let actions = d
+        .apps
+        .iter()
+        .flat_map(|app| {
+            app.actions.iter().map(move |a| {
+                let path = Url::parse(&a.urlsrc)
+                    .map(|u| u.path().to_string())
+                    .unwrap_or_default();
+                (app.name.clone(), a.name.clone(), a.ext.clone(), path)
+            })
+        })
+        .collect();
+    (actions, d.proof_key.clone())
+}

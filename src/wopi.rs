@@ -1,0 +1,3 @@
+//! WOPI protocol pieces officeswitch speaks.
+
+pub mod proof_key;
