@@ -87,11 +87,11 @@ impl Proxy {
             }
             Class::Health => Answer::Alive,
             Class::Ready => {
-                let missing = self.discovery.catalog().missing();
-                if missing.is_empty() {
-                    Answer::Ready
+                let catalog = self.discovery.catalog();
+                if catalog.is_complete() {
+                    Answer::Ready(catalog.report())
                 } else {
-                    Answer::NotReady(missing)
+                    Answer::NotReady(catalog.report())
                 }
             }
             Class::WrongMethod => Answer::MethodNotAllowed,

@@ -3,6 +3,8 @@
 //! `RUST_LOG` overrides the configured level. Log lines never carry tokens, proofs or
 //! file bodies: callers log paths without queries and errors without payloads.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogConfig;
@@ -13,7 +15,8 @@ pub fn init(config: &LogConfig) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal());
     let _ = if config.json {
         builder
             .json()

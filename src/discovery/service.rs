@@ -77,14 +77,29 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Per-pool reasons the catalog is incomplete; empty when every pool has a discovery.
-    pub fn missing(&self) -> Vec<String> {
+    /// Whether every pool has a discovery (live or last good).
+    pub fn is_complete(&self) -> bool {
+        self.pools.iter().all(|p| p.source.is_some())
+    }
+
+    /// One line per pool saying what is served for it and why, for `/readyz`.
+    pub fn report(&self) -> Vec<String> {
         self.pools
             .iter()
-            .filter(|p| p.source.is_none())
             .map(|p| {
-                let why = p.last_error.as_deref().unwrap_or("not fetched yet");
-                format!("pool {} ({}): no discovery: {why}", p.name, p.kind.as_str())
+                let head = format!("pool {} ({})", p.name, p.kind.as_str());
+                match (&p.source, &p.last_error) {
+                    (None, None) => format!("{head}: no discovery: not fetched yet"),
+                    (None, Some(e)) => format!("{head}: no discovery: {e}"),
+                    (Some(s), None) if s.from_disk => {
+                        format!("{head}: ok, last good discovery of {} from the state dir", s.node)
+                    }
+                    (Some(s), None) => format!("{head}: ok, discovery of {}", s.node),
+                    (Some(s), Some(e)) => format!(
+                        "{head}: degraded, serving the last good discovery of {}; last refresh failed: {e}",
+                        s.node
+                    ),
+                }
             })
             .collect()
     }
@@ -153,7 +168,7 @@ impl DiscoveryService {
     /// the fetch timeout): a Nextcloud asking right after an editor came up gets it.
     pub async fn catalog_fresh_if_incomplete(&self) -> Arc<Catalog> {
         let catalog = self.catalog();
-        if catalog.pools.iter().all(|p| p.source.is_some()) {
+        if catalog.is_complete() {
             return catalog;
         }
         let mut generation = self.generation.subscribe();
@@ -194,15 +209,15 @@ impl DiscoveryService {
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
+            let started = tokio::time::Instant::now();
             self.refresh().await;
-            let next = tokio::time::sleep(self.settings.refresh);
             tokio::select! {
                 () = &mut shutdown => return,
-                () = next => {}
+                () = tokio::time::sleep_until(started + self.settings.refresh) => {}
                 () = self.wake.notified() => {
                     tokio::select! {
                         () = &mut shutdown => return,
-                        () = tokio::time::sleep(MIN_ON_DEMAND_GAP) => {}
+                        () = tokio::time::sleep_until(started + MIN_ON_DEMAND_GAP) => {}
                     }
                 }
             }

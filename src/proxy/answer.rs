@@ -19,9 +19,9 @@ pub enum Answer {
     Capabilities(Bytes),
     /// `/healthz`: the process is alive.
     Alive,
-    /// `/readyz` when every pool has a discovery.
-    Ready,
-    /// `/readyz` otherwise: one reason per line.
+    /// `/readyz` when every pool has a discovery: one status line per pool.
+    Ready(Vec<String>),
+    /// `/readyz` otherwise: one status line per pool, saying what is missing.
     NotReady(Vec<String>),
     /// Discovery or capabilities asked for while no pool has one.
     NothingToServe(&'static str),
@@ -35,7 +35,7 @@ impl Answer {
     /// The HTTP status of this answer.
     pub fn status(&self) -> StatusCode {
         match self {
-            Answer::Discovery(_) | Answer::Capabilities(_) | Answer::Alive | Answer::Ready => {
+            Answer::Discovery(_) | Answer::Capabilities(_) | Answer::Alive | Answer::Ready(_) => {
                 StatusCode::OK
             }
             Answer::NotReady(_) | Answer::NothingToServe(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -51,14 +51,9 @@ impl Answer {
             Answer::Discovery(xml) => ("text/xml; charset=utf-8", xml),
             Answer::Capabilities(json) => ("application/json", json),
             Answer::Alive => ("text/plain; charset=utf-8", Bytes::from_static(b"alive\n")),
-            Answer::Ready => ("text/plain; charset=utf-8", Bytes::from_static(b"ready\n")),
-            Answer::NotReady(reasons) => {
-                let mut text = String::from("not ready\n");
-                for r in reasons {
-                    text.push_str(&r);
-                    text.push('\n');
-                }
-                ("text/plain; charset=utf-8", Bytes::from(text))
+            Answer::Ready(lines) => ("text/plain; charset=utf-8", status_text("ready", lines)),
+            Answer::NotReady(lines) => {
+                ("text/plain; charset=utf-8", status_text("not ready", lines))
             }
             Answer::NothingToServe(what) => (
                 "text/plain; charset=utf-8",
@@ -83,4 +78,14 @@ impl Answer {
         }
         response
     }
+}
+
+/// `head` then one line per entry.
+fn status_text(head: &str, lines: Vec<String>) -> Bytes {
+    let mut text = format!("{head}\n");
+    for line in lines {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    Bytes::from(text)
 }

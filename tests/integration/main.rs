@@ -1,0 +1,20 @@
+//! officeswitch's integration tests: one binary, one module per capability.
+//!
+//! Every test runs real servers on loopback: officeswitch itself
+//! ([`support::officeswitch`]), stand-in editors that serve the real discovery and
+//! capabilities documents of `../shared/fixtures` ([`support::editor`]), and real
+//! HTTP/TLS clients.
+
+mod support;
+
+/// The stand-in editors speak what real editors speak.
+mod standin;
+
+/// Merged discovery and capabilities (issue 2).
+mod discovery;
+
+/// Last-known-good discovery and bad editor answers (issue 2).
+mod last_good;
+
+/// Health, readiness, TLS listener and the command line (issue 2).
+mod server;

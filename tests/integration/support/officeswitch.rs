@@ -1,0 +1,236 @@
+//! A real officeswitch on loopback, configured by a small builder.
+//!
+//! ```ignore
+//! let os = OfficeSwitch::builder().pool("collabora", "collabora", &[&cool]).start().await;
+//! let (status, body) = os.get("/hosting/discovery").await;
+//! ```
+//! The settings file, rules, keys and state dir live in a temp dir that survives a
+//! [`OfficeSwitch::restart`], so restarts see the same state and keys.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use officeswitch::app::{self, App, Listeners, MissingKey};
+use officeswitch::config::Config;
+use officeswitch::wopi::proof_key::{self, ProofKey};
+
+use super::certs::TestCerts;
+use super::client;
+
+/// How to configure the officeswitch under test.
+pub struct Builder {
+    pools: Vec<(String, String, Vec<String>)>,
+    refresh_secs: u64,
+    fetch_timeout_secs: u64,
+    max_body_bytes: Option<u64>,
+    tls: Option<Arc<TestCerts>>,
+}
+
+/// A running officeswitch and the files behind it.
+pub struct OfficeSwitch {
+    /// Plain HTTP address.
+    pub addr: SocketAddr,
+    /// TLS address, when built `with_tls`.
+    pub tls_addr: Option<SocketAddr>,
+    /// `public_url` as configured (`http://127.0.0.1:PORT`).
+    pub public_url: String,
+    /// Temp dir with `officeswitch.toml`, `rules/`, `keys/` and `state/`.
+    pub dir: Arc<tempfile::TempDir>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl OfficeSwitch {
+    /// Starts configuring an officeswitch.
+    pub fn builder() -> Builder {
+        Builder {
+            pools: Vec::new(),
+            refresh_secs: 300,
+            fetch_timeout_secs: 2,
+            max_body_bytes: None,
+            tls: None,
+        }
+    }
+
+    /// Path of the settings file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("officeswitch.toml")
+    }
+
+    /// officeswitch's current proof key, read from its key file.
+    pub fn proof_key(&self) -> ProofKey {
+        ProofKey::load(&self.dir.path().join("keys/proof_key.pem")).expect("officeswitch key file")
+    }
+
+    /// GET `path` over plain HTTP; returns status and body.
+    pub async fn get(&self, path: &str) -> (StatusCode, String) {
+        client::get(&format!("http://{}{path}", self.addr)).await
+    }
+
+    /// Stops it (graceful drain) and waits until it has stopped.
+    pub async fn stop(self) -> Arc<tempfile::TempDir> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(40), self.task)
+            .await
+            .expect("officeswitch stops within its drain deadline")
+            .expect("officeswitch task panicked");
+        self.dir
+    }
+
+    /// Stops it and starts a new process-equivalent on the same files (new ports).
+    pub async fn restart(self) -> OfficeSwitch {
+        let dir = self.stop().await;
+        launch(dir).await
+    }
+}
+
+impl Builder {
+    /// Adds a `[[pool]]` named `name` of `kind` whose nodes are `nodes` (base URLs).
+    pub fn pool(mut self, name: &str, kind: &str, nodes: &[String]) -> Self {
+        self.pools.push((name.into(), kind.into(), nodes.to_vec()));
+        self
+    }
+
+    /// Seconds between background refreshes (default 300: tests refresh on demand).
+    pub fn refresh_secs(mut self, secs: u64) -> Self {
+        self.refresh_secs = secs;
+        self
+    }
+
+    /// Largest accepted discovery body.
+    pub fn max_body_bytes(mut self, bytes: u64) -> Self {
+        self.max_body_bytes = Some(bytes);
+        self
+    }
+
+    /// Seconds a node gets to answer (default 2).
+    pub fn fetch_timeout_secs(mut self, secs: u64) -> Self {
+        self.fetch_timeout_secs = secs;
+        self
+    }
+
+    /// Adds a TLS listener with the test certificate.
+    pub fn with_tls(mut self, certs: Arc<TestCerts>) -> Self {
+        self.tls = Some(certs);
+        self
+    }
+
+    /// Writes the settings, rules and key, then starts officeswitch.
+    pub async fn start(self) -> OfficeSwitch {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let port = free_port().await;
+        let mut settings = format!(
+            "public_url = \"http://127.0.0.1:{port}\"\nlisten = \"127.0.0.1:{port}\"\n\
+             rules_dir = \"rules\"\nstate_dir = \"state\"\n"
+        );
+        if let Some(certs) = &self.tls {
+            let tls_port = free_port().await;
+            settings.push_str(&format!(
+                "[tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                certs.cert_path.display(),
+                certs.key_path.display()
+            ));
+        }
+        settings.push_str("[keys]\nproof_key = \"keys/proof_key.pem\"\n");
+        settings.push_str(&format!(
+            "[discovery]\nrefresh_secs = {}\nfetch_timeout_secs = {}\n",
+            self.refresh_secs, self.fetch_timeout_secs
+        ));
+        if let Some(max) = self.max_body_bytes {
+            settings.push_str(&format!("max_body_bytes = {max}\n"));
+        }
+        settings.push_str("[log]\nlevel = \"debug\"\n");
+        for (name, kind, nodes) in &self.pools {
+            let nodes: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
+            settings.push_str(&format!(
+                "[[pool]]\nname = \"{name}\"\nkind = \"{kind}\"\nnodes = [{}]\n",
+                nodes.join(", ")
+            ));
+        }
+        std::fs::write(dir.path().join("officeswitch.toml"), settings).expect("write settings");
+        write_default_rules(dir.path(), &self.pools);
+        proof_key::write_new_key(&dir.path().join("keys/proof_key.pem"), false).expect("write key");
+        launch(dir).await
+    }
+}
+
+/// The shipped `rules/default.toml`, restricted to the pools this test configures.
+fn write_default_rules(dir: &Path, pools: &[(String, String, Vec<String>)]) {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/default.toml"))
+            .expect("shipped rules");
+    let names: Vec<&str> = pools.iter().map(|(n, _, _)| n.as_str()).collect();
+    let mut out = String::new();
+    for line in shipped.lines() {
+        if let Some((_, value)) = line.split_once(" = \"") {
+            let pool = value.trim_end_matches('"');
+            if !names.contains(&pool) {
+                continue;
+            }
+        }
+        if line.starts_with("prefer") {
+            let list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+            out.push_str(&format!("prefer = [{}]\n", list.join(", ")));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    std::fs::create_dir_all(dir.join("rules")).expect("rules dir");
+    std::fs::write(dir.join("rules/default.toml"), out).expect("write rules");
+}
+
+/// Starts officeswitch on the settings in `dir`, with fresh ports when the old ones are taken.
+async fn launch(dir: Arc<tempfile::TempDir>) -> OfficeSwitch {
+    let config = Config::from_file(&dir.path().join("officeswitch.toml")).expect("valid settings");
+    let public_url = config.public_url.as_str().trim_end_matches('/').to_string();
+    let prepared = app::prepare(config, MissingKey::Report).expect("prepare");
+    let plain = bind(prepared.config.listen.expect("listen")).await;
+    let tls = match &prepared.config.tls {
+        Some(t) => Some(bind(t.listen).await),
+        None => None,
+    };
+    let addr = plain.local_addr().expect("addr");
+    let tls_addr = tls.as_ref().map(|l| l.local_addr().expect("tls addr"));
+    let app = App::new(prepared).await;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(app.run(
+        Listeners {
+            plain: Some(plain),
+            tls,
+        },
+        shutdown.clone(),
+    ));
+    OfficeSwitch {
+        addr,
+        tls_addr,
+        public_url,
+        dir,
+        shutdown,
+        task,
+    }
+}
+
+/// Binds `addr`, retrying briefly (a restart may race the old socket's close).
+async fn bind(addr: SocketAddr) -> TcpListener {
+    for _ in 0..50 {
+        if let Ok(l) = TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot bind {addr}");
+}
+
+/// A loopback port free right now.
+async fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    l.local_addr().expect("addr").port()
+}
