@@ -240,7 +240,7 @@ impl DiscoveryService {
     async fn refresh_pool(&self, config: &PoolConfig, state: &PoolState) -> PoolState {
         let answers = join_all(config.nodes.iter().map(|n| self.fetch_node(n))).await;
         let mut failures = Vec::new();
-        let mut good: Vec<PoolSource> = Vec::new();
+        let mut good: Vec<NodeAnswer> = Vec::new();
         for (node, answer) in config.nodes.iter().zip(answers) {
             match answer {
                 Ok(source) => good.push(source),
@@ -268,7 +268,14 @@ impl DiscoveryService {
             warn!(pool = %config.name, error = %failure, "discovery fetch failed on a node; using another node");
         }
         log_disagreement(&config.name, &good);
-        let mut chosen = good.swap_remove(0);
+        let NodeAnswer {
+            source: mut chosen,
+            capabilities_error,
+        } = good.swap_remove(0);
+        if let Some(e) = capabilities_error {
+            warn!(pool = %config.name, node = %chosen.node, error = %e,
+                "capabilities unusable; keeping the last good capabilities of this pool");
+        }
         if chosen.capabilities.is_none()
             && let Some(last) = &state.source
         {
@@ -288,8 +295,10 @@ impl DiscoveryService {
         }
     }
 
-    /// Fetches and parses one node's discovery and capabilities.
-    async fn fetch_node(&self, node: &Url) -> Result<PoolSource, String> {
+    /// Fetches and parses one node's discovery and capabilities. A node whose discovery
+    /// fails is an error; its capabilities failing is reported alongside, so the caller
+    /// logs it once and only for the node it uses.
+    async fn fetch_node(&self, node: &Url) -> Result<NodeAnswer, String> {
         let (timeout, cap) = (self.settings.fetch_timeout, self.settings.max_body_bytes);
         let discovery_url = node.join("hosting/discovery").map_err(|e| e.to_string())?;
         let capabilities_url = node
@@ -304,26 +313,24 @@ impl DiscoveryService {
             .map_err(|_| "discovery: body is not UTF-8".to_string())?;
         let parsed =
             Discovery::parse(raw.as_bytes()).map_err(|e| format!("discovery rejected: {e}"))?;
-        let capabilities = match capabilities {
-            Ok(body) => match serde_json::from_slice::<Map<String, Value>>(&body) {
-                Ok(map) => Some(map),
-                Err(e) => {
-                    warn!(node = %node, error = %e, "capabilities rejected: not a JSON object");
-                    None
-                }
-            },
-            Err(e) => {
-                warn!(node = %node, error = %e, "capabilities fetch failed");
-                None
-            }
+        let capabilities = capabilities.map_err(|e| e.to_string()).and_then(|body| {
+            serde_json::from_slice::<Map<String, Value>>(&body)
+                .map_err(|e| format!("not a JSON object: {e}"))
+        });
+        let (capabilities, capabilities_error) = match capabilities {
+            Ok(map) => (Some(map), None),
+            Err(e) => (None, Some(e)),
         };
-        Ok(PoolSource {
-            node: node.clone(),
-            discovery: parsed,
-            raw,
-            capabilities,
-            fetched_at: SystemTime::now(),
-            from_disk: false,
+        Ok(NodeAnswer {
+            source: PoolSource {
+                node: node.clone(),
+                discovery: parsed,
+                raw,
+                capabilities,
+                fetched_at: SystemTime::now(),
+                from_disk: false,
+            },
+            capabilities_error,
         })
     }
 
@@ -380,6 +387,12 @@ impl DiscoveryService {
     }
 }
 
+/// One node's good discovery, and why its capabilities are missing if they are.
+struct NodeAnswer {
+    source: PoolSource,
+    capabilities_error: Option<String>,
+}
+
 /// Rebuilds a pool source from its saved form.
 fn source_from_saved(saved: SavedPool) -> Result<PoolSource, String> {
     let node = Url::parse(&saved.node).map_err(|e| format!("saved node URL: {e}"))?;
@@ -396,14 +409,14 @@ fn source_from_saved(saved: SavedPool) -> Result<PoolSource, String> {
 
 /// Logs when nodes of one pool serve different discoveries (formats, actions, asset
 /// version or proof key): expected during a rolling upgrade, a misconfiguration otherwise.
-fn log_disagreement(pool: &str, answers: &[PoolSource]) {
+fn log_disagreement(pool: &str, answers: &[NodeAnswer]) {
     let Some((first, rest)) = answers.split_first() else {
         return;
     };
-    let reference = fingerprint(&first.discovery);
+    let reference = fingerprint(&first.source.discovery);
     for other in rest {
-        if fingerprint(&other.discovery) != reference {
-            warn!(pool, node = %first.node, other_node = %other.node,
+        if fingerprint(&other.source.discovery) != reference {
+            warn!(pool, node = %first.source.node, other_node = %other.source.node,
                 "nodes of one pool serve different discoveries (rolling upgrade?); using the first node's");
         }
     }

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use officeswitch::discovery::DiscoveryService;
+
 use crate::support::editor::{Fault, StandInEditor, Suite};
+use crate::support::logs::capture;
 use crate::support::officeswitch::OfficeSwitch;
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
@@ -87,7 +90,7 @@ async fn a_pool_never_reached_is_absent_and_readiness_says_why() {
     oo.stop().await;
     let os = OfficeSwitch::builder()
         .pool("collabora", "collabora", &[cool.url()])
-        .pool("onlyoffice", "onlyoffice", &[oo_url.clone()])
+        .pool("onlyoffice", "onlyoffice", std::slice::from_ref(&oo_url))
         .fetch_timeout_secs(1)
         .start()
         .await;
@@ -129,4 +132,82 @@ async fn bad_answers_never_replace_the_last_good_discovery() {
         oo.set_fault(Fault::None);
         wait_for_readyz(&os, "pool onlyoffice (onlyoffice): ok").await;
     }
+}
+
+#[tokio::test]
+async fn each_bad_answer_costs_exactly_one_log_line_per_refresh() {
+    trace_init();
+    let oo = StandInEditor::start(Suite::OnlyOffice).await;
+    let (_dir, prepared) = OfficeSwitch::builder()
+        .pool("onlyoffice", "onlyoffice", &[oo.url()])
+        .fetch_timeout_secs(1)
+        .prepare()
+        .await;
+    let service = DiscoveryService::new(
+        &prepared.config,
+        prepared.rules.clone(),
+        prepared.keys.clone(),
+        prepared.client.clone(),
+    );
+    let ((), logs) = capture(service.refresh()).await;
+    assert_eq!(
+        logs.problems(),
+        Vec::<String>::new(),
+        "a good refresh logs no problem"
+    );
+    let good = service.catalog().discovery_xml.clone().expect("discovery");
+    let cases = [
+        (Fault::BrokenXml, "malformed XML"),
+        (Fault::Html, "root element is <html>"),
+        (Fault::EmptyBody, "empty document"),
+        (Fault::Status(500), "status 500"),
+        (Fault::Hang, "no complete answer within 1s"),
+        (Fault::Huge(50 * 1024 * 1024), "body larger than"),
+    ];
+    for (fault, reason) in cases {
+        oo.set_fault(fault.clone());
+        let ((), logs) = capture(service.refresh()).await;
+        let problems = logs.problems();
+        assert_eq!(problems.len(), 1, "{fault:?}: {problems:#?}");
+        assert!(problems[0].contains(reason), "{fault:?}: {}", problems[0]);
+        assert!(
+            problems[0].contains("serving the last good one"),
+            "{}",
+            problems[0]
+        );
+        assert_eq!(
+            service.catalog().discovery_xml.as_ref(),
+            Some(&good),
+            "{fault:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn nodes_that_disagree_are_logged() {
+    trace_init();
+    let (a, b) = tokio::join!(
+        StandInEditor::start(Suite::Collabora),
+        StandInEditor::start(Suite::Collabora)
+    );
+    let (_dir, prepared) = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[a.url(), b.url()])
+        .prepare()
+        .await;
+    let service = DiscoveryService::new(
+        &prepared.config,
+        prepared.rules.clone(),
+        prepared.keys.clone(),
+        prepared.client.clone(),
+    );
+    let ((), logs) = capture(service.refresh()).await;
+    // The two stand-ins have different proof keys: a misconfigured or upgrading pool.
+    let problems = logs.problems();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].contains("nodes of one pool serve different discoveries"),
+        "{}",
+        problems[0]
+    );
+    assert!(problems[0].contains(&b.url()), "{}", problems[0]);
 }

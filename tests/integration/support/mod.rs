@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod client;
 pub mod editor;
+pub mod logs;
 pub mod officeswitch;
 pub mod richdocuments;
 

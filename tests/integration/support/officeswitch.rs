@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use officeswitch::app::{self, App, Listeners, MissingKey};
+use officeswitch::app::{self, App, Listeners, MissingKey, Prepared};
 use officeswitch::config::Config;
 use officeswitch::wopi::proof_key::{self, ProofKey};
 
@@ -124,6 +124,22 @@ impl Builder {
 
     /// Writes the settings, rules and key, then starts officeswitch.
     pub async fn start(self) -> OfficeSwitch {
+        launch(self.write().await).await
+    }
+
+    /// Writes the settings, rules and key, and loads them without starting a server
+    /// (for tests that drive one component, such as the discovery service, directly).
+    pub async fn prepare(self) -> (Arc<tempfile::TempDir>, Prepared) {
+        let dir = self.write().await;
+        let config =
+            Config::from_file(&dir.path().join("officeswitch.toml")).expect("valid settings");
+        (
+            dir,
+            app::prepare(config, MissingKey::Report).expect("prepare"),
+        )
+    }
+
+    async fn write(self) -> Arc<tempfile::TempDir> {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let port = free_port().await;
         let mut settings = format!(
@@ -157,7 +173,7 @@ impl Builder {
         std::fs::write(dir.path().join("officeswitch.toml"), settings).expect("write settings");
         write_default_rules(dir.path(), &self.pools);
         proof_key::write_new_key(&dir.path().join("keys/proof_key.pem"), false).expect("write key");
-        launch(dir).await
+        dir
     }
 }
 

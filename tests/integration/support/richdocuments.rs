@@ -73,11 +73,7 @@ impl RichdocumentsView {
                 }
             }
             match event {
-                Event::End(_) => {
-                    if path.pop().as_deref() == Some("app") {
-                        app = None;
-                    }
-                }
+                Event::End(_) if path.pop().as_deref() == Some("app") => app = None,
                 Event::Eof => break,
                 _ => {}
             }
