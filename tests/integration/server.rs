@@ -132,25 +132,34 @@ fn shipped_config_on_free_port() -> (tempfile::TempDir, std::path::PathBuf, u16)
 }
 
 /// Kills the child on drop so a failing test leaves no process behind.
-struct Child(std::process::Child);
+struct Child(Option<std::process::Child>);
+
+impl Child {
+    fn spawn(command: &mut Command) -> Child {
+        Child(Some(command.spawn().expect("run officeswitch")))
+    }
+
+    /// Stops the process and returns what it wrote.
+    fn kill_and_collect(mut self) -> std::process::Output {
+        let mut child = self.0.take().expect("running");
+        let _ = child.kill();
+        child.wait_with_output().expect("output")
+    }
+}
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 #[tokio::test]
 async fn default_configuration_starts_without_editors_and_waits_for_them() {
     let (dir, path, port) = shipped_config_on_free_port();
-    let _child = Child(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .spawn()
-            .expect("run officeswitch"),
-    );
+    let _child = Child::spawn(Command::new(BIN).arg("--config").arg(&path));
     let base = format!("http://127.0.0.1:{port}");
     let mut ready = None;
     for _ in 0..100 {
@@ -297,4 +306,49 @@ fn keys_generate_never_overwrites_without_force() {
     assert_eq!(std::fs::read(&key).unwrap(), first);
     assert!(run(true).status.success());
     assert_ne!(std::fs::read(&key).unwrap(), first);
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_without_query_strings() {
+    let (_dir, path, port) = shipped_config_on_free_port();
+    let settings = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("format = \"text\"", "format = \"json\"");
+    std::fs::write(&path, settings).unwrap();
+    let child = Child::spawn(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .stdout(std::process::Stdio::piped()),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let secret = "access_token=SECRET-TOKEN";
+    assert_eq!(
+        client::get(&format!("{base}/nowhere?{secret}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let output = child.kill_and_collect();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["path"] == "/nowhere")
+        .unwrap_or_else(|| panic!("no access log line in {stdout}"));
+    assert_eq!(request["status"], 404);
+    assert!(
+        !stdout.contains("SECRET-TOKEN"),
+        "a query string reached the log: {stdout}"
+    );
 }
