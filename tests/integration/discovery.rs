@@ -222,3 +222,23 @@ async fn a_rolling_upgrade_pool_still_serves_one_answer() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_rotated_key_is_published_as_old() {
+    trace_init();
+    let cool = StandInEditor::start(Suite::Collabora).await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[cool.url()])
+        .with_old_key()
+        .start()
+        .await;
+    let view = RichdocumentsView::parse(&merged(&os).await);
+    let attrs = view.proof_key.as_ref().expect("proof-key");
+    let (current, old) = (os.proof_key(), os.old_proof_key());
+    assert_eq!(attrs["modulus"], current.public().modulus_b64());
+    assert_eq!(attrs["value"], current.public().capi_blob_b64());
+    assert_eq!(attrs["oldmodulus"], old.public().modulus_b64());
+    assert_eq!(attrs["oldexponent"], old.public().exponent_b64());
+    assert_eq!(attrs["oldvalue"], old.public().capi_blob_b64());
+    assert_ne!(attrs["oldmodulus"], attrs["modulus"]);
+}

@@ -31,6 +31,7 @@ pub struct Builder {
     fetch_timeout_secs: u64,
     max_body_bytes: Option<u64>,
     tls: Option<Arc<TestCerts>>,
+    old_key: bool,
 }
 
 /// A running officeswitch and the files behind it.
@@ -56,6 +57,7 @@ impl OfficeSwitch {
             fetch_timeout_secs: 2,
             max_body_bytes: None,
             tls: None,
+            old_key: false,
         }
     }
 
@@ -67,6 +69,11 @@ impl OfficeSwitch {
     /// officeswitch's current proof key, read from its key file.
     pub fn proof_key(&self) -> ProofKey {
         ProofKey::load(&self.dir.path().join("keys/proof_key.pem")).expect("officeswitch key file")
+    }
+
+    /// officeswitch's previous proof key, when built `with_old_key`.
+    pub fn old_proof_key(&self) -> ProofKey {
+        ProofKey::load(&self.dir.path().join("keys/old_proof_key.pem")).expect("old key file")
     }
 
     /// GET `path` over plain HTTP; returns status and body.
@@ -116,6 +123,12 @@ impl Builder {
         self
     }
 
+    /// Also configures a previous proof key (`keys.old_proof_key`), as during a rotation.
+    pub fn with_old_key(mut self) -> Self {
+        self.old_key = true;
+        self
+    }
+
     /// Adds a TLS listener with the test certificate.
     pub fn with_tls(mut self, certs: Arc<TestCerts>) -> Self {
         self.tls = Some(certs);
@@ -155,6 +168,11 @@ impl Builder {
             ));
         }
         settings.push_str("[keys]\nproof_key = \"keys/proof_key.pem\"\n");
+        if self.old_key {
+            settings.push_str("old_proof_key = \"keys/old_proof_key.pem\"\n");
+            proof_key::write_new_key(&dir.path().join("keys/old_proof_key.pem"), false)
+                .expect("write old key");
+        }
         settings.push_str(&format!(
             "[discovery]\nrefresh_secs = {}\nfetch_timeout_secs = {}\n",
             self.refresh_secs, self.fetch_timeout_secs
