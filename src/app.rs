@@ -87,6 +87,18 @@ pub fn prepare(config: Config, missing_key: MissingKey) -> Result<Prepared, Star
     })
 }
 
+impl Prepared {
+    /// A discovery service for these settings (empty catalog, not yet running).
+    pub fn discovery_service(&self) -> Arc<DiscoveryService> {
+        DiscoveryService::new(
+            &self.config,
+            self.rules.clone(),
+            self.keys.clone(),
+            self.client.clone(),
+        )
+    }
+}
+
 fn load_current_key(
     config: &Config,
     missing_key: MissingKey,
@@ -145,12 +157,7 @@ pub struct App {
 impl App {
     /// Creates the discovery service and seeds it from the state dir.
     pub async fn new(prepared: Prepared) -> App {
-        let discovery = DiscoveryService::new(
-            &prepared.config,
-            prepared.rules.clone(),
-            prepared.keys.clone(),
-            prepared.client.clone(),
-        );
+        let discovery = prepared.discovery_service();
         discovery.load_last_good().await;
         App {
             prepared,

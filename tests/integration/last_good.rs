@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use officeswitch::discovery::DiscoveryService;
-
 use crate::support::editor::{Fault, StandInEditor, Suite};
 use crate::support::logs::capture;
 use crate::support::officeswitch::OfficeSwitch;
@@ -143,12 +141,7 @@ async fn each_bad_answer_costs_exactly_one_log_line_per_refresh() {
         .fetch_timeout_secs(1)
         .prepare()
         .await;
-    let service = DiscoveryService::new(
-        &prepared.config,
-        prepared.rules.clone(),
-        prepared.keys.clone(),
-        prepared.client.clone(),
-    );
+    let service = prepared.discovery_service();
     let ((), logs) = capture(service.refresh()).await;
     assert_eq!(
         logs.problems(),
@@ -194,12 +187,7 @@ async fn nodes_that_disagree_are_logged() {
         .pool("collabora", "collabora", &[a.url(), b.url()])
         .prepare()
         .await;
-    let service = DiscoveryService::new(
-        &prepared.config,
-        prepared.rules.clone(),
-        prepared.keys.clone(),
-        prepared.client.clone(),
-    );
+    let service = prepared.discovery_service();
     let ((), logs) = capture(service.refresh()).await;
     // The two stand-ins have different proof keys: a misconfigured or upgrading pool.
     let problems = logs.problems();
