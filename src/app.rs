@@ -17,6 +17,7 @@ use crate::config::{Config, ConfigError};
 use crate::discovery::{DiscoveryService, ProofKeyPair};
 use crate::proxy::Proxy;
 use crate::rules::RuleSet;
+use crate::rules::watch::RulesStore;
 use crate::server;
 use crate::upstream::{self, UpstreamClient, UpstreamError};
 use crate::wopi::proof_key::{self, KeyError, ProofKey};
@@ -88,14 +89,18 @@ pub fn prepare(config: Config, missing_key: MissingKey) -> Result<Prepared, Star
 }
 
 impl Prepared {
-    /// A discovery service for these settings (empty catalog, not yet running).
-    pub fn discovery_service(&self) -> Arc<DiscoveryService> {
-        DiscoveryService::new(
-            &self.config,
+    /// The live rules store, starting from the rules loaded here.
+    pub fn rules_store(&self) -> Arc<RulesStore> {
+        RulesStore::new(
+            self.config.rules_dir.clone(),
+            self.config.pools.clone(),
             self.rules.clone(),
-            self.keys.clone(),
-            self.client.clone(),
         )
+    }
+
+    /// A discovery service for these settings (empty catalog, not yet running).
+    pub fn discovery_service(&self, rules: Arc<RulesStore>) -> Arc<DiscoveryService> {
+        DiscoveryService::new(&self.config, rules, self.keys.clone(), self.client.clone())
     }
 }
 
@@ -151,16 +156,19 @@ impl Listeners {
 /// A prepared officeswitch with its live discovery.
 pub struct App {
     prepared: Prepared,
+    rules: Arc<RulesStore>,
     discovery: Arc<DiscoveryService>,
 }
 
 impl App {
-    /// Creates the discovery service and seeds it from the state dir.
+    /// Creates the rules store and the discovery service, seeded from the state dir.
     pub async fn new(prepared: Prepared) -> App {
-        let discovery = prepared.discovery_service();
+        let rules = prepared.rules_store();
+        let discovery = prepared.discovery_service(rules.clone());
         discovery.load_last_good().await;
         App {
             prepared,
+            rules,
             discovery,
         }
     }
@@ -170,29 +178,49 @@ impl App {
         &self.discovery
     }
 
+    /// The rules store (to reload it on SIGHUP).
+    pub fn rules(&self) -> &Arc<RulesStore> {
+        &self.rules
+    }
+
     /// Serves until `shutdown` is cancelled, then drains and returns.
     pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) {
-        let proxy = Arc::new(Proxy::new(self.discovery.clone()));
+        let config = &self.prepared.config;
+        let proxy = Arc::new(Proxy::new(
+            config,
+            self.discovery.clone(),
+            self.rules.clone(),
+            self.prepared.client.clone(),
+        ));
         let mut tasks = tokio::task::JoinSet::new();
-        let refresh_stop = shutdown.clone();
+        let stop = shutdown.clone();
         tasks.spawn(
             self.discovery
                 .clone()
-                .run(async move { refresh_stop.cancelled().await }),
+                .run(async move { stop.cancelled().await }),
         );
+        let stop = shutdown.clone();
+        tasks.spawn(
+            self.discovery
+                .clone()
+                .follow_rules(async move { stop.cancelled().await }),
+        );
+        if config.watch_rules {
+            tasks.spawn(self.rules.clone().watch(shutdown.clone()));
+        }
+        let mut servers = Vec::new();
         if let Some(listener) = listeners.plain {
-            tasks.spawn(server::serve(
-                listener,
-                None,
-                proxy.clone(),
-                shutdown.clone(),
-            ));
+            servers.push((listener, None));
         }
         if let (Some(listener), Some(acceptor)) = (listeners.tls, self.prepared.tls.clone()) {
+            servers.push((listener, Some(acceptor)));
+        }
+        for (listener, tls) in servers {
             tasks.spawn(server::serve(
                 listener,
-                Some(acceptor),
+                tls,
                 proxy.clone(),
+                config.server.clone(),
                 shutdown.clone(),
             ));
         }

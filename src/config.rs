@@ -32,6 +32,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Directory of routing rules.
     pub rules_dir: PathBuf,
+    /// Reload rules on file changes in `rules_dir` (besides SIGHUP).
+    pub watch_rules: bool,
     /// Directory for state that survives restarts.
     pub state_dir: PathBuf,
     /// Where officeswitch's proof keys live.
@@ -40,6 +42,8 @@ pub struct Config {
     pub discovery: DiscoveryConfig,
     /// Connections to editor nodes.
     pub upstream: UpstreamConfig,
+    /// Limits on client requests.
+    pub server: ServerConfig,
     /// Log output.
     pub log: LogConfig,
     /// The editor pools, in file order (file order breaks ownership ties).
@@ -87,6 +91,19 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     /// TCP+TLS connect timeout.
     pub connect_timeout: Duration,
+    /// Time a node gets to send its response head.
+    pub first_byte_timeout: Duration,
+    /// Silence (both directions) after which a WebSocket tunnel is closed.
+    pub websocket_idle_timeout: Duration,
+}
+
+/// Limits on what clients may send.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Time a client gets to send a complete request head.
+    pub header_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
 }
 
 /// Log format and default level.
@@ -136,6 +153,14 @@ const DEFAULT_FETCH_TIMEOUT_SECS: u64 = 10;
 const DEFAULT_MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 /// Default connect timeout to nodes.
 const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
+/// Default time to a node's response head: conversions of large files take a while.
+const DEFAULT_FIRST_BYTE_TIMEOUT_SECS: u64 = 120;
+/// Default WebSocket idle limit; editors ping far more often than this.
+const DEFAULT_WEBSOCKET_IDLE_TIMEOUT_SECS: u64 = 3600;
+/// Default time for a client to send its request head.
+const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Default cap on a request head; WOPI URLs with long tokens stay far below it.
+const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
 
 impl Config {
     /// Reads and validates the settings file at `path`.
@@ -249,6 +274,30 @@ impl Validator<'_> {
                 raw.upstream.connect_timeout_secs.as_ref(),
                 DEFAULT_CONNECT_TIMEOUT_SECS,
             )?),
+            first_byte_timeout: Duration::from_secs(self.positive(
+                "upstream.first_byte_timeout_secs",
+                raw.upstream.first_byte_timeout_secs.as_ref(),
+                DEFAULT_FIRST_BYTE_TIMEOUT_SECS,
+            )?),
+            websocket_idle_timeout: Duration::from_secs(self.positive(
+                "upstream.websocket_idle_timeout_secs",
+                raw.upstream.websocket_idle_timeout_secs.as_ref(),
+                DEFAULT_WEBSOCKET_IDLE_TIMEOUT_SECS,
+            )?),
+        };
+        let server = ServerConfig {
+            header_timeout: Duration::from_secs(self.positive(
+                "server.header_timeout_secs",
+                raw.server.header_timeout_secs.as_ref(),
+                DEFAULT_HEADER_TIMEOUT_SECS,
+            )?),
+            max_header_bytes: match &raw.server.max_header_bytes {
+                Some(v) if *v.get_ref() < 8192 => {
+                    return Err(self.err("server.max_header_bytes", v, "must be at least 8192"));
+                }
+                Some(v) => usize::try_from(*v.get_ref()).unwrap_or(usize::MAX),
+                None => DEFAULT_MAX_HEADER_BYTES as usize,
+            },
         };
         let log = self.log(&raw.log)?;
         let pools = self.pools(&raw.pool)?;
@@ -258,10 +307,12 @@ impl Validator<'_> {
             listen,
             tls,
             rules_dir: self.optional_path("rules_dir", raw.rules_dir.as_ref(), "rules")?,
+            watch_rules: raw.watch_rules.unwrap_or(true),
             state_dir: self.optional_path("state_dir", raw.state_dir.as_ref(), "state")?,
             keys,
             discovery,
             upstream,
+            server,
             log,
             pools,
         })
@@ -400,6 +451,17 @@ impl Validator<'_> {
                     ));
                 }
             };
+            if let Some(other) = pools.iter().find(|q| q.kind == kind) {
+                return Err(self.err(
+                    &key("kind"),
+                    &p.kind,
+                    format!(
+                        "pool `{}` is already the {} pool: officeswitch tells suites apart by their URL space, so one pool per suite",
+                        other.name,
+                        kind.as_str()
+                    ),
+                ));
+            }
             if p.nodes.get_ref().is_empty() {
                 return Err(self.err(&key("nodes"), &p.nodes, "a pool needs at least one node"));
             }
@@ -513,6 +575,12 @@ nodes = ["http://127.0.0.1:9980"]
             ("pool[1].name", Some(12)),
             "{err}"
         );
+        let second = format!(
+            "{MINIMAL}\n[[pool]]\nname = \"cool2\"\nkind = \"collabora\"\nnodes = [\"http://a\"]\n"
+        );
+        let err = parse(&second).unwrap_err();
+        assert_eq!(err.key, "pool[1].kind", "{err}");
+        assert!(err.message.contains("one pool per suite"), "{err}");
     }
 
     #[test]

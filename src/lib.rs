@@ -32,6 +32,7 @@ pub mod discovery;
 pub mod proxy;
 pub mod rules;
 pub mod server;
+pub mod sticky;
 pub mod telemetry;
 pub mod upstream;
 pub mod wopi;

@@ -111,15 +111,20 @@ fn run(path: &std::path::Path) -> ExitCode {
         };
         let app = App::new(prepared).await;
         let shutdown = CancellationToken::new();
-        tokio::spawn(signals(shutdown.clone(), app.discovery().clone()));
+        tokio::spawn(signals(
+            shutdown.clone(),
+            app.rules().clone(),
+            app.discovery().clone(),
+        ));
         app.run(listeners, shutdown).await;
         ExitCode::SUCCESS
     })
 }
 
-/// SIGTERM/SIGINT start a graceful shutdown; SIGHUP refreshes discovery now.
+/// SIGTERM/SIGINT start a graceful shutdown; SIGHUP reloads rules and refreshes discovery.
 async fn signals(
     shutdown: CancellationToken,
+    rules: std::sync::Arc<officeswitch::rules::watch::RulesStore>,
     discovery: std::sync::Arc<officeswitch::discovery::DiscoveryService>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -135,7 +140,9 @@ async fn signals(
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
             _ = hup.recv() => {
-                info!("SIGHUP: refreshing discovery");
+                info!("SIGHUP: reloading rules and refreshing discovery");
+                // A failed reload keeps the previous rules and logs why.
+                let _ = rules.reload();
                 discovery.request_refresh();
             }
         }

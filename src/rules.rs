@@ -1,15 +1,31 @@
-//! Routing rules: which editor pool owns which file format.
+//! Routing rules: which editor pool opens which file, for which organisation.
 //!
-//! `rules/default.toml` gives the default pool per extension and a preference order
-//! for formats it does not name. [`RuleSet`] is the compiled, validated form; it is
-//! the only rules API the rest of officeswitch uses.
+//! The rules directory holds `default.toml` (the default pool per extension, and a
+//! preference order for formats it does not name) and one `<organisation>.toml` per
+//! organisation: the Nextcloud origins it owns, optional pool overrides (per extension
+//! or for every format) and optional pins to a subset of a pool's nodes.
+//! [`RuleSet`] is the compiled, validated form of the whole directory; it is the only
+//! rules API the rest of officeswitch uses. [`RulesStore`] keeps the current
+//! [`RuleSet`] and swaps in a new one when the directory changes (hot reload).
+//!
+//! Lookups ([`RuleSet::organisation_for`], [`RuleSet::pool_for`]) run for every opened
+//! document, so they only hash and compare: no allocation.
 
 mod file;
+mod organisation;
+pub mod watch;
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use toml::Spanned;
+use url::Url;
+
 use crate::config::{ConfigError, PoolConfig};
+
+pub use organisation::Organisation;
+pub use watch::RulesStore;
 
 /// Name of the file holding the defaults that apply to every organisation.
 pub const DEFAULT_RULES_FILE: &str = "default.toml";
@@ -21,22 +37,50 @@ pub struct RuleSet {
     owners: HashMap<String, String>,
     /// Pools in the order that decides formats no rule names.
     prefer: Vec<String>,
+    /// Organisations, in file-name order.
+    organisations: Vec<Organisation>,
+    /// Normalised host (as `Url::host_str` gives it) -> the origins on that host.
+    by_host: HashMap<String, Vec<OriginEntry>>,
+}
+
+/// One origin of one organisation, filed under its host in [`RuleSet::by_host`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct OriginEntry {
+    /// `https` (true) or `http`.
+    https: bool,
+    /// Port, with the scheme's default made explicit.
+    port: u16,
+    /// Index into [`RuleSet::organisations`].
+    organisation: usize,
 }
 
 impl RuleSet {
-    /// Loads `default.toml` from `dir` and checks it against `pools`.
+    /// Loads the rules directory `dir` (`default.toml` and every other `*.toml`, one per
+    /// organisation) and checks it against `pools`.
+    ///
+    /// Files whose names start with `.` (editor lock and temporary files) are ignored, as
+    /// are files not ending in `.toml` (such as `example-org.toml.sample`).
     ///
     /// # Errors
-    /// A located error for a missing or unreadable file, bad TOML, an unknown pool or a
-    /// malformed extension.
+    /// A located error for a missing or unreadable file, bad TOML, an unknown pool, a
+    /// malformed extension, a bad or duplicate origin, or a bad node pin.
     pub fn load(dir: &Path, pools: &[PoolConfig]) -> Result<RuleSet, ConfigError> {
-        let path: PathBuf = dir.join(DEFAULT_RULES_FILE);
-        let source = std::fs::read_to_string(&path)
-            .map_err(|e| ConfigError::file(&path, format!("cannot read rules file: {e}")))?;
-        RuleSet::from_str(&path, &source, pools)
+        let default_path: PathBuf = dir.join(DEFAULT_RULES_FILE);
+        let default_source = read_rules_file(&default_path)?;
+        let mut organisations = Vec::new();
+        for path in organisation_files(dir)? {
+            let source = read_rules_file(&path)?;
+            organisations.push((path, source));
+        }
+        let organisations: Vec<(&Path, &str)> = organisations
+            .iter()
+            .map(|(p, s)| (p.as_path(), s.as_str()))
+            .collect();
+        RuleSet::from_sources((&default_path, &default_source), &organisations, pools)
     }
 
-    /// Compiles rules given as text (`path` names them in errors).
+    /// Compiles `default.toml` rules given as text, with no organisation (`path` names
+    /// them in errors).
     ///
     /// # Errors
     /// As [`RuleSet::load`].
@@ -45,72 +89,46 @@ impl RuleSet {
         source: &str,
         pools: &[PoolConfig],
     ) -> Result<RuleSet, ConfigError> {
-        let raw: file::FileRules =
-            toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, &e))?;
-        let known = |name: &str| pools.iter().any(|p| p.name == name);
-        let pool_list = || {
-            pools
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut owners = HashMap::with_capacity(raw.extensions.len());
-        for (ext, pool) in &raw.extensions {
-            let key = format!("extensions.{ext}");
-            if !is_extension(ext) {
-                return Err(ConfigError::at(
-                    path,
-                    source,
-                    key,
-                    Some(pool.span()),
-                    "an extension is lower-case letters and digits, without the dot",
-                ));
-            }
-            if !known(pool.get_ref()) {
-                return Err(ConfigError::at(
-                    path,
-                    source,
-                    key,
-                    Some(pool.span()),
-                    format!(
-                        "no pool named `{}` (pools: {})",
-                        pool.get_ref(),
-                        pool_list()
-                    ),
-                ));
-            }
-            owners.insert(ext.clone(), pool.get_ref().clone());
-        }
-        let mut prefer = Vec::new();
-        for (i, pool) in raw.prefer.iter().enumerate() {
-            if !known(pool.get_ref()) {
-                return Err(ConfigError::at(
-                    path,
-                    source,
-                    format!("prefer[{i}]"),
-                    Some(pool.span()),
-                    format!(
-                        "no pool named `{}` (pools: {})",
-                        pool.get_ref(),
-                        pool_list()
-                    ),
-                ));
-            }
-            if !prefer.contains(pool.get_ref()) {
-                prefer.push(pool.get_ref().clone());
-            }
-        }
-        // Pools the list leaves out come last, in settings-file order.
-        for p in pools {
-            if !prefer.contains(&p.name) {
-                prefer.push(p.name.clone());
-            }
-        }
-        Ok(RuleSet { owners, prefer })
+        RuleSet::from_sources((path, source), &[], pools)
     }
 
-    /// The pool the rules give `ext` (lower-case, no dot), if any.
+    /// Compiles rules given as text: `default` is `(path, text)` of `default.toml`,
+    /// `organisations` the `(path, text)` of each organisation file, named by its path's
+    /// file stem. Lets tests and tools build rules without a directory.
+    ///
+    /// # Errors
+    /// As [`RuleSet::load`]; a duplicate origin is reported in the later file of
+    /// `organisations`, naming the earlier one.
+    pub fn from_sources(
+        default: (&Path, &str),
+        organisations: &[(&Path, &str)],
+        pools: &[PoolConfig],
+    ) -> Result<RuleSet, ConfigError> {
+        let (owners, prefer) = compile_default(&Source::new(default.0, default.1), pools)?;
+        let mut compiled = Vec::with_capacity(organisations.len());
+        let mut seen = HashMap::new();
+        for (path, text) in organisations {
+            let index = compiled.len();
+            let src = Source::new(path, text);
+            compiled.push(organisation::compile(&src, index, pools, &mut seen)?);
+        }
+        let mut by_host: HashMap<String, Vec<OriginEntry>> = HashMap::new();
+        for (origin, owner) in seen {
+            by_host.entry(origin.host).or_default().push(OriginEntry {
+                https: origin.https,
+                port: origin.port,
+                organisation: owner.index,
+            });
+        }
+        Ok(RuleSet {
+            owners,
+            prefer,
+            organisations: compiled,
+            by_host,
+        })
+    }
+
+    /// The pool `default.toml` gives `ext` (lower-case, no dot), if any.
     pub fn owner_of(&self, ext: &str) -> Option<&str> {
         self.owners.get(ext).map(String::as_str)
     }
@@ -119,6 +137,184 @@ impl RuleSet {
     pub fn preference(&self) -> &[String] {
         &self.prefer
     }
+
+    /// The organisation owning the origin of `url` (scheme, host, port), if any.
+    ///
+    /// The router calls this for every `WOPISrc`: a `WOPISrc` whose origin no
+    /// organisation owns is refused and never contacted. Only `http` and `https` URLs can
+    /// match; the default port counts as written (`https://a` is `https://a:443`). Only
+    /// the origin is compared: rejecting credentials or odd paths in `url` is the
+    /// caller's job. No allocation.
+    pub fn organisation_for(&self, url: &Url) -> Option<&Organisation> {
+        let https = match url.scheme() {
+            "https" => true,
+            "http" => false,
+            _ => return None,
+        };
+        let port = url.port_or_known_default()?;
+        let entries = self.by_host.get(url.host_str()?)?;
+        let entry = entries
+            .iter()
+            .find(|e| e.https == https && e.port == port)?;
+        self.organisations.get(entry.organisation)
+    }
+
+    /// The pool that opens `ext` (lower-case, no dot) for `org`: the organisation's
+    /// extension override, then its `all`, then `default.toml`'s owner; `None` if nothing
+    /// names it (the caller may then fall back to [`RuleSet::preference`]).
+    pub fn pool_for<'a>(&'a self, org: &'a Organisation, ext: &str) -> Option<&'a str> {
+        org.pool_override(ext).or_else(|| self.owner_of(ext))
+    }
+
+    /// Number of organisations (for logs and readiness).
+    pub fn organisations(&self) -> usize {
+        self.organisations.len()
+    }
+}
+
+/// A rules file's path and text, to locate errors in it.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl<'a> Source<'a> {
+    fn new(path: &'a Path, text: &'a str) -> Self {
+        Source { path, text }
+    }
+
+    /// An error about `key`, located by the byte `span` of its value.
+    fn err(&self, key: &str, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.path, self.text, key, Some(span), message)
+    }
+
+    /// Parses the text as TOML into `T`; unknown top-level keys are reported under their
+    /// own name.
+    fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        toml::from_str(self.text).map_err(|e| {
+            let mut err = ConfigError::from_toml(self.path, self.text, &e);
+            if let Some(field) = unknown_field(&err.message) {
+                err.key = field.to_string();
+            }
+            err
+        })
+    }
+
+    /// The 1-based line of byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// Checks that `value` names a configured pool; returns the name.
+    fn pool(
+        &self,
+        key: &str,
+        value: &Spanned<String>,
+        pools: &[PoolConfig],
+    ) -> Result<String, ConfigError> {
+        let name = value.get_ref();
+        if pools.iter().any(|p| &p.name == name) {
+            return Ok(name.clone());
+        }
+        Err(self.err(key, value.span(), unknown_pool(name, pools)))
+    }
+
+    /// Checks an `[extensions]` entry (`ext = "pool"`); returns the pool name.
+    fn extension(
+        &self,
+        ext: &str,
+        pool: &Spanned<String>,
+        pools: &[PoolConfig],
+    ) -> Result<String, ConfigError> {
+        let key = format!("extensions.{ext}");
+        if !is_extension(ext) {
+            return Err(self.err(
+                &key,
+                pool.span(),
+                "an extension is lower-case letters and digits, without the dot",
+            ));
+        }
+        self.pool(&key, pool, pools)
+    }
+}
+
+/// The message for a pool name the settings do not define.
+fn unknown_pool(name: &str, pools: &[PoolConfig]) -> String {
+    let list = pools
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("no pool named `{name}` (pools: {list})")
+}
+
+/// The field a serde "unknown field `x`, expected ..." message names.
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split_once('`').map(|(field, _)| field)
+}
+
+/// Compiles `default.toml` into (extension -> pool, preference order).
+fn compile_default(
+    src: &Source<'_>,
+    pools: &[PoolConfig],
+) -> Result<(HashMap<String, String>, Vec<String>), ConfigError> {
+    let raw: file::FileRules = src.parse()?;
+    let mut owners = HashMap::with_capacity(raw.extensions.len());
+    for (ext, pool) in &raw.extensions {
+        owners.insert(ext.clone(), src.extension(ext, pool, pools)?);
+    }
+    let mut prefer = Vec::new();
+    for (i, pool) in raw.prefer.iter().enumerate() {
+        let name = src.pool(&format!("prefer[{i}]"), pool, pools)?;
+        if !prefer.contains(&name) {
+            prefer.push(name);
+        }
+    }
+    // Pools the list leaves out come last, in settings-file order.
+    for p in pools {
+        if !prefer.contains(&p.name) {
+            prefer.push(p.name.clone());
+        }
+    }
+    Ok((owners, prefer))
+}
+
+/// Reads one rules file.
+fn read_rules_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::file(path, format!("cannot read rules file: {e}")))
+}
+
+/// The organisation files of `dir`, sorted by name: every `*.toml` but `default.toml`,
+/// skipping names that start with `.` and directories.
+fn organisation_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let unreadable =
+        |e: std::io::Error| ConfigError::file(dir, format!("cannot read rules directory: {e}"));
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let path = entry.map_err(unreadable)?.path();
+        if !is_organisation_file(&path) || path.is_dir() {
+            continue;
+        }
+        files.push(path);
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Whether `path` names an organisation file: `*.toml`, not hidden, not `default.toml`.
+fn is_organisation_file(path: &Path) -> bool {
+    let Some(name) = path.file_name() else {
+        return false;
+    };
+    let hidden = name.as_encoded_bytes().first() == Some(&b'.');
+    !hidden && name != DEFAULT_RULES_FILE && path.extension().is_some_and(|e| e == "toml")
 }
 
 /// Whether `s` looks like a file extension as editors list them (`docx`, `7z`).
@@ -130,58 +326,4 @@ fn is_extension(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::SuiteKind;
-
-    fn pools() -> Vec<PoolConfig> {
-        ["collabora", "onlyoffice"]
-            .iter()
-            .map(|n| PoolConfig {
-                name: n.to_string(),
-                kind: if *n == "collabora" {
-                    SuiteKind::Collabora
-                } else {
-                    SuiteKind::OnlyOffice
-                },
-                nodes: vec![],
-            })
-            .collect()
-    }
-
-    #[test]
-    fn shipped_default_rules_compile() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
-        let rules = RuleSet::load(&dir, &pools()).unwrap();
-        assert_eq!(rules.owner_of("docx"), Some("onlyoffice"));
-        assert_eq!(rules.owner_of("odg"), Some("collabora"));
-        assert_eq!(rules.owner_of("pdf"), None);
-        assert_eq!(rules.preference(), ["collabora", "onlyoffice"]);
-    }
-
-    #[test]
-    fn unknown_pool_is_located() {
-        let src = "prefer = []\n[extensions]\ndocx = \"msoffice\"\n";
-        let err = RuleSet::from_str(Path::new("r/default.toml"), src, &pools()).unwrap_err();
-        assert_eq!(
-            (err.key.as_str(), err.line),
-            ("extensions.docx", Some(3)),
-            "{err}"
-        );
-        assert!(err.message.contains("msoffice"));
-    }
-
-    #[test]
-    fn bad_extension_is_refused() {
-        let src = "[extensions]\n\".docx\" = \"collabora\"\n";
-        let err = RuleSet::from_str(Path::new("d.toml"), src, &pools()).unwrap_err();
-        assert_eq!(err.key, "extensions..docx");
-    }
-
-    #[test]
-    fn preference_is_completed_with_unlisted_pools() {
-        let src = "prefer = [\"onlyoffice\"]\n";
-        let rules = RuleSet::from_str(Path::new("d.toml"), src, &pools()).unwrap();
-        assert_eq!(rules.preference(), ["onlyoffice", "collabora"]);
-    }
-}
+mod tests;

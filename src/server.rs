@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::config::ServerConfig;
 use crate::proxy::Proxy;
 
 /// How long connections get to finish after shutdown starts.
@@ -30,10 +31,20 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
+    limits: ServerConfig,
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, scheme, "listening");
@@ -55,7 +66,7 @@ pub async fn serve(
         let proxy = proxy.clone();
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request).await) }
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, peer).await) }
         });
         match &tls {
             None => {
@@ -63,7 +74,7 @@ pub async fn serve(
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
-                        debug!(%peer, error = %e, "connection closed with error");
+                        connection_error(peer, &*e);
                     }
                 });
             }
@@ -89,7 +100,7 @@ pub async fn serve(
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        debug!(%peer, error = %e, "connection closed with error");
+                        connection_error(peer, &*e);
                     }
                 });
             }
@@ -99,5 +110,21 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => debug!(scheme, "all connections closed"),
         () = tokio::time::sleep(DRAIN_DEADLINE) => warn!(scheme, "drain deadline passed; closing remaining connections"),
+    }
+}
+
+/// Logs why a client connection ended badly: one info line for what a hoster may want to
+/// see (slow or oversized request heads), debug for ordinary disconnects.
+fn connection_error(peer: std::net::SocketAddr, e: &(dyn std::error::Error + 'static)) {
+    let hyper_error = e.downcast_ref::<hyper::Error>();
+    let reason = match hyper_error {
+        Some(h) if h.is_timeout() => Some("request head not received in time"),
+        Some(h) if h.is_parse_too_large() => Some("request head too large"),
+        Some(h) if h.is_parse() => Some("malformed request"),
+        _ => None,
+    };
+    match reason {
+        Some(reason) => info!(%peer, reason, "connection closed"),
+        None => debug!(%peer, error = %e, "connection closed with error"),
     }
 }

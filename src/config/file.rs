@@ -17,6 +17,8 @@ pub struct FileConfig {
     pub listen: Option<Spanned<String>>,
     /// Directory of routing rules (`default.toml` and one file per organisation).
     pub rules_dir: Option<Spanned<String>>,
+    /// Reload rules when a file in `rules_dir` changes (SIGHUP always reloads).
+    pub watch_rules: Option<bool>,
     /// Directory for state that must survive a restart (last good discoveries, keys).
     pub state_dir: Option<Spanned<String>>,
     /// Optional TLS listener.
@@ -29,6 +31,9 @@ pub struct FileConfig {
     /// How officeswitch talks to editor nodes.
     #[serde(default)]
     pub upstream: FileUpstream,
+    /// Limits on client requests.
+    #[serde(default)]
+    pub server: FileServer,
     /// Log format and level.
     #[serde(default)]
     pub log: FileLog,
@@ -82,6 +87,20 @@ pub struct FileUpstream {
     pub ca_file: Option<Spanned<String>>,
     /// Seconds allowed to open a TCP (and TLS) connection to a node.
     pub connect_timeout_secs: Option<Spanned<u64>>,
+    /// Seconds a node may take to start answering (status line and headers).
+    pub first_byte_timeout_secs: Option<Spanned<u64>>,
+    /// Seconds a WebSocket tunnel may stay silent both ways before it is closed.
+    pub websocket_idle_timeout_secs: Option<Spanned<u64>>,
+}
+
+/// `[server]`: limits on what clients may send.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    /// Seconds a client gets to send a complete request head (slowloris guard).
+    pub header_timeout_secs: Option<Spanned<u64>>,
+    /// Largest request head accepted, in bytes (larger gets 431).
+    pub max_header_bytes: Option<Spanned<u64>>,
 }
 
 /// `[log]`: how officeswitch writes its log lines.

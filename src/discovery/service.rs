@@ -26,7 +26,7 @@ use super::fetch;
 use super::last_good::{self, SavedPool};
 use super::merge::{self, Merged, PoolDiscovery};
 use crate::config::{Config, DiscoveryConfig, PoolConfig, SuiteKind};
-use crate::rules::RuleSet;
+use crate::rules::watch::RulesStore;
 use crate::upstream::UpstreamClient;
 
 /// Shortest gap between two refreshes asked for by requests (not by the timer), so a
@@ -59,6 +59,9 @@ pub struct PoolState {
     pub kind: SuiteKind,
     /// The discovery served for it, if any was ever obtained.
     pub source: Option<Arc<PoolSource>>,
+    /// Each configured node's last good answer, in settings order (for per-node asset
+    /// versions and `urlsrc`s).
+    pub nodes: Vec<Option<Arc<PoolSource>>>,
     /// Why the last refresh got nothing from it, if it did not.
     pub last_error: Option<String>,
 }
@@ -111,12 +114,14 @@ pub struct DiscoveryService {
     public_url: Url,
     state_dir: PathBuf,
     settings: DiscoveryConfig,
-    rules: RuleSet,
+    rules: Arc<RulesStore>,
     keys: ProofKeyPair,
     client: UpstreamClient,
     catalog: ArcSwap<Catalog>,
     wake: Notify,
     generation: watch::Sender<u64>,
+    /// Serialises [`DiscoveryService::publish`] between refreshes and rules reloads.
+    publishing: std::sync::Mutex<()>,
 }
 
 impl DiscoveryService {
@@ -124,7 +129,7 @@ impl DiscoveryService {
     /// [`DiscoveryService::run`] next.
     pub fn new(
         config: &Config,
-        rules: RuleSet,
+        rules: Arc<RulesStore>,
         keys: ProofKeyPair,
         client: UpstreamClient,
     ) -> Arc<Self> {
@@ -135,6 +140,7 @@ impl DiscoveryService {
                 name: p.name.clone(),
                 kind: p.kind,
                 source: None,
+                nodes: vec![None; p.nodes.len()],
                 last_error: None,
             })
             .collect();
@@ -154,6 +160,7 @@ impl DiscoveryService {
             }),
             wake: Notify::new(),
             generation: watch::Sender::new(0),
+            publishing: std::sync::Mutex::new(()),
         };
         service.publish(pools);
         Arc::new(service)
@@ -224,6 +231,24 @@ impl DiscoveryService {
         }
     }
 
+    /// Re-merges with the new rules after every successful rules reload (ownership of
+    /// formats may have changed), until `shutdown` resolves.
+    pub async fn follow_rules(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut generation = self.rules.subscribe();
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                changed = generation.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.republish();
+                }
+            }
+        }
+    }
+
     /// One round: fetch every pool, keep what is good, publish the merge.
     pub async fn refresh(&self) {
         let previous = self.catalog();
@@ -240,10 +265,10 @@ impl DiscoveryService {
     async fn refresh_pool(&self, config: &PoolConfig, state: &PoolState) -> PoolState {
         let answers = join_all(config.nodes.iter().map(|n| self.fetch_node(n))).await;
         let mut failures = Vec::new();
-        let mut good: Vec<NodeAnswer> = Vec::new();
-        for (node, answer) in config.nodes.iter().zip(answers) {
+        let mut good: Vec<(usize, NodeAnswer)> = Vec::new();
+        for (i, (node, answer)) in config.nodes.iter().zip(answers).enumerate() {
             match answer {
-                Ok(source) => good.push(source),
+                Ok(answer) => good.push((i, answer)),
                 Err(e) => failures.push(format!("{node}: {e}")),
             }
         }
@@ -267,20 +292,31 @@ impl DiscoveryService {
         for failure in &failures {
             warn!(pool = %config.name, error = %failure, "discovery fetch failed on a node; using another node");
         }
-        log_disagreement(&config.name, &good);
-        let NodeAnswer {
-            source: mut chosen,
-            capabilities_error,
-        } = good.swap_remove(0);
-        if let Some(e) = capabilities_error {
-            warn!(pool = %config.name, node = %chosen.node, error = %e,
+        log_disagreement(&config.name, good.iter().map(|(_, a)| &a.source));
+        if let Some((_, first)) = good.first()
+            && let Some(e) = &first.capabilities_error
+        {
+            warn!(pool = %config.name, node = %first.source.node, error = %e,
                 "capabilities unusable; keeping the last good capabilities of this pool");
         }
-        if chosen.capabilities.is_none()
-            && let Some(last) = &state.source
-        {
-            chosen.capabilities.clone_from(&last.capabilities);
+        // Nodes that failed this round keep what they last served (their asset version).
+        let mut nodes = state.nodes.clone();
+        nodes.resize(config.nodes.len(), None);
+        let mut chosen = None;
+        for (i, answer) in good {
+            let mut source = answer.source;
+            if source.capabilities.is_none()
+                && let Some(last) = nodes[i].as_ref().or(state.source.as_ref())
+            {
+                source.capabilities.clone_from(&last.capabilities);
+            }
+            let source = Arc::new(source);
+            chosen.get_or_insert_with(|| source.clone());
+            nodes[i] = Some(source);
         }
+        let Some(chosen) = chosen else {
+            return state.clone();
+        };
         let changed = state.source.as_ref().is_none_or(|last| {
             last.from_disk || last.raw != chosen.raw || last.capabilities != chosen.capabilities
         });
@@ -289,7 +325,8 @@ impl DiscoveryService {
             self.save(&config.name, &chosen).await;
         }
         PoolState {
-            source: Some(Arc::new(chosen)),
+            source: Some(chosen),
+            nodes,
             last_error: None,
             ..state.clone()
         }
@@ -352,6 +389,24 @@ impl DiscoveryService {
 
     /// Merges the pools' discoveries and capabilities and swaps the result in.
     fn publish(&self, pools: Vec<PoolState>) {
+        let _one_at_a_time = self.lock_publishing();
+        self.publish_locked(pools);
+    }
+
+    /// Merges the current pools again (after a rules change).
+    fn republish(&self) {
+        let _one_at_a_time = self.lock_publishing();
+        self.publish_locked(self.catalog().pools.clone());
+    }
+
+    fn lock_publishing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.publishing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn publish_locked(&self, pools: Vec<PoolState>) {
+        let rules = self.rules.current();
         let with_source: Vec<(&PoolState, &PoolSource)> = pools
             .iter()
             .filter_map(|p| p.source.as_deref().map(|s| (p, s)))
@@ -365,11 +420,10 @@ impl DiscoveryService {
                     discovery: &s.discovery,
                 })
                 .collect();
-            merge::merge(&inputs, &self.rules, &self.public_url, &self.keys)
+            merge::merge(&inputs, &rules, &self.public_url, &self.keys)
         });
         let discovery_xml = merged.as_ref().map(|m| Bytes::from(m.discovery.to_xml()));
-        let caps: Vec<(SuiteKind, &Map<String, Value>)> = self
-            .rules
+        let caps: Vec<(SuiteKind, &Map<String, Value>)> = rules
             .preference()
             .iter()
             .filter_map(|name| with_source.iter().find(|(p, _)| &p.name == name))
@@ -409,14 +463,14 @@ fn source_from_saved(saved: SavedPool) -> Result<PoolSource, String> {
 
 /// Logs when nodes of one pool serve different discoveries (formats, actions, asset
 /// version or proof key): expected during a rolling upgrade, a misconfiguration otherwise.
-fn log_disagreement(pool: &str, answers: &[NodeAnswer]) {
-    let Some((first, rest)) = answers.split_first() else {
+fn log_disagreement<'a>(pool: &str, mut answers: impl Iterator<Item = &'a PoolSource>) {
+    let Some(first) = answers.next() else {
         return;
     };
-    let reference = fingerprint(&first.source.discovery);
-    for other in rest {
-        if fingerprint(&other.source.discovery) != reference {
-            warn!(pool, node = %first.source.node, other_node = %other.source.node,
+    let reference = fingerprint(&first.discovery);
+    for other in answers {
+        if fingerprint(&other.discovery) != reference {
+            warn!(pool, node = %first.node, other_node = %other.node,
                 "nodes of one pool serve different discoveries (rolling upgrade?); using the first node's");
         }
     }

@@ -1,14 +1,40 @@
 //! Every response officeswitch makes up itself, as a named variant.
 //!
 //! One place decides status, content type and body for each, so a reader can see every
-//! reply a client can get from officeswitch (rather than from an editor).
+//! reply a client can get from officeswitch (rather than from an editor), and whose fault
+//! it is ([`Fault`]), which the access log records.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 
-/// Body type of every response officeswitch sends.
-pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+/// Error type of streamed bodies (an editor or client connection breaking mid-body).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Body type of every response officeswitch sends: its own answers and streamed ones.
+pub type ProxyBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// Who caused an answer that is not a success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Nothing went wrong.
+    None,
+    /// The client asked for something wrong or forbidden.
+    Client,
+    /// An editor node failed or the suite cannot serve.
+    Editor,
+}
+
+impl Fault {
+    /// Name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::None => "none",
+            Fault::Client => "client",
+            Fault::Editor => "editor",
+        }
+    }
+}
 
 /// A reply made by officeswitch.
 #[derive(Debug, Clone)]
@@ -29,6 +55,22 @@ pub enum Answer {
     MethodNotAllowed,
     /// Nothing here.
     NotFound,
+    /// A request officeswitch cannot route as sent.
+    BadRequest(&'static str),
+    /// `WOPISrc` present but unusable (why).
+    BadWopiSrc(String),
+    /// `WOPISrc` names an origin no organisation owns; nothing is contacted.
+    UnknownOrigin(String),
+    /// The format or action is not offered (why).
+    NoAction(String),
+    /// The pool has no node to send to.
+    NoNode(String),
+    /// The pool has no discovery yet, so its `urlsrc`s are unknown.
+    NoDiscovery(String),
+    /// The node refused, reset or broke the exchange (why, for the log).
+    BadGateway(String),
+    /// The node did not answer in time.
+    GatewayTimeout,
 }
 
 impl Answer {
@@ -38,37 +80,83 @@ impl Answer {
             Answer::Discovery(_) | Answer::Capabilities(_) | Answer::Alive | Answer::Ready(_) => {
                 StatusCode::OK
             }
-            Answer::NotReady(_) | Answer::NothingToServe(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Answer::NotReady(_)
+            | Answer::NothingToServe(_)
+            | Answer::NoNode(_)
+            | Answer::NoDiscovery(_) => StatusCode::SERVICE_UNAVAILABLE,
             Answer::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Answer::NotFound => StatusCode::NOT_FOUND,
+            Answer::NotFound | Answer::NoAction(_) => StatusCode::NOT_FOUND,
+            Answer::BadRequest(_) | Answer::BadWopiSrc(_) => StatusCode::BAD_REQUEST,
+            Answer::UnknownOrigin(_) => StatusCode::FORBIDDEN,
+            Answer::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Answer::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Whose fault the answer is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Answer::Discovery(_)
+            | Answer::Capabilities(_)
+            | Answer::Alive
+            | Answer::Ready(_)
+            | Answer::NotReady(_) => Fault::None,
+            Answer::MethodNotAllowed
+            | Answer::NotFound
+            | Answer::BadRequest(_)
+            | Answer::BadWopiSrc(_)
+            | Answer::UnknownOrigin(_)
+            | Answer::NoAction(_) => Fault::Client,
+            Answer::NothingToServe(_)
+            | Answer::NoNode(_)
+            | Answer::NoDiscovery(_)
+            | Answer::BadGateway(_)
+            | Answer::GatewayTimeout => Fault::Editor,
+        }
+    }
+
+    /// The short reason logged with an error answer.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Answer::BadRequest(why) => Some((*why).to_string()),
+            Answer::BadWopiSrc(why) => Some(format!("bad WOPISrc: {why}")),
+            Answer::UnknownOrigin(origin) => Some(format!("no organisation owns {origin}")),
+            Answer::NoAction(why) => Some(why.clone()),
+            Answer::NoNode(pool) => Some(format!("pool {pool} has no node")),
+            Answer::NoDiscovery(pool) => Some(format!("pool {pool} has no discovery")),
+            Answer::BadGateway(why) => Some(why.clone()),
+            Answer::GatewayTimeout => Some("node did not answer in time".into()),
+            _ => None,
         }
     }
 
     /// Builds the HTTP response.
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
+        let text = |s: String| ("text/plain; charset=utf-8", Bytes::from(s));
         let (content_type, body): (&'static str, Bytes) = match self {
             Answer::Discovery(xml) => ("text/xml; charset=utf-8", xml),
             Answer::Capabilities(json) => ("application/json", json),
-            Answer::Alive => ("text/plain; charset=utf-8", Bytes::from_static(b"alive\n")),
-            Answer::Ready(lines) => ("text/plain; charset=utf-8", status_text("ready", lines)),
-            Answer::NotReady(lines) => {
-                ("text/plain; charset=utf-8", status_text("not ready", lines))
+            Answer::Alive => text("alive\n".into()),
+            Answer::Ready(lines) => text(status_text("ready", lines)),
+            Answer::NotReady(lines) => text(status_text("not ready", lines)),
+            Answer::NothingToServe(what) => {
+                text(format!("no editor {what} available yet; see /readyz\n"))
             }
-            Answer::NothingToServe(what) => (
-                "text/plain; charset=utf-8",
-                Bytes::from(format!("no editor {what} available yet; see /readyz\n")),
-            ),
-            Answer::MethodNotAllowed => (
-                "text/plain; charset=utf-8",
-                Bytes::from_static(b"method not allowed\n"),
-            ),
-            Answer::NotFound => (
-                "text/plain; charset=utf-8",
-                Bytes::from_static(b"not found\n"),
-            ),
+            Answer::MethodNotAllowed => text("method not allowed\n".into()),
+            Answer::NotFound => text("not found\n".into()),
+            Answer::BadRequest(why) => text(format!("bad request: {why}\n")),
+            Answer::BadWopiSrc(why) => text(format!("bad WOPISrc: {why}\n")),
+            Answer::UnknownOrigin(_) => {
+                text("this WOPISrc origin is not served by officeswitch\n".into())
+            }
+            Answer::NoAction(why) => text(format!("{why}\n")),
+            Answer::NoNode(pool) => text(format!("no node of pool {pool} is available\n")),
+            Answer::NoDiscovery(pool) => text(format!("pool {pool} is not ready\n")),
+            Answer::BadGateway(_) => text("the editor node failed\n".into()),
+            Answer::GatewayTimeout => text("the editor node did not answer in time\n".into()),
         };
-        let mut response = Response::new(Full::new(body).boxed());
+        let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -81,11 +169,11 @@ impl Answer {
 }
 
 /// `head` then one line per entry.
-fn status_text(head: &str, lines: Vec<String>) -> Bytes {
+fn status_text(head: &str, lines: Vec<String>) -> String {
     let mut text = format!("{head}\n");
     for line in lines {
         text.push_str(&line);
         text.push('\n');
     }
-    Bytes::from(text)
+    text
 }

@@ -1,4 +1,6 @@
-//! A rules file exactly as written (serde mirror of `rules/*.toml`).
+//! Rules files exactly as written (serde mirrors of `rules/*.toml`).
+//!
+//! Values keep their spans so validation can name the line of a mistake.
 
 use std::collections::BTreeMap;
 
@@ -15,4 +17,21 @@ pub struct FileRules {
     /// Extension (no dot) -> pool name.
     #[serde(default)]
     pub extensions: BTreeMap<String, Spanned<String>>,
+}
+
+/// `rules/<organisation>.toml`: one organisation, named by the file stem.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOrganisation {
+    /// Nextcloud origins (`scheme://host[:port]`) whose `WOPISrc` belongs to this organisation.
+    pub origins: Spanned<Vec<Spanned<String>>>,
+    /// One pool for every format, overriding `default.toml`.
+    #[serde(default)]
+    pub all: Option<Spanned<String>>,
+    /// Extension (no dot) -> pool name; wins over `all`.
+    #[serde(default)]
+    pub extensions: BTreeMap<String, Spanned<String>>,
+    /// Pool name -> the subset of its nodes this organisation is pinned to.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
 }

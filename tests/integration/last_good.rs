@@ -141,7 +141,7 @@ async fn each_bad_answer_costs_exactly_one_log_line_per_refresh() {
         .fetch_timeout_secs(1)
         .prepare()
         .await;
-    let service = prepared.discovery_service();
+    let service = prepared.discovery_service(prepared.rules_store());
     let ((), logs) = capture(service.refresh()).await;
     assert_eq!(
         logs.problems(),
@@ -187,7 +187,7 @@ async fn nodes_that_disagree_are_logged() {
         .pool("collabora", "collabora", &[a.url(), b.url()])
         .prepare()
         .await;
-    let service = prepared.discovery_service();
+    let service = prepared.discovery_service(prepared.rules_store());
     let ((), logs) = capture(service.refresh()).await;
     // The two stand-ins have different proof keys: a misconfigured or upgrading pool.
     let problems = logs.problems();

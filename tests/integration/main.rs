@@ -18,3 +18,6 @@ mod last_good;
 
 /// Health, readiness, TLS listener and the command line (issue 2).
 mod server;
+
+/// Opening documents, per-organisation rules, routing of editor traffic (issue 3).
+mod routing;

@@ -1,29 +1,44 @@
-//! Checks of the stand-in editors themselves, so that a failing proxy test can be trusted
-//! to be about the proxy: the documents they serve parse and have the shape Nextcloud
-//! relies on, every fault mode does what it says, and stop/restart behave like a crashed
-//! and restarted editor. Plus a round trip through the test certificates.
+//! Checks of the stand-ins themselves, so that a failing proxy test can be trusted to be
+//! about the proxy: the documents the editors serve parse and have the shape Nextcloud
+//! relies on, every fault mode does what it says, stop/restart behave like a crashed and
+//! restarted editor, the editor URL space (pages calling CheckFileInfo, WebSockets,
+//! streaming convert and download, the clipboard's ServerId check) speaks the real wire
+//! protocol, and the stand-in Nextcloud answers WOPI as richdocuments does. Plus a round
+//! trip through the test certificates.
 
 use std::error::Error;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use officeswitch::wopi::proof_key::{ProofKey, PublicProofKey};
+use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::certs::TestCerts;
 use crate::support::editor::{
-    Fault, ONLYOFFICE_EDITORS, ONLYOFFICE_VERSION, StandInEditor, Suite, onlyoffice_discovery,
+    COLLABORA_VERSION_HASH, CheckFileInfoOutcome, EditorPage, Fault, NODE_HEADER,
+    ONLYOFFICE_EDITORS, ONLYOFFICE_VERSION, StandInEditor, Suite, VERSION_HEADER,
+    encode_uri_component, onlyoffice_discovery, pattern_stream, proof_message,
 };
+use crate::support::nextcloud::{ProofCheck, StandInNextcloud, WopiOperation};
 use crate::support::{fixture, trace_init};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+/// Request bodies for uploads: whole or streamed.
+type TestBody = BoxBody<Bytes, BoxError>;
+type BodyClient = Client<HttpConnector, TestBody>;
 
 /// The docx MIME type: the app richdocuments requires and takes the editor origin from.
 const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
@@ -880,4 +895,893 @@ async fn test_certs_complete_a_tls_handshake() {
         assert_eq!(greeting, "hello", "{name}");
         listener = server.await.unwrap();
     }
+}
+
+// ---- The editor URL space (issue 3) and the stand-in Nextcloud ----
+
+/// The file most tests open, named as richdocuments names files (`<fileid>_<instanceid>`).
+const FILE_ID: &str = "42_ocabc123";
+
+/// A client whose request bodies may be streamed.
+fn body_client() -> BodyClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn full_body(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn empty_body() -> TestBody {
+    full_body(Bytes::new())
+}
+
+/// `size` pattern bytes, generated as they are sent.
+fn pattern_body(size: u64) -> TestBody {
+    BodyExt::boxed(StreamBody::new(
+        pattern_stream(size).map(|chunk| Ok::<_, BoxError>(Frame::data(chunk))),
+    ))
+}
+
+/// Length and SHA-256 (hex) of `size` pattern bytes, computed chunk by chunk.
+async fn pattern_digest(size: u64) -> (u64, String) {
+    let mut hasher = Sha256::new();
+    let mut len = 0;
+    let mut chunks = std::pin::pin!(pattern_stream(size));
+    while let Some(chunk) = chunks.next().await {
+        hasher.update(&chunk);
+        len += chunk.len() as u64;
+    }
+    (len, hex(&hasher.finalize()))
+}
+
+/// Length and SHA-256 (hex) of a response body, read frame by frame (never collected).
+async fn body_digest(mut body: Incoming) -> (u64, String) {
+    let mut hasher = Sha256::new();
+    let mut len = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("body frame").into_data() {
+            hasher.update(&data);
+            len += data.len() as u64;
+        }
+    }
+    (len, hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// GETs `url` with a fresh plain client.
+async fn fetch(url: &str) -> Result<Fetched, BoxError> {
+    get(&client(), url).await
+}
+
+async fn send_body(client: &BodyClient, req: Request<TestBody>) -> Fetched {
+    let (parts, body) = client.request(req).await.expect("request").into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Fetched {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+impl Fetched {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// Starts a stand-in Nextcloud with [`FILE_ID`] (`report.odt`) readable and writable with
+/// `token`.
+async fn nextcloud_with_file(token: &str) -> StandInNextcloud {
+    let nextcloud = StandInNextcloud::start().await;
+    nextcloud.add_file(FILE_ID, "report.odt", b"odt bytes".to_vec());
+    nextcloud.grant(FILE_ID, token);
+    nextcloud
+}
+
+/// The form POST richdocuments makes to a urlsrc, as it comes through a proxy at
+/// `https://office.example.com`.
+fn open_request(url: &str, token: &str) -> Request<TestBody> {
+    Request::post(url)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("x-forwarded-host", "office.example.com")
+        .header("x-forwarded-proto", "https")
+        .body(full_body(format!(
+            "access_token={token}&access_token_ttl=1700000000&iframe_type=document"
+        )))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn editor_pages_call_check_file_info_on_the_host() {
+    trace_init();
+    let token = "secret-token-1";
+    let nextcloud = nextcloud_with_file(token).await;
+    let wopi_src = nextcloud.wopi_src(FILE_ID);
+    assert_eq!(
+        wopi_src,
+        format!(
+            "{}/index.php/apps/richdocuments/wopi/files/{FILE_ID}",
+            nextcloud.origin()
+        )
+    );
+    let encoded = encode_uri_component(&wopi_src);
+    let collabora = StandInEditor::start_with_key(Suite::Collabora, shared_key()).await;
+    let onlyoffice = StandInEditor::start_with_key(Suite::OnlyOffice, shared_key()).await;
+    let client = body_client();
+    let pages = [
+        (
+            &collabora,
+            format!("/browser/{COLLABORA_VERSION_HASH}/cool.html?WOPISrc={encoded}&lang=en"),
+            format!("https://office.example.com/browser/{COLLABORA_VERSION_HASH}/"),
+            format!("wss://office.example.com/cool/{encoded}/ws?WOPISrc={encoded}&compat=/ws"),
+        ),
+        (
+            &onlyoffice,
+            // OnlyOffice lower-cases query keys.
+            format!("/hosting/wopi/word/edit?wopisrc={encoded}&lang=en"),
+            "https://office.example.com/9.3.1-standin/web-apps/".to_owned(),
+            format!(
+                "wss://office.example.com/doc/{FILE_ID}/c/?EIO=4&transport=websocket&WOPISrc={encoded}"
+            ),
+        ),
+    ];
+    for (editor, path, asset_prefix, websocket_url) in pages {
+        let page = send_body(
+            &client,
+            open_request(&format!("{}{path}", editor.url()), token),
+        )
+        .await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.text());
+        assert!(page.content_type().starts_with("text/html"), "{path}");
+        assert_eq!(page.header(NODE_HEADER), editor.url());
+        assert!(
+            !page.text().contains(token),
+            "{path}: the page echoes the token"
+        );
+        let parsed = EditorPage::parse(page.text());
+        assert_eq!(parsed.suite, editor.suite().name());
+        assert_eq!(parsed.node, editor.url());
+        assert_eq!(parsed.wopi_src, wopi_src);
+        assert_eq!(parsed.access_token_len, token.len());
+        assert_eq!(parsed.access_token_ttl, "1700000000");
+        assert_eq!(parsed.asset_base, "https://office.example.com");
+        assert!(
+            parsed.asset_url.starts_with(&asset_prefix),
+            "{}",
+            parsed.asset_url
+        );
+        assert!(
+            page.text()
+                .contains(&format!("<script src=\"{}", parsed.asset_url))
+        );
+        assert_eq!(parsed.websocket_url, websocket_url);
+        assert_eq!(parsed.check_file_info, "200");
+        assert_eq!(parsed.base_file_name, "report.odt");
+
+        let calls = editor.check_file_infos();
+        assert_eq!(calls.len(), 1, "{path}");
+        assert_eq!(calls[0].wopi_src, wopi_src);
+        assert_eq!(calls[0].access_token_len, token.len());
+        let info = calls[0].outcome.json().expect("CheckFileInfo JSON");
+        assert_eq!(info["BaseFileName"], "report.odt");
+        assert_eq!(info["Size"], 9);
+        assert_eq!(info["Version"], "1");
+        assert_eq!(info["UserCanWrite"], true);
+        assert_eq!(info["PostMessageOrigin"], nextcloud.origin());
+    }
+
+    // The host saw two signed CheckFileInfo calls; the proofs verify with the editors' key
+    // (both proofs: old = current, as the editors publish it).
+    let requests = nextcloud.requests();
+    assert_eq!(requests.len(), 2);
+    for request in &requests {
+        assert_eq!(request.method, Method::GET);
+        assert_eq!(request.file_id.as_deref(), Some(FILE_ID));
+        assert_eq!(request.operation, Some(WopiOperation::CheckFileInfo));
+        assert_eq!(request.status, Some(StatusCode::OK));
+        assert_eq!(request.access_token().as_deref(), Some(token));
+        let ProofCheck::Unverified(proof) = &request.proof else {
+            panic!("no proof headers: {:?}", request.headers);
+        };
+        assert_eq!(proof.url, format!("{wopi_src}?access_token={token}"));
+        let ticks: u64 = proof.timestamp.as_deref().unwrap().parse().unwrap();
+        let message = proof_message(&proof.access_token, &proof.url, ticks);
+        for signature in [&proof.proof, &proof.proof_old] {
+            let signature = base64::engine::general_purpose::STANDARD
+                .decode(signature.as_deref().unwrap())
+                .unwrap();
+            assert!(shared_key().public().verify(&message, &signature));
+        }
+    }
+
+    // A token the host does not know: the page is still served and says 403. Collabora
+    // also takes the token from the query of a GET.
+    let wrong = fetch(&format!(
+        "{}/browser/{COLLABORA_VERSION_HASH}/cool.html?WOPISrc={encoded}&access_token=nope",
+        collabora.url()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(wrong.status, StatusCode::OK);
+    assert_eq!(EditorPage::parse(wrong.text()).check_file_info, "403");
+    assert_eq!(
+        collabora.check_file_infos()[1].outcome.status(),
+        Some(StatusCode::FORBIDDEN)
+    );
+    assert_eq!(nextcloud.requests()[2].status, Some(StatusCode::FORBIDDEN));
+
+    // An unreachable host: the page is served and the failure recorded.
+    let dead = "http://127.0.0.1:9/index.php/apps/richdocuments/wopi/files/1_oc";
+    let page = send_body(
+        &client,
+        open_request(
+            &format!(
+                "{}/hosting/wopi/cell/view?WOPISrc={}",
+                onlyoffice.url(),
+                encode_uri_component(dead)
+            ),
+            token,
+        ),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let parsed = EditorPage::parse(page.text());
+    assert!(
+        parsed.check_file_info.starts_with("error: "),
+        "{}",
+        parsed.check_file_info
+    );
+    let last = onlyoffice.check_file_infos().pop().unwrap();
+    assert_eq!(last.wopi_src, dead);
+    assert!(matches!(last.outcome, CheckFileInfoOutcome::Failed(_)));
+
+    // No token, no call.
+    let bare = fetch(&format!(
+        "{}/browser/{COLLABORA_VERSION_HASH}/cool.html?WOPISrc={encoded}",
+        collabora.url()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(EditorPage::parse(bare.text()).check_file_info, "none");
+    assert_eq!(collabora.check_file_infos().len(), 2);
+    assert_eq!(nextcloud.requests().len(), 3);
+
+    collabora.stop().await;
+    onlyoffice.stop().await;
+    nextcloud.stop().await;
+}
+
+/// The document WebSocket paths of both suites, as `ws://` URLs on `editor`.
+fn websocket_urls(editor: &StandInEditor, wopi_src: &str) -> Vec<String> {
+    let base = editor.url().replacen("http://", "ws://", 1);
+    let encoded = encode_uri_component(wopi_src);
+    match editor.suite() {
+        Suite::Collabora => vec![
+            format!("{base}/cool/{encoded}/ws?WOPISrc={encoded}&compat=/ws"),
+            format!("{base}/cool/ws?WOPISrc={encoded}"),
+            format!("{base}/lool/{encoded}/ws?WOPISrc={encoded}"),
+        ],
+        Suite::OnlyOffice => vec![format!(
+            "{base}/doc/{FILE_ID}/c/?EIO=4&transport=websocket&WOPISrc={encoded}"
+        )],
+    }
+}
+
+#[tokio::test]
+async fn websockets_echo_a_thousand_messages_in_order() {
+    trace_init();
+    let wopi_src = format!("http://127.0.0.1:9/index.php/apps/richdocuments/wopi/files/{FILE_ID}");
+    for suite in [Suite::Collabora, Suite::OnlyOffice] {
+        let editor = StandInEditor::start_with_key(suite, shared_key()).await;
+        let urls = websocket_urls(&editor, &wopi_src);
+        for url in &urls {
+            let (socket, response) = tokio_tungstenite::connect_async(url.as_str())
+                .await
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(response.headers()[NODE_HEADER], editor.url().as_str());
+            let (mut sink, mut stream) = socket.split();
+            let messages: Vec<Message> = (0..1000_usize)
+                .map(|i| {
+                    if i % 2 == 0 {
+                        Message::text(format!("message {i} of {url}"))
+                    } else {
+                        Message::binary(vec![u8::try_from(i % 256).unwrap(); i % 97 + 1])
+                    }
+                })
+                .collect();
+            let to_send = messages.clone();
+            let writer = tokio::spawn(async move {
+                for message in to_send {
+                    sink.send(message).await.unwrap();
+                }
+                sink
+            });
+            for (i, expected) in messages.iter().enumerate() {
+                let received = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                    .await
+                    .unwrap_or_else(|_| panic!("{url}: message {i} not echoed"))
+                    .expect("stream open")
+                    .expect("message");
+                assert_eq!(&received, expected, "{url}: message {i}");
+            }
+            let mut sink = writer.await.unwrap();
+            sink.send(Message::Close(None)).await.unwrap();
+            // The server acknowledges the close, then the stream ends.
+            loop {
+                match tokio::time::timeout(Duration::from_secs(2), stream.next())
+                    .await
+                    .expect("the server must end the session after a close")
+                {
+                    Some(Ok(Message::Close(_))) => {}
+                    None => break,
+                    other => panic!("{url}: after close: {other:?}"),
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while editor.open_websockets() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "sessions left open");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(editor.echoed_messages(), 1000 * urls.len() as u64);
+        editor.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn stopping_a_node_closes_its_websockets() {
+    trace_init();
+    let wopi_src = format!("http://127.0.0.1:9/index.php/apps/richdocuments/wopi/files/{FILE_ID}");
+    for suite in [Suite::Collabora, Suite::OnlyOffice] {
+        let editor = StandInEditor::start_with_key(suite, shared_key()).await;
+        let url = websocket_urls(&editor, &wopi_src).remove(0);
+        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        socket.send(Message::text("hello")).await.unwrap();
+        assert_eq!(
+            socket.next().await.unwrap().unwrap(),
+            Message::text("hello")
+        );
+        assert_eq!(editor.open_websockets(), 1);
+
+        tokio::time::timeout(Duration::from_secs(2), editor.stop())
+            .await
+            .expect("stop must not wait for the client to close");
+        let next = tokio::time::timeout(Duration::from_secs(2), socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("{suite:?}: the WebSocket stayed open after stop"));
+        assert!(
+            matches!(next, None | Some(Err(_)) | Some(Ok(Message::Close(_)))),
+            "{suite:?}: {next:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn convert_endpoints_echo_64_mib_streamed() {
+    trace_init();
+    const SIZE: u64 = 64 << 20;
+    let expected = pattern_digest(SIZE).await;
+    let collabora = StandInEditor::start_with_key(Suite::Collabora, shared_key()).await;
+    let onlyoffice = StandInEditor::start_with_key(Suite::OnlyOffice, shared_key()).await;
+    let client = body_client();
+    let request = Request::post(format!("{}/cool/convert-to/pdf", collabora.url()))
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(pattern_body(SIZE))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/octet-stream"
+    );
+    assert_eq!(response.headers()[NODE_HEADER], collabora.url().as_str());
+    assert_eq!(body_digest(response.into_body()).await, expected);
+
+    // The other convert endpoints, with a smaller body and a Content-Length.
+    let small = 1_000_003;
+    let small_expected = pattern_digest(small).await;
+    for (editor, path) in [
+        (&collabora, "/cool/convert-to"),
+        (&collabora, "/lool/convert-to/png"),
+        (&onlyoffice, "/ConvertService.ashx"),
+        (&onlyoffice, "/converter"),
+        (&onlyoffice, "/lool/convert-to/pdf"),
+    ] {
+        let request = Request::post(format!("{}{path}", editor.url()))
+            .header(header::CONTENT_LENGTH, small)
+            .body(pattern_body(small))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            response.headers()[header::CONTENT_LENGTH],
+            small.to_string().as_str()
+        );
+        assert_eq!(
+            body_digest(response.into_body()).await,
+            small_expected,
+            "{path}"
+        );
+    }
+    collabora.stop().await;
+    onlyoffice.stop().await;
+}
+
+#[tokio::test]
+async fn downloads_stream_the_pattern_and_name_the_document() {
+    trace_init();
+    let editor = StandInEditor::start_with_key(Suite::Collabora, shared_key()).await;
+    let wopi_src = format!("http://127.0.0.1:9/index.php/apps/richdocuments/wopi/files/{FILE_ID}");
+    let encoded = encode_uri_component(&wopi_src);
+    let size = 10_000_019;
+    let url = format!(
+        "{}/cool/{encoded}/download/big?size={size}&WOPISrc={encoded}",
+        editor.url()
+    );
+    let response = client()
+        .request(Request::get(url).body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_LENGTH],
+        size.to_string().as_str()
+    );
+    assert_eq!(
+        body_digest(response.into_body()).await,
+        pattern_digest(size).await
+    );
+
+    let named = fetch(&format!(
+        "{}/cool/{encoded}/download/report.pdf?WOPISrc={encoded}",
+        editor.url()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(named.status, StatusCode::OK);
+    assert!(named.text().contains("report.pdf"), "{}", named.text());
+    assert!(named.text().contains(&wopi_src), "{}", named.text());
+    let no_size = fetch(&format!("{}/cool/{encoded}/download/big", editor.url()))
+        .await
+        .unwrap();
+    assert_eq!(no_size.status, StatusCode::BAD_REQUEST);
+    editor.stop().await;
+}
+
+#[tokio::test]
+async fn clipboard_and_media_check_the_server_id() {
+    trace_init();
+    let editor = StandInEditor::start_with_key(Suite::Collabora, shared_key()).await;
+    let other = StandInEditor::start_with_key(Suite::Collabora, shared_key()).await;
+    let own = editor.server_id().unwrap().to_owned();
+    assert_ne!(Some(own.as_str()), other.server_id());
+    let capabilities: serde_json::Value = serde_json::from_str(editor.capabilities_json()).unwrap();
+    assert_eq!(capabilities["serverId"], own.as_str());
+    let wopi_src =
+        encode_uri_component("http://127.0.0.1:9/index.php/apps/richdocuments/wopi/files/1_oc");
+    let client = body_client();
+    for path in ["/cool/clipboard", "/cool/media"] {
+        for (server_id, expected) in [
+            (Some(own.as_str()), StatusCode::OK),
+            (other.server_id(), StatusCode::BAD_REQUEST),
+            (None, StatusCode::BAD_REQUEST),
+        ] {
+            let mut url = format!("{}{path}?WOPISrc={wopi_src}&ViewId=1&Tag=abc", editor.url());
+            if let Some(server_id) = server_id {
+                url.push_str(&format!("&ServerId={server_id}"));
+            }
+            let request = Request::get(&url).body(empty_body()).unwrap();
+            let response = send_body(&client, request).await;
+            assert_eq!(response.status, expected, "{url}");
+            assert_eq!(response.header(NODE_HEADER), editor.url());
+        }
+    }
+    let post = Request::post(format!(
+        "{}/cool/clipboard?WOPISrc={wopi_src}&ServerId={own}",
+        editor.url()
+    ))
+    .body(full_body("clipboard content"))
+    .unwrap();
+    assert_eq!(send_body(&client, post).await.status, StatusCode::OK);
+    editor.stop().await;
+    other.stop().await;
+}
+
+#[tokio::test]
+async fn editor_url_space_answers_like_the_real_editors() {
+    trace_init();
+    let collabora = StandInEditor::start_with_key(Suite::Collabora, shared_key()).await;
+    let onlyoffice = StandInEditor::start_with_key(Suite::OnlyOffice, shared_key()).await;
+    assert_eq!(collabora.version(), COLLABORA_VERSION_HASH);
+    assert_eq!(onlyoffice.version(), "9.3.1-standin");
+    let encoded =
+        encode_uri_component("http://127.0.0.1:9/index.php/apps/richdocuments/wopi/files/1_oc");
+    let client = body_client();
+    let cases: Vec<(&StandInEditor, Method, String, StatusCode)> = vec![
+        (
+            &collabora,
+            Method::GET,
+            format!("/browser/{COLLABORA_VERSION_HASH}/bundle.js"),
+            StatusCode::OK,
+        ),
+        (
+            &collabora,
+            Method::GET,
+            format!("/browser/{COLLABORA_VERSION_HASH}/images/x.svg"),
+            StatusCode::OK,
+        ),
+        // Another version's path is served too (coolwsd ignores the hash); the version
+        // header tells.
+        (
+            &collabora,
+            Method::GET,
+            "/browser/0123abc/bundle.js".to_owned(),
+            StatusCode::OK,
+        ),
+        (
+            &collabora,
+            Method::GET,
+            format!("/cool/{encoded}/ws?WOPISrc={encoded}&compat=/ws"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            &collabora,
+            Method::GET,
+            "/cool/convert-to".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &collabora,
+            Method::GET,
+            "/hosting/wopi/word/edit".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &collabora,
+            Method::GET,
+            "/nothing".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &onlyoffice,
+            Method::GET,
+            "/9.3.1-standin/web-apps/apps/api/documents/api.js".to_owned(),
+            StatusCode::OK,
+        ),
+        (
+            &onlyoffice,
+            Method::GET,
+            "/8.2.0-abc/sdkjs/word/sdk-all.js".to_owned(),
+            StatusCode::OK,
+        ),
+        (
+            &onlyoffice,
+            Method::GET,
+            "/web-apps/apps/api/documents/api.js".to_owned(),
+            StatusCode::OK,
+        ),
+        (
+            &onlyoffice,
+            Method::GET,
+            "/fonts/000".to_owned(),
+            StatusCode::OK,
+        ),
+        (
+            &onlyoffice,
+            Method::GET,
+            "/9.3.1-standin/dictionaries/en_US/en_US.dic".to_owned(),
+            StatusCode::OK,
+        ),
+        (
+            &onlyoffice,
+            Method::GET,
+            format!("/cache/files/data/abc/output.pdf?md5=x&expires=1&WOPISrc={encoded}"),
+            StatusCode::OK,
+        ),
+        (
+            &onlyoffice,
+            Method::GET,
+            format!("/doc/{FILE_ID}/c/?EIO=4&transport=websocket&WOPISrc={encoded}"),
+            StatusCode::BAD_REQUEST,
+        ),
+        // The OnlyOffice editor page is POST only; unknown types are not routed.
+        (
+            &onlyoffice,
+            Method::GET,
+            "/hosting/wopi/word/edit".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &onlyoffice,
+            Method::POST,
+            "/hosting/wopi/diagram-x/edit".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &onlyoffice,
+            Method::GET,
+            "/9.3.1-standin/other/x.js".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            &onlyoffice,
+            Method::GET,
+            format!("/browser/{COLLABORA_VERSION_HASH}/bundle.js"),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (editor, method, path, expected) in &cases {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(format!("{}{path}", editor.url()))
+            .body(empty_body())
+            .unwrap();
+        let response = send_body(&client, request).await;
+        assert_eq!(
+            response.status,
+            *expected,
+            "{method} {path}: {}",
+            response.text()
+        );
+        assert_eq!(response.header(NODE_HEADER), editor.url(), "{path}");
+        assert_eq!(response.header(VERSION_HEADER), editor.version(), "{path}");
+        if *expected == StatusCode::OK && !path.starts_with("/cache/") {
+            assert_eq!(response.header("cache-control"), "public", "{path}");
+            assert!(response.text().contains(editor.version()), "{path}");
+        }
+    }
+    let js = fetch(&format!(
+        "{}/browser/{COLLABORA_VERSION_HASH}/bundle.js",
+        collabora.url()
+    ))
+    .await
+    .unwrap();
+    assert!(
+        js.content_type().contains("javascript"),
+        "{}",
+        js.content_type()
+    );
+
+    // Every request is recorded with the node that got it.
+    let recorded = onlyoffice.requests();
+    assert!(recorded.iter().all(|r| r.node == onlyoffice.url()));
+    let cache = recorded
+        .iter()
+        .find(|r| r.path().starts_with("/cache/files/"))
+        .unwrap();
+    assert_eq!(cache.query_param("md5").as_deref(), Some("x"));
+    collabora.stop().await;
+    onlyoffice.stop().await;
+}
+
+#[tokio::test]
+async fn nextcloud_put_file_hashes_the_streamed_body() {
+    trace_init();
+    let token = "writer";
+    let nextcloud = nextcloud_with_file(token).await;
+    let client = body_client();
+    let contents = format!(
+        "{}/contents?access_token={token}",
+        nextcloud.wopi_src(FILE_ID)
+    );
+    let size = 3 * 1024 * 1024 + 17;
+    let put = Request::post(&contents)
+        .header("X-WOPI-Override", "PUT")
+        .body(pattern_body(size))
+        .unwrap();
+    let response = send_body(&client, put).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    assert_eq!(response.header("x-wopi-itemversion"), "2");
+    let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+    assert!(body["LastModifiedTime"].as_str().unwrap().ends_with('Z'));
+    let (len, sha256) = pattern_digest(size).await;
+    assert_eq!(nextcloud.puts(), [(FILE_ID.to_owned(), len, sha256)]);
+    assert_eq!(nextcloud.version_of(FILE_ID), Some(2));
+    // Too big to keep: GetFile says so rather than serving stale bytes.
+    let get_big = Request::get(&contents).body(empty_body()).unwrap();
+    assert_eq!(
+        send_body(&client, get_big).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+
+    // A small PutFile is kept: GetFile returns it, CheckFileInfo shows it.
+    let put = Request::post(&contents)
+        .header("X-WOPI-Override", "PUT")
+        .body(full_body("new"))
+        .unwrap();
+    assert_eq!(send_body(&client, put).await.status, StatusCode::OK);
+    let got = send_body(&client, Request::get(&contents).body(empty_body()).unwrap()).await;
+    assert_eq!((got.status, got.text()), (StatusCode::OK, "new"));
+    assert_eq!(got.header("x-wopi-itemversion"), "3");
+    let info_url = format!("{}?access_token={token}", nextcloud.wopi_src(FILE_ID));
+    let info = send_body(&client, Request::get(&info_url).body(empty_body()).unwrap()).await;
+    let info: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
+    assert_eq!(
+        (info["Size"].clone(), info["Version"].clone()),
+        (3.into(), "3".into())
+    );
+
+    // A big file served lazily, and X-WOPI-MaxExpectedSize.
+    nextcloud.add_pattern_file("7_ocbig", "big.docx", 5_000_011);
+    nextcloud.grant("7_ocbig", token);
+    let big = format!(
+        "{}/contents?access_token={token}",
+        nextcloud.wopi_src("7_ocbig")
+    );
+    let response = client
+        .request(Request::get(&big).body(empty_body()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        body_digest(response.into_body()).await,
+        pattern_digest(5_000_011).await
+    );
+    let limited = Request::get(&big)
+        .header("X-WOPI-MaxExpectedSize", "1000")
+        .body(empty_body())
+        .unwrap();
+    assert_eq!(
+        send_body(&client, limited).await.status,
+        StatusCode::PRECONDITION_FAILED
+    );
+
+    let operations: Vec<_> = nextcloud
+        .requests()
+        .into_iter()
+        .map(|r| (r.operation.unwrap(), r.status.unwrap()))
+        .collect();
+    assert_eq!(operations[0], (WopiOperation::PutFile, StatusCode::OK));
+    assert_eq!(operations.len(), 7);
+    nextcloud.stop().await;
+}
+
+#[tokio::test]
+async fn nextcloud_refuses_unknown_tokens() {
+    trace_init();
+    let nextcloud = nextcloud_with_file("good").await;
+    nextcloud.add_file("43_ocabc123", "other.docx", b"x".to_vec());
+    nextcloud.grant("43_ocabc123", "other-file-token");
+    nextcloud.grant_read_only(FILE_ID, "reader");
+    let client = body_client();
+    let src = nextcloud.wopi_src(FILE_ID);
+    for (url, expected) in [
+        (format!("{src}?access_token=good"), StatusCode::OK),
+        (format!("{src}?access_token=bad"), StatusCode::FORBIDDEN),
+        (src.clone(), StatusCode::FORBIDDEN),
+        (
+            format!("{src}?access_token=other-file-token"),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            format!("{src}/contents?access_token=bad"),
+            StatusCode::FORBIDDEN,
+        ),
+        (format!("{src}?access_token=reader"), StatusCode::OK),
+        (
+            format!("{}?access_token=good", nextcloud.wopi_src("99_ocnone")),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            format!("{}/index.php/apps/files/", nextcloud.url()),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let response = send_body(&client, Request::get(&url).body(empty_body()).unwrap()).await;
+        assert_eq!(response.status, expected, "{url}");
+        if url.ends_with("reader") {
+            let info: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+            assert_eq!(info["UserCanWrite"], false);
+        }
+    }
+    // A read-only token cannot write.
+    let put = Request::post(format!("{src}/contents?access_token=reader"))
+        .header("X-WOPI-Override", "PUT")
+        .body(full_body("x"))
+        .unwrap();
+    assert_eq!(send_body(&client, put).await.status, StatusCode::FORBIDDEN);
+    assert!(nextcloud.puts().is_empty());
+
+    let statuses: Vec<_> = nextcloud
+        .requests()
+        .iter()
+        .map(|r| r.status.unwrap().as_u16())
+        .collect();
+    assert_eq!(statuses, [200, 403, 403, 403, 403, 200, 403, 404, 403]);
+    assert_eq!(
+        nextcloud.requests()[1].access_token().as_deref(),
+        Some("bad")
+    );
+    assert_eq!(nextcloud.requests()[0].proof, ProofCheck::Missing);
+    nextcloud.stop().await;
+}
+
+#[tokio::test]
+async fn nextcloud_locks_conflict_with_409_and_the_current_lock() {
+    trace_init();
+    let nextcloud = nextcloud_with_file("token").await;
+    let client = body_client();
+    let file = format!("{}?access_token=token", nextcloud.wopi_src(FILE_ID));
+    let contents = format!(
+        "{}/contents?access_token=token",
+        nextcloud.wopi_src(FILE_ID)
+    );
+    let wopi = |url: &str, operation: &str, lock: Option<&str>, old: Option<&str>| {
+        let mut request = Request::post(url).header("X-WOPI-Override", operation);
+        if let Some(lock) = lock {
+            request = request.header("X-WOPI-Lock", lock);
+        }
+        if let Some(old) = old {
+            request = request.header("X-WOPI-OldLock", old);
+        }
+        request.body(full_body("body")).unwrap()
+    };
+    // (request, expected status, expected X-WOPI-Lock in the answer)
+    let steps = [
+        (wopi(&file, "GET_LOCK", None, None), 200, Some("")),
+        (wopi(&file, "LOCK", Some("A"), None), 200, None),
+        (wopi(&file, "LOCK", Some("A"), None), 200, None),
+        (wopi(&file, "LOCK", Some("B"), None), 409, Some("A")),
+        (wopi(&file, "REFRESH_LOCK", Some("B"), None), 409, Some("A")),
+        (wopi(&file, "REFRESH_LOCK", Some("A"), None), 200, None),
+        (wopi(&contents, "PUT", Some("B"), None), 409, Some("A")),
+        (wopi(&contents, "PUT", None, None), 409, Some("A")),
+        (wopi(&contents, "PUT", Some("A"), None), 200, None),
+        (wopi(&file, "GET_LOCK", None, None), 200, Some("A")),
+        (wopi(&file, "LOCK", Some("C"), Some("B")), 409, Some("A")),
+        (wopi(&file, "LOCK", Some("C"), Some("A")), 200, None),
+        (wopi(&file, "UNLOCK", Some("A"), None), 409, Some("C")),
+        (wopi(&file, "LOCK", None, None), 400, None),
+        (wopi(&file, "UNLOCK", Some("C"), None), 200, None),
+        (wopi(&file, "UNLOCK", Some("C"), None), 409, Some("")),
+        (wopi(&file, "GET_LOCK", None, None), 200, Some("")),
+        (wopi(&file, "RENAME_FILE", Some("C"), None), 501, None),
+        // Unlocked again: PutFile needs no lock (as richdocuments).
+        (wopi(&contents, "PUT", None, None), 200, None),
+    ];
+    for (i, (request, status, lock)) in steps.into_iter().enumerate() {
+        let what = format!(
+            "step {i}: {} {:?}",
+            request.headers()["x-wopi-override"].to_str().unwrap(),
+            request.headers().get("x-wopi-lock")
+        );
+        let response = send_body(&client, request).await;
+        assert_eq!(
+            response.status.as_u16(),
+            status,
+            "{what}: {}",
+            response.text()
+        );
+        if let Some(lock) = lock {
+            assert_eq!(
+                response
+                    .headers
+                    .get("x-wopi-lock")
+                    .map(|v| v.to_str().unwrap()),
+                Some(lock),
+                "{what}"
+            );
+        }
+    }
+    assert_eq!(nextcloud.lock_of(FILE_ID), None);
+    assert_eq!(nextcloud.puts().len(), 2);
+    let operations: Vec<_> = nextcloud
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.operation)
+        .collect();
+    assert_eq!(operations[0], WopiOperation::GetLock);
+    assert_eq!(operations[1], WopiOperation::Lock);
+    assert_eq!(operations[6], WopiOperation::PutFile);
+    nextcloud.stop().await;
 }

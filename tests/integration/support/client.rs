@@ -1,10 +1,30 @@
-//! Plain HTTP client helpers for tests.
+//! HTTP client helpers for tests (plain HTTP/1.1, bodies collected: test payloads only).
 
 use bytes::Bytes;
-use http::StatusCode;
-use http_body_util::{BodyExt, Empty};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+
+/// A collected response.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: StatusCode,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// Body as text (lossy).
+    pub body: String,
+}
+
+impl Reply {
+    /// The stand-in node that produced this response (`X-Standin-Node`), if any.
+    pub fn node(&self) -> Option<&str> {
+        self.headers
+            .get("x-standin-node")
+            .and_then(|v| v.to_str().ok())
+    }
+}
 
 /// GETs `url`; returns status and body as text. Panics on transport errors.
 pub async fn get(url: &str) -> (StatusCode, String) {
@@ -21,4 +41,49 @@ pub async fn get(url: &str) -> (StatusCode, String) {
         .expect("body")
         .to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Sends one request; panics on transport errors.
+pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .expect("valid request");
+    let response = client
+        .request(request)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+/// POSTs an `application/x-www-form-urlencoded` form, as a browser submits the open form.
+pub async fn post_form(url: &str, form: &str) -> Reply {
+    send(
+        Method::POST,
+        url,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    )
+    .await
+}
+
+/// Percent-encodes `s` for a query value (as JavaScript's encodeURIComponent).
+pub fn encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

@@ -3,42 +3,67 @@
 //!
 //! Why real servers rather than mocks: officeswitch is a proxy, and most of what can go
 //! wrong is in the wire protocol (headers, bodies that are cut short, connections that
-//! hang or reset). Only a real TCP peer shows those. Each stand-in:
+//! hang or reset, WebSocket upgrades). Only a real TCP peer shows those. Each stand-in:
 //!
 //! - binds `127.0.0.1:0`, or a fixed address with `SO_REUSEADDR` so a stopped editor can
 //!   be brought back on the same port ([`StandInEditor::start_on`]);
 //! - serves `GET /hosting/discovery` and `GET /hosting/capabilities` shaped on the
 //!   fixtures in `../shared/fixtures` (see `SOURCES.md` there), with its own RSA proof key;
-//! - records every request it receives, in order ([`StandInEditor::requests`]);
-//! - can be told to misbehave on those two endpoints ([`Fault`]);
-//! - on [`StandInEditor::stop`] stops accepting and resets every open connection, so
-//!   clients see a refused or reset connection, as they would if the editor crashed.
+//! - serves the editor URL space a browser and Nextcloud reach through officeswitch (see
+//!   `../shared/notes/collabora.md` and `onlyoffice.md`), listed on [`Route`]: the editor
+//!   page (which calls the WOPI host's CheckFileInfo, signed with the proof key, as the
+//!   real editors do), versioned static assets, the document WebSocket (an echo server),
+//!   downloads, streaming convert endpoints and Collabora's `ServerId`-checked clipboard;
+//! - marks every response with [`NODE_HEADER`] (its URL) and [`VERSION_HEADER`], so a test
+//!   can tell from a response alone which node answered;
+//! - records every request it receives, in order, with its own URL
+//!   ([`StandInEditor::requests`]), and every CheckFileInfo it made
+//!   ([`StandInEditor::check_file_infos`]);
+//! - can be told to misbehave on the discovery and capabilities endpoints ([`Fault`]);
+//! - on [`StandInEditor::stop`] stops accepting and resets every open connection,
+//!   WebSockets included, so clients see a refused or reset connection, as they would if
+//!   the editor crashed.
+//!
+//! Bodies are never buffered where size matters: convert endpoints echo the request body
+//! chunk by chunk, big downloads are generated lazily ([`pattern_stream`]).
 //!
 //! This file must stay self-contained (only external crates and `officeswitch::...`):
-//! `examples/lab.rs` includes it with `#[path = "../tests/integration/support/editor.rs"]`.
-//! Each includer uses only part of it and so allows `dead_code` on the module (`support`
-//! in `mod.rs`, `#[allow(dead_code)] mod editor;` in `lab.rs`); an inner allowance here
-//! would duplicate theirs.
+//! `examples/lab.rs` and `benches/discovery.rs` include it with `#[path = ...]`. Each
+//! includer uses only part of it and so allows `dead_code` on the module (`support` in
+//! `mod.rs`, `#[allow(dead_code)] mod editor;` in `lab.rs`); an inner allowance here would
+//! duplicate theirs.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use futures_util::{SinkExt as _, Stream, StreamExt as _};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full, Limited, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use officeswitch::wopi::proof_key::{ProofKey, PublicProofKey};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
 
 /// The Collabora discovery as served by CODE `61cf2b4`, with host `http://collabora.test:9980`.
 /// Embedded at compile time so the stand-in works from any working directory (tests and
@@ -52,6 +77,10 @@ const COLLABORA_DISCOVERY_TEMPLATE: &str = include_str!(concat!(
 /// as coolwsd replaces `%SRV_URI%` with the scheme and host it was reached on.
 const COLLABORA_FIXTURE_ORIGIN: &str = "http://collabora.test:9980";
 
+/// The version hash of the Collabora fixture: its urlsrc is `/browser/61cf2b4/cool.html?`,
+/// and the stand-in serves its static files under `/browser/61cf2b4/`.
+pub const COLLABORA_VERSION_HASH: &str = "61cf2b4";
+
 /// A real CODE 23.05.9.1 capabilities body (its `serverId` was redacted by whoever
 /// recorded it; the stand-in puts a fresh one back).
 const COLLABORA_CAPABILITIES_TEMPLATE: &str = include_str!(concat!(
@@ -62,6 +91,10 @@ const COLLABORA_CAPABILITIES_TEMPLATE: &str = include_str!(concat!(
 /// The OnlyOffice version the stand-in claims to be (ONLYOFFICE/server v9.3.1, the
 /// source the generated discovery follows).
 pub const ONLYOFFICE_VERSION: &str = "9.3.1";
+
+/// The build tag of the stand-in's versioned OnlyOffice static paths
+/// (`/9.3.1-standin/web-apps/...`; real builds use the build number or a cache tag).
+pub const ONLYOFFICE_BUILD: &str = "standin";
 
 /// The body of OnlyOffice's `GET /hosting/capabilities` (`collaboraCapabilities()` in
 /// `wopiClient.js`): a fixed object in `JSON.stringify` insertion order, with no
@@ -84,6 +117,46 @@ const ONLYOFFICE_PLACEHOLDERS: &str = concat!(
 /// well-formed XML on purpose: a parser accepts it, so only a root-element check catches it.
 const NGINX_BAD_GATEWAY: &str = "<html><body><h1>502 Bad Gateway</h1></body></html>";
 
+/// Response header naming the node that answered: its base URL, `http://127.0.0.1:PORT`
+/// (what [`StandInEditor::url`] returns). On every response, 101 and 404 included.
+pub const NODE_HEADER: &str = "x-standin-node";
+
+/// Response header naming the version the node serves: [`COLLABORA_VERSION_HASH`] or
+/// `9.3.1-standin` (see [`StandInEditor::version`]). On every response. Static assets are
+/// served whatever version their path names (as coolwsd and OnlyOffice's nginx do), so
+/// this header is how a test sees that an asset reached a node of another version.
+pub const VERSION_HEADER: &str = "x-standin-version";
+
+/// How long the editor page waits for the host's CheckFileInfo before giving up.
+pub const CHECK_FILE_INFO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Largest form body the editor page reads (richdocuments' form is well under 1 KiB
+/// without `css_variables`, a few KiB with).
+const FORM_LIMIT: usize = 1 << 20;
+
+/// Largest CheckFileInfo answer kept.
+const CHECK_FILE_INFO_LIMIT: usize = 1 << 20;
+
+/// The period of the byte pattern of [`pattern_stream`] (a prime, so the pattern does not
+/// line up with power-of-two buffer sizes and a misplaced chunk changes the hash).
+pub const PATTERN_PERIOD: u64 = 251;
+
+/// Characters `encodeURIComponent` leaves alone: the form richdocuments and the editors use
+/// for `WOPISrc` in URLs.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// .NET ticks (100 ns) from 0001-01-01 to the Unix epoch: `X-WOPI-TimeStamp` is in ticks.
+const DOTNET_EPOCH_TICKS: u64 = 621_355_968_000_000_000;
+
 /// Which editor product a stand-in imitates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Suite {
@@ -91,6 +164,16 @@ pub enum Suite {
     Collabora,
     /// ONLYOFFICE Docs (DocService) in WOPI mode.
     OnlyOffice,
+}
+
+impl Suite {
+    /// `collabora` or `onlyoffice`, as pools' `kind` names them.
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Collabora => "collabora",
+            Suite::OnlyOffice => "onlyoffice",
+        }
+    }
 }
 
 /// A way for `/hosting/discovery` and `/hosting/capabilities` to misbehave, for testing
@@ -118,9 +201,11 @@ pub enum Fault {
 }
 
 /// One request as the stand-in received it, kept so tests can assert what officeswitch
-/// forwarded (paths, rewritten headers, proofs).
+/// forwarded (paths, rewritten headers, proofs) and to which node.
 #[derive(Clone, Debug)]
 pub struct RecordedRequest {
+    /// The node that received it: its base URL, as [`StandInEditor::url`] returns.
+    pub node: String,
     /// The request method.
     pub method: Method,
     /// Path plus query string, exactly as received (`/hosting/discovery`, `/x?a=b`).
@@ -129,8 +214,228 @@ pub struct RecordedRequest {
     pub headers: HeaderMap,
 }
 
-/// The body type every stand-in response uses: whole documents and lazy streams alike.
-pub type Body = BoxBody<Bytes, Infallible>;
+impl RecordedRequest {
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        self.path_and_query
+            .split_once('?')
+            .map_or(self.path_and_query.as_str(), |(path, _)| path)
+    }
+
+    /// The first value of a query parameter, percent-decoded (`+` as space), by exact name.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let (_, query) = self.path_and_query.split_once('?')?;
+        query_param(query, name, false)
+    }
+}
+
+/// One WOPI CheckFileInfo the editor page made to a host, as coolwsd's
+/// RequestVettingStation (and OnlyOffice's `getEditorHtml`) do before the document loads.
+#[derive(Clone, Debug)]
+pub struct CheckFileInfoCall {
+    /// The `WOPISrc` the page was opened with (decoded).
+    pub wopi_src: String,
+    /// The length of the access token sent (the token itself is not kept).
+    pub access_token_len: usize,
+    /// What the host answered.
+    pub outcome: CheckFileInfoOutcome,
+}
+
+/// How a CheckFileInfo call ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckFileInfoOutcome {
+    /// The host answered (any status); the body is kept as text (up to 1 MiB).
+    Answered {
+        /// The response status.
+        status: StatusCode,
+        /// The response body, lossily decoded.
+        body: String,
+    },
+    /// No answer: unreachable host, timeout ([`CHECK_FILE_INFO_TIMEOUT`]), a `WOPISrc` that
+    /// is not an `http://` URL. Never fails the page, as with the real editors.
+    Failed(String),
+}
+
+impl CheckFileInfoOutcome {
+    /// The status if the host answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Answered { status, .. } => Some(*status),
+            Self::Failed(_) => None,
+        }
+    }
+
+    /// The body parsed as JSON, if the host answered 200 with JSON.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        match self {
+            Self::Answered { status, body } if *status == StatusCode::OK => {
+                serde_json::from_str(body).ok()
+            }
+            _ => None,
+        }
+    }
+
+    /// What the editor page shows: the status (`200`), `error: ...`.
+    fn summary(&self) -> String {
+        match self {
+            Self::Answered { status, .. } => status.as_u16().to_string(),
+            Self::Failed(reason) => format!("error: {reason}"),
+        }
+    }
+}
+
+/// What a stand-in editor page says, parsed back from its HTML by [`EditorPage::parse`].
+/// The page carries one `<meta name="standin:KEY" content="...">` per field, so tests of
+/// officeswitch can read what the node saw through the proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EditorPage {
+    /// `collabora` or `onlyoffice`.
+    pub suite: String,
+    /// The node that rendered the page (its base URL).
+    pub node: String,
+    /// The `WOPISrc` it was opened with (decoded; empty if none).
+    pub wopi_src: String,
+    /// The length of the form's (or, for a Collabora GET, the query's) `access_token`; the
+    /// token itself is never echoed.
+    pub access_token_len: usize,
+    /// The form's `access_token_ttl`, as sent.
+    pub access_token_ttl: String,
+    /// The origin the editor builds asset and WebSocket URLs on: `X-Forwarded-Proto` ://
+    /// `X-Forwarded-Host`, else `http://` + `Host`.
+    pub asset_base: String,
+    /// One asset URL as the page references it (`<script src>`).
+    pub asset_url: String,
+    /// The document WebSocket URL the editor's JavaScript would open.
+    pub websocket_url: String,
+    /// The CheckFileInfo result: its status (`200`), `error: ...`, or `none` when the page
+    /// had no `WOPISrc` or no token.
+    pub check_file_info: String,
+    /// `BaseFileName` from a successful CheckFileInfo, else empty.
+    pub base_file_name: String,
+}
+
+impl EditorPage {
+    /// The field names, in page order.
+    const KEYS: [&'static str; 10] = [
+        "suite",
+        "node",
+        "wopisrc",
+        "access-token-length",
+        "access-token-ttl",
+        "asset-base",
+        "asset-url",
+        "websocket-url",
+        "checkfileinfo",
+        "basefilename",
+    ];
+
+    /// Reads the fields back from a page the stand-in rendered. Missing fields stay empty
+    /// (or 0); use on a body that is not a stand-in page gives [`EditorPage::default`].
+    pub fn parse(html: &str) -> Self {
+        let mut page = Self::default();
+        let mut rest = html;
+        while let Some(start) = rest.find("<meta name=\"standin:") {
+            rest = &rest[start + "<meta name=\"standin:".len()..];
+            let Some((key, after)) = rest.split_once("\" content=\"") else {
+                break;
+            };
+            let Some((value, after)) = after.split_once("\">") else {
+                break;
+            };
+            let value = html_unescape(value);
+            match key {
+                "suite" => page.suite = value,
+                "node" => page.node = value,
+                "wopisrc" => page.wopi_src = value,
+                "access-token-length" => page.access_token_len = value.parse().unwrap_or(0),
+                "access-token-ttl" => page.access_token_ttl = value,
+                "asset-base" => page.asset_base = value,
+                "asset-url" => page.asset_url = value,
+                "websocket-url" => page.websocket_url = value,
+                "checkfileinfo" => page.check_file_info = value,
+                "basefilename" => page.base_file_name = value,
+                _ => {}
+            }
+            rest = after;
+        }
+        page
+    }
+
+    /// The page as the stand-in serves it: a small HTML document with the fields as
+    /// `<meta>` tags and the asset referenced as a real page would.
+    fn render(&self) -> String {
+        let access_token_len = self.access_token_len.to_string();
+        let values: [&str; 10] = [
+            &self.suite,
+            &self.node,
+            &self.wopi_src,
+            &access_token_len,
+            &self.access_token_ttl,
+            &self.asset_base,
+            &self.asset_url,
+            &self.websocket_url,
+            &self.check_file_info,
+            &self.base_file_name,
+        ];
+        let mut html = String::from(
+            "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>stand-in editor</title>\n",
+        );
+        for (key, value) in Self::KEYS.iter().zip(values) {
+            let _ = writeln!(
+                html,
+                "<meta name=\"standin:{key}\" content=\"{}\">",
+                html_escape(value)
+            );
+        }
+        let _ = write!(
+            html,
+            "<script src=\"{}\"></script>\n</head>\n<body>\n<div id=\"document-container\" \
+             data-websocket=\"{}\"></div>\n</body>\n</html>\n",
+            html_escape(&self.asset_url),
+            html_escape(&self.websocket_url)
+        );
+        html
+    }
+}
+
+/// Escapes text for an HTML attribute value.
+fn html_escape(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Reverses [`html_escape`].
+fn html_unescape(escaped: &str) -> String {
+    escaped
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// `encodeURIComponent(raw)`.
+pub fn encode_uri_component(raw: &str) -> String {
+    utf8_percent_encode(raw, URI_COMPONENT).to_string()
+}
+
+/// The error type of response bodies: convert endpoints echo the request body, so a
+/// client that breaks off its upload must be able to break off the response.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type every stand-in response uses: whole documents, lazy streams and echoed
+/// request bodies alike.
+pub type Body = BoxBody<Bytes, BoxError>;
 
 /// A running stand-in editor. Dropping it also shuts the server down, but without waiting;
 /// call [`StandInEditor::stop`] when a test needs the port to be free afterwards.
@@ -138,7 +443,7 @@ pub struct StandInEditor {
     /// The address actually bound (the real port when started on port 0).
     addr: SocketAddr,
     /// The proof key; kept whole (not just the public part) so a restart can reuse it and
-    /// so later WOPI callbacks can sign with it.
+    /// so WOPI calls (CheckFileInfo) are signed with it.
     key: Arc<ProofKey>,
     /// State the connection tasks read: documents, the current fault, the request log.
     shared: Arc<Shared>,
@@ -190,7 +495,7 @@ impl StandInEditor {
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let base = format!("http://{addr}");
-        let shared = Arc::new(Shared::new(suite, &base, key.public()));
+        let shared = Arc::new(Shared::new(suite, &base, Arc::clone(&key)));
         let (shutdown, stop_rx) = watch::channel(false);
         let server = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop_rx));
         tracing::debug!(?suite, %addr, "stand-in editor started");
@@ -208,7 +513,8 @@ impl StandInEditor {
         self.addr
     }
 
-    /// The base URL, `http://127.0.0.1:PORT`, as it appears in the stand-in's discovery.
+    /// The base URL, `http://127.0.0.1:PORT`, as it appears in the stand-in's discovery,
+    /// in [`NODE_HEADER`] and in [`RecordedRequest::node`].
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -216,6 +522,18 @@ impl StandInEditor {
     /// Which product this stand-in imitates.
     pub fn suite(&self) -> Suite {
         self.shared.suite
+    }
+
+    /// The version it serves, as in [`VERSION_HEADER`] and its static paths:
+    /// [`COLLABORA_VERSION_HASH`] (`61cf2b4`) or `9.3.1-standin`.
+    pub fn version(&self) -> &str {
+        self.shared.version
+    }
+
+    /// The Collabora `serverId` of its capabilities (checked by `/cool/clipboard` and
+    /// `/cool/media`); `None` for OnlyOffice, which has none.
+    pub fn server_id(&self) -> Option<&str> {
+        self.shared.server_id.as_deref()
     }
 
     /// Makes `/hosting/discovery` and `/hosting/capabilities` misbehave from the next
@@ -239,6 +557,21 @@ impl StandInEditor {
         lock(&self.shared.requests).clone()
     }
 
+    /// Every CheckFileInfo the editor page made, in order.
+    pub fn check_file_infos(&self) -> Vec<CheckFileInfoCall> {
+        lock(&self.shared.check_file_infos).clone()
+    }
+
+    /// WebSockets accepted and not yet ended (counted from the 101 answer on).
+    pub fn open_websockets(&self) -> usize {
+        self.shared.open_websockets.load(Ordering::SeqCst)
+    }
+
+    /// Text and binary WebSocket messages echoed so far, over all sessions.
+    pub fn echoed_messages(&self) -> u64 {
+        self.shared.echoed_messages.load(Ordering::SeqCst)
+    }
+
     /// The discovery document served when no fault is set.
     pub fn discovery_xml(&self) -> &str {
         &self.shared.discovery
@@ -249,9 +582,9 @@ impl StandInEditor {
         &self.shared.capabilities
     }
 
-    /// Stops accepting, resets every open connection (clients see a reset, new clients a
-    /// refusal) and returns once the listening socket is closed, so the port can be bound
-    /// again with [`StandInEditor::start_on`].
+    /// Stops accepting, resets every open connection, WebSockets included (clients see a
+    /// reset, new clients a refusal), and returns once the listening socket is closed, so
+    /// the port can be bound again with [`StandInEditor::start_on`].
     pub async fn stop(mut self) {
         self.shutdown.send_replace(true);
         if let Some(server) = self.server.take() {
@@ -309,6 +642,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Shared {
     /// Which product to imitate; decides the routes.
     suite: Suite,
+    /// The node's base URL, `http://127.0.0.1:PORT`.
+    node: String,
+    /// [`NODE_HEADER`]'s value.
+    node_header: HeaderValue,
+    /// The version served: [`COLLABORA_VERSION_HASH`] or `9.3.1-standin`.
+    version: &'static str,
+    /// Collabora's `serverId` (also in `capabilities`).
+    server_id: Option<String>,
+    /// Signs the WOPI calls the node makes.
+    key: Arc<ProofKey>,
+    /// For CheckFileInfo calls to WOPI hosts.
+    wopi_client: Client<HttpConnector, Empty<Bytes>>,
     /// `GET /hosting/discovery` body (fault-free).
     discovery: String,
     /// `GET /hosting/capabilities` body (fault-free).
@@ -317,27 +662,51 @@ struct Shared {
     fault: Mutex<Fault>,
     /// Every request received, in order.
     requests: Mutex<Vec<RecordedRequest>>,
+    /// Every CheckFileInfo made, in order.
+    check_file_infos: Mutex<Vec<CheckFileInfoCall>>,
+    /// WebSocket sessions accepted and not yet ended.
+    open_websockets: AtomicUsize,
+    /// Messages echoed over all WebSocket sessions.
+    echoed_messages: AtomicU64,
 }
 
 impl Shared {
     /// Builds the documents once, since they depend only on the bound URL and the key.
-    fn new(suite: Suite, base: &str, key: &PublicProofKey) -> Self {
-        let (discovery, capabilities) = match suite {
-            Suite::Collabora => (
-                collabora_discovery(base, key),
-                collabora_capabilities(&random_server_id()),
-            ),
+    fn new(suite: Suite, base: &str, key: Arc<ProofKey>) -> Self {
+        let (discovery, capabilities, server_id, version) = match suite {
+            Suite::Collabora => {
+                let server_id = random_server_id();
+                (
+                    collabora_discovery(base, key.public()),
+                    collabora_capabilities(&server_id),
+                    Some(server_id),
+                    COLLABORA_VERSION_HASH,
+                )
+            }
             Suite::OnlyOffice => (
-                onlyoffice_discovery(base, key),
+                onlyoffice_discovery(base, key.public()),
                 ONLYOFFICE_CAPABILITIES.to_owned(),
+                None,
+                onlyoffice_versioned(),
             ),
         };
         Self {
             suite,
+            node: base.to_owned(),
+            node_header: HeaderValue::from_str(base).expect("a URL is a valid header value"),
+            version,
+            server_id,
+            key,
+            wopi_client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build_http(),
             discovery,
             capabilities,
             fault: Mutex::new(Fault::None),
             requests: Mutex::new(Vec::new()),
+            check_file_infos: Mutex::new(Vec::new()),
+            open_websockets: AtomicUsize::new(0),
+            echoed_messages: AtomicU64::new(0),
         }
     }
 
@@ -348,11 +717,18 @@ impl Shared {
             .path_and_query()
             .map_or_else(|| req.uri().path().to_owned(), ToString::to_string);
         lock(&self.requests).push(RecordedRequest {
+            node: self.node.clone(),
             method: req.method().clone(),
             path_and_query,
             headers: req.headers().clone(),
         });
     }
+}
+
+/// `9.3.1-standin`: the first segment of OnlyOffice's versioned static paths.
+fn onlyoffice_versioned() -> &'static str {
+    static VERSIONED: OnceLock<String> = OnceLock::new();
+    VERSIONED.get_or_init(|| format!("{ONLYOFFICE_VERSION}-{ONLYOFFICE_BUILD}"))
 }
 
 /// Accepts connections until shutdown, then closes the listener and waits for every
@@ -376,7 +752,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
                     // Per-connection errors (e.g. a client that reset before accept) are
                     // not fatal; back off briefly in case it is fd exhaustion.
                     tracing::warn!(%err, "stand-in editor: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
             Some(_finished) = connections.join_next(), if !connections.is_empty() => {}
@@ -396,15 +772,20 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _stop_requested = stop.wait_for(|stopped| *stopped).await.is_ok();
 }
 
-/// Serves one connection (HTTP/1.1 or h2, with upgrades for later WebSocket routes) until
-/// the client closes it or shutdown is signalled; on shutdown the connection is reset.
+/// A WebSocket session: runs on the upgraded connection after the 101 answer.
+type Session = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Serves one connection (HTTP/1.1 or h2, with upgrades) until the client closes it or
+/// shutdown is signalled; on shutdown the connection is reset.
 ///
-/// Note for upgrade routes: once a connection is upgraded, hyper hands the socket to the
-/// upgrade future and this task ends, so the task serving the upgraded stream must itself
-/// watch `stop` (and be awaited by `accept_loop`) for `stop()` to cut it.
+/// Once a connection is upgraded, hyper hands the socket to the upgrade future and the
+/// connection future ends. The handler therefore does not spawn the WebSocket session
+/// itself: it passes it here (before the 101 goes out), and this task runs it, so that a
+/// stop resets WebSockets too and `accept_loop` waits for them.
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     // Keep a second handle to the socket, so that at shutdown SO_LINGER=0 can be set while
-    // hyper still owns the stream: the close then sends RST and leaves no TIME_WAIT.
+    // hyper (or the WebSocket session) still owns the stream: the close then sends RST and
+    // leaves no TIME_WAIT.
     let (stream, reset_handle) = match split_reset_handle(stream) {
         Ok(pair) => pair,
         Err(err) => {
@@ -412,24 +793,50 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, mut stop: watc
             return;
         }
     };
+    let (session_tx, mut session_rx) = mpsc::unbounded_channel::<Session>();
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+        let session_tx = session_tx.clone();
+        async move { Ok::<_, Infallible>(handle(shared, &session_tx, req).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let mut connection =
         pin!(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(err) = result {
-                tracing::debug!(%err, "stand-in editor: connection ended with an error");
+    let mut serving = true;
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            result = connection.as_mut(), if serving => {
+                serving = false;
+                if let Err(err) = result {
+                    tracing::debug!(%err, "stand-in editor: connection ended with an error");
+                }
+            }
+            Some(session) = session_rx.recv() => {
+                sessions.spawn(session);
+            }
+            Some(result) = sessions.join_next(), if !sessions.is_empty() => reraise_panic(result),
+            () = stopped(&mut stop) => {
+                if let Err(err) = TcpSocket::from_std_stream(reset_handle).set_zero_linger() {
+                    tracing::warn!(%err, "stand-in editor: cannot arm connection reset");
+                }
+                // Dropping the sessions (and, on return, the connection) closes the last
+                // handle on the socket: the kernel sends RST.
+                sessions.abort_all();
+                while let Some(result) = sessions.join_next().await {
+                    if let Err(err) = result
+                        && err.is_panic()
+                    {
+                        std::panic::resume_unwind(err.into_panic());
+                    }
+                }
+                return;
             }
         }
-        () = stopped(&mut stop) => {
-            if let Err(err) = TcpSocket::from_std_stream(reset_handle).set_zero_linger() {
-                tracing::warn!(%err, "stand-in editor: cannot arm connection reset");
-            }
-            // Dropping the connection closes the last handle: the kernel sends RST.
+        // A session is queued before its 101 is written, so by the time the connection
+        // future has ended every session of this connection is in the channel.
+        if !serving && sessions.is_empty() && session_rx.is_empty() {
+            return;
         }
     }
 }
@@ -442,7 +849,7 @@ fn split_reset_handle(stream: TcpStream) -> io::Result<(TcpStream, std::net::Tcp
 }
 
 /// The routes a stand-in knows. To add one: a variant here, a line in [`Route::of`], an
-/// arm in [`handle`].
+/// arm in [`route`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
     /// `GET /hosting/discovery` (both suites).
@@ -451,6 +858,30 @@ enum Route {
     Capabilities,
     /// coolwsd `GET /` or OnlyOffice `GET /healthcheck`.
     Health,
+    /// The editor page: Collabora `GET|POST /browser/<hash>/cool.html`, OnlyOffice
+    /// `POST /hosting/wopi/<word|cell|slide|pdf>/<view|edit>`. Calls CheckFileInfo and
+    /// waits for it (at most [`CHECK_FILE_INFO_TIMEOUT`]) before answering, so the outcome
+    /// is on the page and recorded once the page has arrived. (OnlyOffice waits too;
+    /// coolwsd serves the page at once and checks in parallel.)
+    EditorPage,
+    /// Static files: Collabora `GET /browser/<hash>/...`, OnlyOffice
+    /// `GET [/<version>-<build>]/{web-apps,sdkjs,sdkjs-plugins,fonts,dictionaries}/...`.
+    Static,
+    /// The document WebSocket (an echo server): Collabora `/cool/<enc>/ws`, `/cool/ws`,
+    /// `/lool/.../ws`; OnlyOffice `/doc/<docid>/c/` (socket.io). 400 without an upgrade.
+    WebSocket,
+    /// Collabora `GET /cool/<enc>/download/<name>`: a short body.
+    Download,
+    /// Collabora `GET /cool/<enc>/download/big?size=N`: N pattern bytes, streamed.
+    BigDownload,
+    /// `POST /cool/convert-to[/fmt]`, `/lool/convert-to[/fmt]` (both suites), OnlyOffice
+    /// `POST /ConvertService.ashx`, `/converter`: the request body echoed, streamed.
+    Convert,
+    /// Collabora `GET|POST /cool/clipboard`, `/cool/media`: 400 unless `ServerId` is this
+    /// node's.
+    ServerBound,
+    /// OnlyOffice `GET /cache/files/...`: a short body.
+    CacheFile,
     /// Anything else.
     NotFound,
 }
@@ -463,14 +894,156 @@ impl Route {
             (_, "GET", "/hosting/capabilities") => Self::Capabilities,
             (Suite::Collabora, "GET" | "HEAD", "/") => Self::Health,
             (Suite::OnlyOffice, "GET", "/healthcheck") => Self::Health,
+            (_, "POST", path) if is_convert_to(path) => Self::Convert,
+            (Suite::Collabora, "GET" | "POST", path) if is_collabora_page(path) => Self::EditorPage,
+            (Suite::Collabora, "GET", path) if is_collabora_static(path) => Self::Static,
+            (Suite::Collabora, "GET", path) if is_collabora_websocket(path) => Self::WebSocket,
+            (Suite::Collabora, "GET", "/cool/clipboard" | "/cool/media")
+            | (Suite::Collabora, "POST", "/cool/clipboard") => Self::ServerBound,
+            (Suite::Collabora, "GET", path) => match collabora_download(path) {
+                Some("big") => Self::BigDownload,
+                Some(_) => Self::Download,
+                None => Self::NotFound,
+            },
+            (Suite::OnlyOffice, "POST", path) if is_onlyoffice_page(path) => Self::EditorPage,
+            (Suite::OnlyOffice, "POST", "/ConvertService.ashx" | "/converter") => Self::Convert,
+            (Suite::OnlyOffice, "GET", path) if is_onlyoffice_static(path) => Self::Static,
+            (Suite::OnlyOffice, "GET", path) if path.starts_with("/doc/") => Self::WebSocket,
+            (Suite::OnlyOffice, "GET", path) if path.starts_with("/cache/files/") => {
+                Self::CacheFile
+            }
             _ => Self::NotFound,
         }
     }
 }
 
-/// Records the request, then answers it.
-async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+/// `/cool/convert-to`, `/cool/convert-to/<fmt>`, and the same under `/lool/`.
+fn is_convert_to(path: &str) -> bool {
+    let rest = path
+        .strip_prefix("/cool/convert-to")
+        .or_else(|| path.strip_prefix("/lool/convert-to"));
+    match rest {
+        Some("") => true,
+        Some(format) => format
+            .strip_prefix('/')
+            .is_some_and(|format| !format.is_empty() && !format.contains('/')),
+        None => false,
+    }
+}
+
+/// `/browser/<hash>/cool.html` (any hash: coolwsd's hash is for cache busting).
+fn is_collabora_page(path: &str) -> bool {
+    path.strip_prefix("/browser/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(hash, file)| !hash.is_empty() && file == "cool.html")
+}
+
+/// `/browser/<hash>/<file...>`.
+fn is_collabora_static(path: &str) -> bool {
+    path.strip_prefix("/browser/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(hash, file)| !hash.is_empty() && !file.is_empty())
+}
+
+/// `/cool/<enc WOPISrc>/ws`, `/cool/ws`, and the same under `/lool/`.
+fn is_collabora_websocket(path: &str) -> bool {
+    (path.starts_with("/cool/") || path.starts_with("/lool/")) && path.ends_with("/ws")
+}
+
+/// The `<name...>` of `/cool/<enc WOPISrc>/download/<name...>`.
+fn collabora_download(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/cool/")?;
+    let (document, rest) = rest.split_once('/')?;
+    let name = rest.strip_prefix("download/")?;
+    (!document.is_empty() && !name.is_empty()).then_some(name)
+}
+
+/// `/hosting/wopi/<word|cell|slide|pdf>/<view|edit>`.
+fn is_onlyoffice_page(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/hosting/wopi/") else {
+        return false;
+    };
+    let Some((doc_type, mode)) = rest.split_once('/') else {
+        return false;
+    };
+    ONLYOFFICE_EDITORS.iter().any(|e| e.doc_type == doc_type) && matches!(mode, "view" | "edit")
+}
+
+/// OnlyOffice's nginx static location,
+/// `^(/\d+\.\d+\.\d+[.-]\w+)?/(web-apps|sdkjs|sdkjs-plugins|fonts|dictionaries)(/.*)$`.
+fn is_onlyoffice_static(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    let (first, after) = rest.split_once('/').unwrap_or((rest, ""));
+    let unversioned = if is_onlyoffice_version(first) {
+        after
+    } else {
+        rest
+    };
+    let Some((dir, _file)) = unversioned.split_once('/') else {
+        return false;
+    };
+    matches!(
+        dir,
+        "web-apps" | "sdkjs" | "sdkjs-plugins" | "fonts" | "dictionaries"
+    )
+}
+
+/// `\d+\.\d+\.\d+[.-]\w+`, e.g. `9.3.1-standin` or `8.2.0.143`.
+fn is_onlyoffice_version(segment: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let word = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let mut parts = segment.splitn(3, '.');
+    let (Some(major), Some(minor), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Some(split) = rest.find(['.', '-']) else {
+        return false;
+    };
+    digits(major) && digits(minor) && digits(&rest[..split]) && word(&rest[split + 1..])
+}
+
+/// The first value of `name` in a query string, decoded. OnlyOffice lower-cases query
+/// keys (`wopisrc`), so `any_case` matches names case-insensitively.
+fn query_param(query: &str, name: &str, any_case: bool) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| {
+            if any_case {
+                key.eq_ignore_ascii_case(name)
+            } else {
+                key == name
+            }
+        })
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The `WOPISrc` of a request: exact name for Collabora, any case for OnlyOffice.
+fn wopi_src_of(suite: Suite, req: &Request<Incoming>) -> Option<String> {
+    let query = req.uri().query()?;
+    query_param(query, "WOPISrc", suite == Suite::OnlyOffice)
+}
+
+/// Records the request, answers it, and marks the answer with the node and version.
+async fn handle(
+    shared: Arc<Shared>,
+    sessions: &mpsc::UnboundedSender<Session>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     shared.record(&req);
+    let mut response = route(&shared, sessions, req).await;
+    let headers = response.headers_mut();
+    headers.insert(NODE_HEADER, shared.node_header.clone());
+    headers.insert(VERSION_HEADER, HeaderValue::from_static(shared.version));
+    response
+}
+
+/// Answers a request by its [`Route`].
+async fn route(
+    shared: &Arc<Shared>,
+    sessions: &mpsc::UnboundedSender<Session>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     match Route::of(shared.suite, req.method(), req.uri().path()) {
         Route::Discovery => {
             let content_type = match shared.suite {
@@ -493,7 +1066,436 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             // `res.send("true")` in DocsCoServer.healthCheck: Express's default type.
             Suite::OnlyOffice => whole(StatusCode::OK, "text/html; charset=utf-8", "true"),
         },
+        Route::EditorPage => editor_page(shared, req).await,
+        Route::Static => static_file(shared, req.uri().path()),
+        Route::WebSocket => accept_websocket(shared, sessions, req),
+        Route::Download => download(shared, &req),
+        Route::BigDownload => big_download(&req),
+        Route::Convert => echo_body(req),
+        Route::ServerBound => server_bound(shared, &req),
+        Route::CacheFile => {
+            let wopi_src = wopi_src_of(shared.suite, &req).unwrap_or_default();
+            let text = format!(
+                "stand-in cache file {} of {wopi_src} from {}\n",
+                req.uri().path(),
+                shared.node
+            );
+            whole(StatusCode::OK, "application/octet-stream", text)
+        }
         Route::NotFound => whole(StatusCode::NOT_FOUND, "text/plain", "Not Found\n"),
+    }
+}
+
+/// The editor page. Reads the form (`access_token`, `access_token_ttl`), calls the host's
+/// CheckFileInfo when it has a `WOPISrc` and a token, and renders an [`EditorPage`] whose
+/// URLs are built on the forwarded origin, as the real editors build theirs.
+async fn editor_page(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let suite = shared.suite;
+    let wopi_src = wopi_src_of(suite, &req).unwrap_or_default();
+    let asset_base = forwarded_origin(req.headers());
+    let query_token = req
+        .uri()
+        .query()
+        .and_then(|query| query_param(query, "access_token", false));
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
+    let form: Vec<(String, String)> = if *req.method() == Method::POST && is_form {
+        match Limited::new(req.into_body(), FORM_LIMIT).collect().await {
+            Ok(body) => url::form_urlencoded::parse(&body.to_bytes())
+                .into_owned()
+                .collect(),
+            Err(err) => {
+                let text = format!("cannot read the form: {err}\n");
+                return whole(StatusCode::BAD_REQUEST, "text/plain", text);
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let field = |name: &str| {
+        form.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    // Collabora also takes the token from the query of a GET (old integrations).
+    let token = field("access_token").or(query_token).unwrap_or_default();
+
+    let (check_file_info, base_file_name) = if wopi_src.is_empty() || token.is_empty() {
+        ("none".to_owned(), String::new())
+    } else {
+        let outcome = check_file_info(shared, &wopi_src, &token).await;
+        let base_file_name = outcome
+            .json()
+            .and_then(|info| info["BaseFileName"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let summary = outcome.summary();
+        lock(&shared.check_file_infos).push(CheckFileInfoCall {
+            wopi_src: wopi_src.clone(),
+            access_token_len: token.len(),
+            outcome,
+        });
+        (summary, base_file_name)
+    };
+
+    let encoded = encode_uri_component(&wopi_src);
+    let ws_base = asset_base.strip_prefix("https://").map_or_else(
+        || asset_base.replacen("http://", "ws://", 1),
+        |host| format!("wss://{host}"),
+    );
+    let (asset_url, websocket_url) = match suite {
+        Suite::Collabora => (
+            format!("{asset_base}/browser/{COLLABORA_VERSION_HASH}/bundle.js"),
+            format!("{ws_base}/cool/{encoded}/ws?WOPISrc={encoded}&compat=/ws"),
+        ),
+        Suite::OnlyOffice => {
+            // The WOPI docId is the last path segment of WOPISrc (wopiClient.js).
+            let doc_id = wopi_src
+                .split('?')
+                .next()
+                .and_then(|path| path.rsplit('/').next())
+                .unwrap_or_default();
+            (
+                format!(
+                    "{asset_base}/{}/web-apps/apps/api/documents/api.js?WOPISrc={encoded}",
+                    shared.version
+                ),
+                format!(
+                    "{ws_base}/doc/{}/c/?EIO=4&transport=websocket&WOPISrc={encoded}",
+                    encode_uri_component(doc_id)
+                ),
+            )
+        }
+    };
+    let page = EditorPage {
+        suite: suite.name().to_owned(),
+        node: shared.node.clone(),
+        wopi_src,
+        access_token_len: token.len(),
+        access_token_ttl: field("access_token_ttl").unwrap_or_default(),
+        asset_base,
+        asset_url,
+        websocket_url,
+        check_file_info,
+        base_file_name,
+    };
+    whole(StatusCode::OK, "text/html; charset=utf-8", page.render())
+}
+
+/// `X-Forwarded-Proto://X-Forwarded-Host` (first values), else `http://` + `Host`.
+fn forwarded_origin(headers: &HeaderMap) -> String {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    };
+    let proto = first("x-forwarded-proto").unwrap_or("http");
+    let host = first("x-forwarded-host")
+        .or_else(|| first("host"))
+        .unwrap_or("localhost");
+    format!("{proto}://{host}")
+}
+
+/// WOPI CheckFileInfo: `GET {WOPISrc}?access_token=<token>`, signed with the node's proof
+/// key (`X-WOPI-Proof`, `X-WOPI-ProofOld` with old = current, `X-WOPI-TimeStamp`), within
+/// [`CHECK_FILE_INFO_TIMEOUT`].
+async fn check_file_info(shared: &Shared, wopi_src: &str, token: &str) -> CheckFileInfoOutcome {
+    let separator = if wopi_src.contains('?') { '&' } else { '?' };
+    let url = format!(
+        "{wopi_src}{separator}access_token={}",
+        encode_uri_component(token)
+    );
+    let uri: http::Uri = match url.parse() {
+        Ok(uri) => uri,
+        Err(err) => return CheckFileInfoOutcome::Failed(format!("bad WOPISrc: {err}")),
+    };
+    if uri.scheme_str() != Some("http") {
+        return CheckFileInfoOutcome::Failed(
+            "the stand-in editor calls only http:// WOPI hosts".to_owned(),
+        );
+    }
+    let mut request = Request::get(uri);
+    let ticks = dotnet_ticks_now();
+    match shared.key.sign(&proof_message(token, &url, ticks)) {
+        Ok(signature) => {
+            let proof = base64::engine::general_purpose::STANDARD.encode(signature);
+            request = request
+                .header("X-WOPI-TimeStamp", ticks.to_string())
+                .header("X-WOPI-ProofOld", &proof)
+                .header("X-WOPI-Proof", proof);
+        }
+        Err(err) => tracing::warn!(%err, "stand-in editor: cannot sign CheckFileInfo"),
+    }
+    request = match (shared.suite, shared.server_id.as_deref()) {
+        (Suite::Collabora, Some(server_id)) => request.header("X-COOL-WOPI-ServerId", server_id),
+        _ => request.header("X-WOPI-ClientVersion", ONLYOFFICE_VERSION),
+    };
+    let request = match request.body(Empty::new()) {
+        Ok(request) => request,
+        Err(err) => return CheckFileInfoOutcome::Failed(format!("bad request: {err}")),
+    };
+    let call = async {
+        let response = shared.wopi_client.request(request).await?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, CHECK_FILE_INFO_LIMIT)
+            .collect()
+            .await?
+            .to_bytes();
+        Ok::<_, BoxError>((parts.status, body))
+    };
+    match tokio::time::timeout(CHECK_FILE_INFO_TIMEOUT, call).await {
+        Err(_elapsed) => CheckFileInfoOutcome::Failed(format!(
+            "no answer within {} s",
+            CHECK_FILE_INFO_TIMEOUT.as_secs()
+        )),
+        Ok(Err(err)) => CheckFileInfoOutcome::Failed(error_chain(&*err)),
+        Ok(Ok((status, body))) => CheckFileInfoOutcome::Answered {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        },
+    }
+}
+
+/// An error and its sources, `a: b: c`.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+/// Now as .NET ticks, the unit of `X-WOPI-TimeStamp`.
+fn dotnet_ticks_now() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let ticks = since_epoch.as_nanos() / 100;
+    DOTNET_EPOCH_TICKS + u64::try_from(ticks).unwrap_or(u64::MAX - DOTNET_EPOCH_TICKS)
+}
+
+/// The bytes a WOPI proof signs: the token, the URL upper-cased and the timestamp, each
+/// preceded by its length as a big-endian `u32` (see `../shared/notes/proof-keys.md`).
+pub fn proof_message(token: &str, url: &str, ticks: u64) -> Vec<u8> {
+    let url = url.to_ascii_uppercase();
+    let mut message = Vec::with_capacity(token.len() + url.len() + 20);
+    for part in [token.as_bytes(), url.as_bytes()] {
+        let len = u32::try_from(part.len()).expect("a proof part is shorter than 4 GiB");
+        message.extend_from_slice(&len.to_be_bytes());
+        message.extend_from_slice(part);
+    }
+    message.extend_from_slice(&8_u32.to_be_bytes());
+    message.extend_from_slice(&ticks.to_be_bytes());
+    message
+}
+
+/// A small static file naming the node and the version it really serves, with
+/// `Cache-Control: public` as versioned assets have.
+fn static_file(shared: &Shared, path: &str) -> Response<Body> {
+    let content_type = mime_guess::from_path(path)
+        .first_raw()
+        .unwrap_or("application/octet-stream");
+    let text = format!(
+        "/* stand-in {} static file {path} from {} version {} */\n",
+        shared.suite.name(),
+        shared.node,
+        shared.version
+    );
+    let mut response = whole(StatusCode::OK, content_type, text);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public"));
+    response
+}
+
+/// Collabora's document download: a short body naming what was asked.
+fn download(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let name = path.rsplit('/').next().unwrap_or_default();
+    let wopi_src = wopi_src_of(shared.suite, req).unwrap_or_default();
+    let text = format!(
+        "stand-in download {name} of {wopi_src} from {}\n",
+        shared.node
+    );
+    let mut response = whole(StatusCode::OK, "application/octet-stream", text);
+    if let Ok(disposition) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, disposition);
+    }
+    response
+}
+
+/// `size=N` pattern bytes ([`pattern_stream`]), generated as they are sent, with a
+/// `Content-Length`.
+fn big_download(req: &Request<Incoming>) -> Response<Body> {
+    let size = req
+        .uri()
+        .query()
+        .and_then(|query| query_param(query, "size", false))
+        .and_then(|size| size.parse::<u64>().ok());
+    let Some(size) = size else {
+        return whole(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "size=N (bytes) is required\n",
+        );
+    };
+    let frames = pattern_stream(size).map(|chunk| Ok::<_, BoxError>(Frame::data(chunk)));
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    response
+}
+
+/// Streams the request body back unchanged, chunk by chunk (hyper reads the next chunk
+/// only when the previous one has been written: backpressure reaches the client).
+fn echo_body(req: Request<Incoming>) -> Response<Body> {
+    let content_length = req.headers().get(header::CONTENT_LENGTH).cloned();
+    let mut response = Response::new(req.into_body().map_err(BoxError::from).boxed());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(length) = content_length {
+        headers.insert(header::CONTENT_LENGTH, length);
+    }
+    response
+}
+
+/// Collabora's clipboard and media: coolwsd answers 400 when `ServerId` names another
+/// process, since the clipboard lives in that process's memory.
+fn server_bound(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    let server_id = req
+        .uri()
+        .query()
+        .and_then(|query| query_param(query, "ServerId", false));
+    if server_id.is_none() || server_id.as_deref() != shared.server_id.as_deref() {
+        let text = format!(
+            "wrong server: ServerId {server_id:?}, this is {:?}\n",
+            shared.server_id.as_deref().unwrap_or_default()
+        );
+        return whole(StatusCode::BAD_REQUEST, "text/plain", text);
+    }
+    let wopi_src = wopi_src_of(shared.suite, req).unwrap_or_default();
+    let text = format!(
+        "stand-in {} of {wopi_src} from {}\n",
+        req.uri().path(),
+        shared.node
+    );
+    whole(StatusCode::OK, "text/plain", text)
+}
+
+/// Answers a WebSocket handshake with 101 and queues the echo session that will run on the
+/// upgraded connection; 400 for a request that is not a valid handshake.
+fn accept_websocket(
+    shared: &Arc<Shared>,
+    sessions: &mpsc::UnboundedSender<Session>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let headers = req.headers();
+    let has_token = |name: HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|value| {
+                value
+                    .split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    let upgrade =
+        has_token(header::UPGRADE, "websocket") && has_token(header::CONNECTION, "upgrade");
+    let version_13 = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|version| version == "13");
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+    let (true, true, Some(key)) = (upgrade, version_13, key) else {
+        return whole(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "expected a WebSocket upgrade (version 13, with a key)\n",
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let open = OpenWebSocket::new(Arc::clone(shared));
+    let session = echo_session(on_upgrade, open);
+    if sessions.send(Box::pin(session)).is_err() {
+        return whole(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n",
+        );
+    }
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    response
+}
+
+/// Counts a WebSocket as open from the 101 on until its session ends or is dropped.
+struct OpenWebSocket(Arc<Shared>);
+
+impl OpenWebSocket {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.open_websockets.fetch_add(1, Ordering::SeqCst);
+        Self(shared)
+    }
+}
+
+impl Drop for OpenWebSocket {
+    fn drop(&mut self) {
+        self.0.open_websockets.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Echoes every text and binary message back unchanged and in order; answers pings (the
+/// library does) and the client's close, then ends.
+async fn echo_session(on_upgrade: hyper::upgrade::OnUpgrade, open: OpenWebSocket) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(err) => {
+            tracing::debug!(%err, "stand-in editor: WebSocket upgrade failed");
+            return;
+        }
+    };
+    let mut socket =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+    while let Some(message) = socket.next().await {
+        match message {
+            Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                if let Err(err) = socket.send(message).await {
+                    tracing::debug!(%err, "stand-in editor: WebSocket send failed");
+                    break;
+                }
+                open.0.echoed_messages.fetch_add(1, Ordering::SeqCst);
+            }
+            // Pings are answered and a close is acknowledged by tungstenite itself, on
+            // the next read (which then ends the stream).
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(%err, "stand-in editor: WebSocket ended with an error");
+                break;
+            }
+        }
     }
 }
 
@@ -528,14 +1530,56 @@ async fn faultable(shared: &Shared, document: &str, content_type: &'static str) 
     }
 }
 
+/// An empty body.
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
 /// A complete response with a `Content-Type`.
 fn whole(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()).boxed());
+    let body = Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed();
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// One period-aligned chunk of the pattern (about 64 KiB, a whole number of periods, so
+/// copies of it placed end to end continue the pattern).
+fn pattern_chunk() -> Bytes {
+    static CHUNK: OnceLock<Bytes> = OnceLock::new();
+    CHUNK
+        .get_or_init(|| {
+            let period = usize::try_from(PATTERN_PERIOD).expect("small");
+            let len = (64 * 1024 / period) * period;
+            (0..len)
+                .map(|i| pattern_byte(i as u64))
+                .collect::<Vec<u8>>()
+                .into()
+        })
+        .clone()
+}
+
+/// Byte `offset` of the pattern [`pattern_stream`] produces: `(offset % 251) as u8`.
+pub fn pattern_byte(offset: u64) -> u8 {
+    u8::try_from(offset % PATTERN_PERIOD).expect("the period is below 256")
+}
+
+/// Exactly `size` bytes of the deterministic pattern (byte `i` is `(i % 251) as u8`), as
+/// chunks of about 64 KiB that share one buffer: memory use does not grow with `size`.
+/// For big downloads here, and for tests that upload (or hash) the same bytes.
+pub fn pattern_stream(size: u64) -> impl Stream<Item = Bytes> + Send + 'static {
+    let chunk = pattern_chunk();
+    let chunk_len = chunk.len() as u64;
+    let full = size / chunk_len;
+    let rest = usize::try_from(size % chunk_len).expect("below the chunk length");
+    let tail = (rest > 0).then(|| chunk.slice(..rest));
+    let full = futures_util::stream::iter(0..full).map(move |_| chunk.clone());
+    full.chain(futures_util::stream::iter(tail))
 }
 
 /// Exactly `size` bytes: `<?xml ...?><wopi-discovery>`, `<!-- padding -->` lines, spaces to
@@ -548,11 +1592,11 @@ fn huge_xml(size: usize) -> Body {
     const PADDING: &str = "<!-- padding -->\n";
     const PER_CHUNK: usize = 64 * 1024 / PADDING.len();
 
-    let frame = |bytes: Bytes| Ok::<_, Infallible>(Frame::data(bytes));
+    let frame = |bytes: Bytes| Ok::<_, BoxError>(Frame::data(bytes));
     if size < HEAD.len() + TAIL.len() {
         let both = format!("{HEAD}{TAIL}");
         let stream = futures_util::stream::iter([frame(Bytes::from(both).slice(..size))]);
-        return StreamBody::new(stream).boxed();
+        return BodyExt::boxed(StreamBody::new(stream));
     }
     let middle = size - HEAD.len() - TAIL.len();
     let chunk = Bytes::from(PADDING.repeat(PER_CHUNK));
@@ -565,7 +1609,7 @@ fn huge_xml(size: usize) -> Body {
         .chain([rest_padding, spaces, Bytes::from_static(TAIL.as_bytes())])
         .filter(|bytes| !bytes.is_empty())
         .map(frame);
-    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+    BodyExt::boxed(StreamBody::new(futures_util::stream::iter(frames)))
 }
 
 /// An 8-hex-digit id, like the `serverId` coolwsd puts in its capabilities.

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod client;
 pub mod editor;
 pub mod logs;
+pub mod nextcloud;
 pub mod officeswitch;
 pub mod richdocuments;
 

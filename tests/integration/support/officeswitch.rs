@@ -32,6 +32,12 @@ pub struct Builder {
     max_body_bytes: Option<u64>,
     tls: Option<Arc<TestCerts>>,
     old_key: bool,
+    /// Extra top-level settings lines.
+    top: Vec<String>,
+    /// Extra `[upstream]`/`[server]` sections, verbatim.
+    sections: Vec<String>,
+    /// Organisation rule files: (file stem, contents).
+    orgs: Vec<(String, String)>,
 }
 
 /// A running officeswitch and the files behind it.
@@ -58,7 +64,15 @@ impl OfficeSwitch {
             max_body_bytes: None,
             tls: None,
             old_key: false,
+            top: Vec::new(),
+            sections: Vec::new(),
+            orgs: Vec::new(),
         }
+    }
+
+    /// The rules directory (tests rewrite files there to test reloads).
+    pub fn rules_dir(&self) -> PathBuf {
+        self.dir.path().join("rules")
     }
 
     /// Path of the settings file.
@@ -135,6 +149,28 @@ impl Builder {
         self
     }
 
+    /// Adds an organisation `rules/{name}.toml` owning `origins`, with `extra` TOML after.
+    pub fn org(mut self, name: &str, origins: &[String], extra: &str) -> Self {
+        let list: Vec<String> = origins.iter().map(|o| format!("\"{o}\"")).collect();
+        self.orgs.push((
+            name.into(),
+            format!("origins = [{}]\n{extra}", list.join(", ")),
+        ));
+        self
+    }
+
+    /// Adds a top-level settings line (`watch_rules = false`).
+    pub fn setting(mut self, line: &str) -> Self {
+        self.top.push(line.into());
+        self
+    }
+
+    /// Adds a settings section verbatim (`[upstream]\nfirst_byte_timeout_secs = 1`).
+    pub fn section(mut self, text: &str) -> Self {
+        self.sections.push(text.into());
+        self
+    }
+
     /// Writes the settings, rules and key, then starts officeswitch.
     pub async fn start(self) -> OfficeSwitch {
         launch(self.write().await).await
@@ -159,6 +195,10 @@ impl Builder {
             "public_url = \"http://127.0.0.1:{port}\"\nlisten = \"127.0.0.1:{port}\"\n\
              rules_dir = \"rules\"\nstate_dir = \"state\"\n"
         );
+        for line in &self.top {
+            settings.push_str(line);
+            settings.push('\n');
+        }
         if let Some(certs) = &self.tls {
             let tls_port = free_port().await;
             settings.push_str(&format!(
@@ -181,6 +221,10 @@ impl Builder {
             settings.push_str(&format!("max_body_bytes = {max}\n"));
         }
         settings.push_str("[log]\nlevel = \"debug\"\n");
+        for section in &self.sections {
+            settings.push_str(section);
+            settings.push('\n');
+        }
         for (name, kind, nodes) in &self.pools {
             let nodes: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
             settings.push_str(&format!(
@@ -190,6 +234,10 @@ impl Builder {
         }
         std::fs::write(dir.path().join("officeswitch.toml"), settings).expect("write settings");
         write_default_rules(dir.path(), &self.pools);
+        for (name, text) in &self.orgs {
+            std::fs::write(dir.path().join(format!("rules/{name}.toml")), text)
+                .expect("write org rules");
+        }
         proof_key::write_new_key(&dir.path().join("keys/proof_key.pem"), false).expect("write key");
         dir
     }

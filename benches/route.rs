@@ -1,0 +1,80 @@
+//! Per-request routing costs: classifying a request, reading its document key, and picking
+//! a node by rendezvous hashing.
+//!
+//! These run on every request (every asset, every WebSocket, every download), so they must
+//! stay well under a microsecond and allocate nothing (`tests/alloc.rs` checks the latter).
+//! `cargo bench --bench route`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Method;
+
+use officeswitch::proxy::classify::{classify, query_param};
+use officeswitch::sticky::hrw;
+
+/// A Collabora WebSocket upgrade as browsers send it.
+const WS_PATH: &str = "/cool/https%3A%2F%2Fnc.example.com%2Findex.php%2Fapps%2Frichdocuments%2Fwopi%2Ffiles%2F4242_ocabc123def%3Faccess_token%3Dq8YtZ0xZ1y%26access_token_ttl%3D0/ws";
+const WS_QUERY: &str = "WOPISrc=https%3A%2F%2Fnc.example.com%2Findex.php%2Fapps%2Frichdocuments%2Fwopi%2Ffiles%2F4242_ocabc123def&compat=/ws";
+/// An OnlyOffice versioned static file.
+const ASSET_PATH: &str = "/9.3.1-abc123/sdkjs/word/sdk-all-min.js";
+/// Collabora's editor page.
+const PAGE_PATH: &str = "/browser/61cf2b4/cool.html";
+const PAGE_QUERY: &str = "WOPISrc=https%3A%2F%2Fnc.example.com%2Findex.php%2Fapps%2Frichdocuments%2Fwopi%2Ffiles%2F4242_ocabc123def&lang=de&closebutton=1&revisionhistory=1";
+/// An OnlyOffice socket.io query, the key last.
+const SOCKET_QUERY: &str = "EIO=4&transport=websocket&sid=Yx2vW1AbC&WOPISrc=https%3A%2F%2Fnc.example.com%2Findex.php%2Fapps%2Frichdocuments%2Fwopi%2Ffiles%2F4242_ocabc123def";
+/// A document key as `WopiSrc::doc_key` gives it.
+const DOC_KEY: &str =
+    "https://nc.example.com:443/index.php/apps/richdocuments/wopi/files/4242_ocabc123def";
+
+fn bench(c: &mut Criterion) {
+    c.bench_function("classify websocket (collabora)", |b| {
+        b.iter(|| {
+            classify(
+                black_box(&Method::GET),
+                black_box(WS_PATH),
+                black_box(Some(WS_QUERY)),
+                black_box(true),
+            )
+        })
+    });
+    c.bench_function("classify asset (onlyoffice, versioned)", |b| {
+        b.iter(|| {
+            classify(
+                black_box(&Method::GET),
+                black_box(ASSET_PATH),
+                black_box(None),
+                black_box(false),
+            )
+        })
+    });
+    c.bench_function("classify page (collabora)", |b| {
+        b.iter(|| {
+            classify(
+                black_box(&Method::POST),
+                black_box(PAGE_PATH),
+                black_box(Some(PAGE_QUERY)),
+                black_box(false),
+            )
+        })
+    });
+    c.bench_function("query_param WOPISrc (last of 4)", |b| {
+        b.iter(|| query_param(black_box(SOCKET_QUERY), black_box("WOPISrc")))
+    });
+
+    let three: Vec<String> = (1..=3)
+        .map(|i| format!("http://collabora-{i}:9980/"))
+        .collect();
+    let ten: Vec<String> = (1..=10)
+        .map(|i| format!("http://collabora-{i}:9980/"))
+        .collect();
+    c.bench_function("hrw pick over 3 nodes", |b| {
+        b.iter(|| hrw::pick(black_box(DOC_KEY.as_bytes()), black_box(&three)))
+    });
+    c.bench_function("hrw pick over 10 nodes", |b| {
+        b.iter(|| hrw::pick(black_box(DOC_KEY.as_bytes()), black_box(&ten)))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,200 @@
+//! One access log line per request, written when the response has really ended.
+//!
+//! A streamed body or a WebSocket tunnel ends long after the handler returns, so the line
+//! travels with the body ([`LoggedBody`]) or the tunnel and is written at the end, with
+//! the bytes actually sent and the true duration. Only the path is logged: WOPI puts
+//! access tokens in query strings.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::Method;
+use hyper::body::{Body, Frame, SizeHint};
+use tracing::{debug, info, warn};
+
+use super::answer::{Answer, BoxError, Fault};
+use super::route::Target;
+
+/// What the access line says about one request.
+#[derive(Debug)]
+pub struct AccessLog {
+    method: Method,
+    path: String,
+    class: &'static str,
+    probe: bool,
+    org: Option<String>,
+    pool: Option<String>,
+    node: Option<String>,
+    status: u16,
+    fault: Fault,
+    reason: Option<String>,
+    started: Instant,
+}
+
+impl AccessLog {
+    /// Starts the line for a request; `probe` lines (health checks) go to debug level.
+    pub fn new(method: &Method, path: &str, class: &'static str, probe: bool) -> AccessLog {
+        AccessLog {
+            method: method.clone(),
+            path: path.to_string(),
+            class,
+            probe,
+            org: None,
+            pool: None,
+            node: None,
+            status: 0,
+            fault: Fault::None,
+            reason: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// Records where the request was routed.
+    pub fn target(&mut self, target: &Target) {
+        self.org.clone_from(&target.org);
+        self.pool = Some(target.pool.clone());
+        self.node = Some(target.node.to_string());
+    }
+
+    /// Records an answer officeswitch made itself.
+    pub fn answer(&mut self, answer: &Answer) {
+        self.status = answer.status().as_u16();
+        self.fault = answer.fault();
+        self.reason = answer.reason();
+    }
+
+    /// Records the status an editor answered.
+    pub fn status(&mut self, status: u16) {
+        self.status = status;
+    }
+
+    /// Writes the line: `bytes` sent to the client, `error` if the exchange broke.
+    pub fn write(self, bytes: u64, error: Option<&str>) {
+        let elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let (method, path, class, status) = (
+            self.method.as_str(),
+            self.path.as_str(),
+            self.class,
+            self.status,
+        );
+        let org = self.org.as_deref().unwrap_or("-");
+        let pool = self.pool.as_deref().unwrap_or("-");
+        let node = self.node.as_deref().unwrap_or("-");
+        let reason = self.reason.as_deref().or(error).unwrap_or("");
+        if error.is_some() || self.fault == Fault::Editor {
+            warn!(
+                method,
+                path,
+                class,
+                org,
+                pool,
+                node,
+                status,
+                bytes,
+                elapsed_ms,
+                fault = self.fault.as_str(),
+                reason,
+                "request"
+            );
+        } else if self.probe {
+            debug!(method, path, class, status, bytes, elapsed_ms, "request");
+        } else if self.fault == Fault::Client {
+            info!(
+                method,
+                path,
+                class,
+                org,
+                pool,
+                node,
+                status,
+                bytes,
+                elapsed_ms,
+                fault = "client",
+                reason,
+                "request"
+            );
+        } else {
+            info!(
+                method,
+                path, class, org, pool, node, status, bytes, elapsed_ms, "request"
+            );
+        }
+    }
+}
+
+/// A response body that counts what it sends and writes the access line when it ends
+/// (completely, with an error, or because the client went away).
+pub struct LoggedBody<B: Body> {
+    inner: B,
+    bytes: u64,
+    log: Option<AccessLog>,
+}
+
+impl<B: Body> LoggedBody<B> {
+    /// Wraps `inner`; `log` is written when the body ends.
+    pub fn new(inner: B, log: AccessLog) -> LoggedBody<B> {
+        LoggedBody {
+            inner,
+            bytes: 0,
+            log: Some(log),
+        }
+    }
+
+    fn finish(&mut self, error: Option<&str>) {
+        if let Some(log) = self.log.take() {
+            log.write(self.bytes, error);
+        }
+    }
+}
+
+impl<B> Body for LoggedBody<B>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish(None);
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let message = format!("body broke: {e}");
+                self.finish(Some(&message));
+            }
+            Poll::Ready(None) => self.finish(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: Body> Drop for LoggedBody<B> {
+    fn drop(&mut self) {
+        // Bodies known to be empty (204, empty answers) and HEAD bodies are never polled.
+        let head = self.log.as_ref().is_some_and(|l| l.method == Method::HEAD);
+        let error = (!self.inner.is_end_stream() && !head)
+            .then_some("client went away before the body ended");
+        self.finish(error);
+    }
+}

@@ -1,0 +1,309 @@
+//! Phase 3: turn the client's request into the node's, and the node's response into the
+//! client's.
+//!
+//! Requests: the URI moves onto the chosen node (for opens: the suite's real `urlsrc`
+//! with its placeholders filled as the host asked), `Host` becomes the node's,
+//! hop-by-hop headers go, and `X-Forwarded-For/-Proto/-Host` plus `Forwarded` tell the
+//! editor to build every URL on officeswitch's `public_url`. Responses: hop-by-hop
+//! headers go and `Location`-style headers that name the node are moved onto
+//! `public_url`, so no redirect sends a browser straight to a node. Bodies are never
+//! touched: they stream.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use url::Url;
+
+use super::answer::Answer;
+use super::classify::query_param;
+use super::route::Target;
+
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Rewrites `request` for `target`. `upgrade` keeps `Connection: upgrade` and `Upgrade`.
+///
+/// # Errors
+/// 502 when the node URL cannot be expressed as a request URI (a configuration problem).
+pub fn request<B>(
+    mut request: Request<B>,
+    target: &Target,
+    public_url: &Url,
+    peer: SocketAddr,
+    upgrade: bool,
+) -> Result<Request<B>, Answer> {
+    let query = request.uri().query();
+    let url = match &target.urlsrc {
+        Some(urlsrc) => open_url(urlsrc, query),
+        None => {
+            let path = request.uri().path().trim_start_matches('/');
+            let mut url = format!("{}{path}", target.node);
+            if let Some(q) = query {
+                url.push('?');
+                url.push_str(q);
+            }
+            url
+        }
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| Answer::BadGateway(format!("node URL {url} is not a request URI: {e}")))?;
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .ok_or_else(|| Answer::BadGateway(format!("node URL {url} has no host")))?;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    let headers = request.headers_mut();
+    let upgrade_to = headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(headers);
+    if upgrade && let Some(protocol) = upgrade_to {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+    if let Ok(host) = HeaderValue::from_str(&authority) {
+        headers.insert(header::HOST, host);
+    }
+    forwarded(headers, public_url, peer);
+    Ok(request)
+}
+
+/// Rewrites a node's response for the client.
+pub fn response<B>(mut response: Response<B>, target: &Target, public_url: &Url) -> Response<B> {
+    let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    let upgrade_to = headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(headers);
+    if switching && let Some(protocol) = upgrade_to {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let moved = headers
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| onto_public(v, &target.node, public_url))
+            .and_then(|v| HeaderValue::from_str(&v).ok());
+        if let Some(value) = moved {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Adds `X-Forwarded-For/-Proto/-Host` and `Forwarded` naming the client and
+/// officeswitch's public origin, so editors build URLs back through officeswitch.
+fn forwarded(headers: &mut HeaderMap, public_url: &Url, peer: SocketAddr) {
+    let client = peer.ip().to_string();
+    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {client}"),
+        None => client.clone(),
+    };
+    let host = match public_url.port() {
+        Some(port) => format!("{}:{port}", public_url.host_str().unwrap_or_default()),
+        None => public_url.host_str().unwrap_or_default().to_string(),
+    };
+    let proto = public_url.scheme();
+    let node = if peer.is_ipv6() {
+        format!("\"[{client}]\"")
+    } else {
+        client
+    };
+    let element = format!("for={node};proto={proto};host=\"{host}\"");
+    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {element}"),
+        None => element,
+    };
+    for (name, value) in [
+        ("x-forwarded-for", chain),
+        ("x-forwarded-proto", proto.to_string()),
+        ("x-forwarded-host", host),
+        ("forwarded", forwarded),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// The open request's URL on the node: the suite's `urlsrc` with its `<name=PLACEHOLDER&>`
+/// blocks filled from the host's query (`lang`) or dropped, followed by the host's own
+/// query (`WOPISrc=...&lang=...`, which richdocuments appends to every `urlsrc`).
+fn open_url(urlsrc: &str, host_query: Option<&str>) -> String {
+    let (base, template) = urlsrc.split_once('?').unwrap_or((urlsrc, ""));
+    let lang = host_query.and_then(|q| query_param(q, "lang"));
+    let mut params: Vec<String> = Vec::new();
+    let mut rest = template;
+    while !rest.is_empty() {
+        let (literal, after) = match rest.find('<') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        params.extend(
+            literal
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(String::from),
+        );
+        rest = after;
+        if let Some(block) = rest.strip_prefix('<') {
+            let (inner, after) = block.split_once('>').unwrap_or((block, ""));
+            if let Some(param) = fill_placeholder(inner.trim_end_matches('&'), lang) {
+                params.push(param);
+            }
+            rest = after;
+        }
+    }
+    params.extend(
+        host_query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(String::from),
+    );
+    format!("{base}?{}", params.join("&"))
+}
+
+/// `name=PLACEHOLDER` -> `name=value` for the placeholders the host's query answers.
+/// WOPI_SOURCE is dropped: the host's own `WOPISrc` follows.
+fn fill_placeholder(block: &str, lang: Option<&str>) -> Option<String> {
+    let (name, placeholder) = block.split_once('=')?;
+    let value = match placeholder {
+        "UI_LLCC" | "DC_LLCC" => lang?,
+        _ => return None,
+    };
+    Some(format!("{name}={value}"))
+}
+
+/// `value` (a URL naming `node`) moved onto `public_url`; `None` if it names another host.
+fn onto_public(value: &str, node: &Url, public_url: &Url) -> Option<String> {
+    let url = Url::parse(value).ok()?;
+    if url.origin() != node.origin() {
+        return None;
+    }
+    let path = url.path();
+    let rest = path
+        .strip_prefix(node.path())
+        .unwrap_or(path.trim_start_matches('/'));
+    let mut out = format!("{public_url}{rest}");
+    if let Some(q) = url.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OO: &str = "http://10.0.0.2:8000/hosting/wopi/word/edit?<rs=DC_LLCC&><dchat=DISABLE_CHAT&><embed=EMBEDDED&><fs=FULLSCREEN&><hid=HOST_SESSION_ID&><rec=RECORDING&><sc=SESSION_CONTEXT&><thm=THEME_ID&><ui=UI_LLCC&><wopisrc=WOPI_SOURCE&>&";
+
+    #[test]
+    fn onlyoffice_placeholders_are_filled_or_dropped() {
+        let url = open_url(
+            OO,
+            Some("WOPISrc=https%3A%2F%2Fnc%2Fwopi%2Ffiles%2F1&lang=de"),
+        );
+        assert_eq!(
+            url,
+            "http://10.0.0.2:8000/hosting/wopi/word/edit?rs=de&ui=de&WOPISrc=https%3A%2F%2Fnc%2Fwopi%2Ffiles%2F1&lang=de"
+        );
+    }
+
+    #[test]
+    fn collabora_urlsrc_gets_the_host_query_appended() {
+        let url = open_url(
+            "http://n:9980/browser/61cf2b4/cool.html?",
+            Some("WOPISrc=x&lang=en&closebutton=1"),
+        );
+        assert_eq!(
+            url,
+            "http://n:9980/browser/61cf2b4/cool.html?WOPISrc=x&lang=en&closebutton=1"
+        );
+        // Old OnlyOffice with `?&`, and no lang: placeholders dropped, no empty params.
+        let old = open_url(
+            "http://n/hosting/wopi/cell/view?&<ui=UI_LLCC&>&",
+            Some("WOPISrc=y"),
+        );
+        assert_eq!(old, "http://n/hosting/wopi/cell/view?WOPISrc=y");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-wopi-override", HeaderValue::from_static("PUT"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-wopi-override"));
+    }
+
+    #[test]
+    fn forwarded_headers_name_the_public_origin_and_extend_the_chain() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        let public = Url::parse("https://office.example.org").unwrap();
+        forwarded(&mut h, &public, "[2001:db8::1]:5000".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 2001:db8::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "office.example.org");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::1]\";proto=https;host=\"office.example.org\""
+        );
+    }
+
+    #[test]
+    fn redirects_to_the_node_move_onto_public_url() {
+        let node = Url::parse("http://10.0.0.2:9980/prefix/").unwrap();
+        let public = Url::parse("https://office.example.org/").unwrap();
+        assert_eq!(
+            onto_public(
+                "http://10.0.0.2:9980/prefix/browser/x/cool.html?a=1",
+                &node,
+                &public
+            )
+            .as_deref(),
+            Some("https://office.example.org/browser/x/cool.html?a=1")
+        );
+        assert_eq!(
+            onto_public("https://elsewhere.example/x", &node, &public),
+            None
+        );
+    }
+}

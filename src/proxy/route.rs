@@ -1,0 +1,343 @@
+//! Phase 2: choose the suite and the node a request goes to.
+//!
+//! - An **open** (form POST to an officeswitch `urlsrc`) names its format and action in the
+//!   path and its document in `WOPISrc`: the organisation owning the WOPISrc origin picks
+//!   the suite (its overrides, then the defaults), and rendezvous hashing of the document
+//!   key over the suite's nodes (or the organisation's pinned subset) picks the node.
+//! - **Editor traffic** names its suite by its URL space (classify) and its document by
+//!   `WOPISrc` (or OnlyOffice's `shardkey`) in the query: the same hash gives the same node,
+//!   so a document's page, assets, WebSockets and downloads all meet on one node, and
+//!   officeswitch instances agree without talking.
+//! - Versioned **assets** without a document go to a node that serves that version;
+//!   **stateless** calls (convert-to) are spread over the pool.
+//!
+//! No header or URL is changed here: that is [`super::rewrite`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use url::Url;
+
+use super::answer::Answer;
+use super::classify::{EditorRequest, Traffic, query_param};
+use crate::config::{PoolConfig, SuiteKind};
+use crate::discovery::document::{Action, Discovery};
+use crate::discovery::open_url::{FileFormat, OpenUrl};
+use crate::discovery::service::{Catalog, PoolSource, PoolState};
+use crate::rules::{Organisation, RuleSet};
+use crate::sticky::hrw;
+use crate::wopi::wopi_src::WopiSrc;
+
+/// Where a request goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Suite of the chosen pool.
+    pub suite: SuiteKind,
+    /// Pool name (logs).
+    pub pool: String,
+    /// Base URL of the chosen node.
+    pub node: Url,
+    /// Organisation owning the document, when the request names one.
+    pub org: Option<String>,
+    /// For opens: the chosen suite's `urlsrc` on the chosen node (placeholders still in).
+    pub urlsrc: Option<String>,
+}
+
+/// What the router reads: settings, rules and discoveries as of the request's start.
+pub struct RouteContext<'a> {
+    /// Configured pools.
+    pub pools: &'a [PoolConfig],
+    /// Rules in force for this request.
+    pub rules: &'a RuleSet,
+    /// Discoveries in force for this request.
+    pub catalog: &'a Catalog,
+    /// Round-robin counter for stateless requests.
+    pub spread: &'a AtomicUsize,
+}
+
+impl RouteContext<'_> {
+    /// Routes an open request (`path` is under `/officeswitch/open/`).
+    ///
+    /// # Errors
+    /// The [`Answer`] to send instead: 404 for a path that is not an open URL or a format
+    /// no suite opens, 400 for a missing or malformed WOPISrc, 403 for an origin no rule
+    /// names, 503 when the suite has no node or no discovery.
+    pub fn open(&self, path: &str, query: Option<&str>) -> Result<Target, Answer> {
+        let open = OpenUrl::parse_path(path).ok_or(Answer::NotFound)?;
+        let wopi_src =
+            document(query)?.ok_or(Answer::BadRequest("the open request has no WOPISrc"))?;
+        let org = self.organisation(&wopi_src)?;
+        let (pool, ext) = self.pool_for_format(org, &open.format)?;
+        let state = self.pool_state(pool)?;
+        let nodes = nodes_for(pool, Some(org));
+        let index = hrw::pick(wopi_src.doc_key().as_bytes(), nodes)
+            .ok_or(Answer::NoNode(pool.name.clone()))?;
+        let node = &nodes[index];
+        let source =
+            node_source(pool, state, node).ok_or_else(|| Answer::NoDiscovery(pool.name.clone()))?;
+        let action = find_action(
+            &source.discovery,
+            &open.format,
+            ext.as_deref(),
+            &open.action,
+        )
+        .ok_or_else(|| {
+            Answer::NoAction(format!(
+                "{} cannot {} {}",
+                pool.name,
+                open.action,
+                format_name(&open.format)
+            ))
+        })?;
+        let urlsrc = rebase(&action.urlsrc, &source.node, node)
+            .ok_or_else(|| Answer::BadGateway(format!("unusable urlsrc {}", action.urlsrc)))?;
+        Ok(Target {
+            suite: pool.kind,
+            pool: pool.name.clone(),
+            node: node.clone(),
+            org: Some(org.name().to_string()),
+            urlsrc: Some(urlsrc),
+        })
+    }
+
+    /// Routes editor traffic to a node of its suite's pool.
+    ///
+    /// # Errors
+    /// 404 when no pool runs that suite, 400 for a malformed WOPISrc, 403 for an origin no
+    /// rule names, 503 when the pool has no node.
+    pub fn editor(
+        &self,
+        request: &EditorRequest<'_>,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Target, Answer> {
+        let pool = self
+            .pools
+            .iter()
+            .find(|p| p.kind == request.suite)
+            .ok_or(Answer::NotFound)?;
+        let no_node = || Answer::NoNode(pool.name.clone());
+        let (node, org) = if let Some(wopi_src) = document(query)? {
+            let org = self.organisation(&wopi_src)?;
+            let nodes = nodes_for(pool, Some(org));
+            let i = hrw::pick(wopi_src.doc_key().as_bytes(), nodes).ok_or_else(no_node)?;
+            (nodes[i].clone(), Some(org.name().to_string()))
+        } else if let Some(shard) = request.key {
+            // OnlyOffice's non-WOPI shard key: an opaque document key, same hash.
+            let i = hrw::pick(shard.as_bytes(), &pool.nodes).ok_or_else(no_node)?;
+            (pool.nodes[i].clone(), None)
+        } else {
+            let i = match request.kind {
+                Traffic::Stateless => self.spread(pool).ok_or_else(no_node)?,
+                _ => self
+                    .by_version(pool, request.version, path)
+                    .ok_or_else(no_node)?,
+            };
+            (pool.nodes[i].clone(), None)
+        };
+        Ok(Target {
+            suite: pool.kind,
+            pool: pool.name.clone(),
+            node,
+            org,
+            urlsrc: None,
+        })
+    }
+
+    /// The organisation owning `wopi_src`'s origin, or 403.
+    fn organisation(&self, wopi_src: &WopiSrc) -> Result<&Organisation, Answer> {
+        self.rules
+            .organisation_for(wopi_src.url())
+            .ok_or_else(|| Answer::UnknownOrigin(wopi_src.url().origin().ascii_serialization()))
+    }
+
+    /// The pool that opens `format` for `org`, and the extension that decided it.
+    fn pool_for_format(
+        &self,
+        org: &Organisation,
+        format: &FileFormat,
+    ) -> Result<(&PoolConfig, Option<String>), Answer> {
+        let exts: Vec<String> = match format {
+            FileFormat::Ext(e) => vec![e.clone()],
+            FileFormat::Mime(m) => mime_guess::get_mime_extensions_str(m)
+                .unwrap_or_default()
+                .iter()
+                .map(|e| e.to_ascii_lowercase())
+                .collect(),
+        };
+        let by_rules = exts
+            .iter()
+            .find_map(|e| self.rules.pool_for(org, e).map(|p| (p, Some(e.clone()))));
+        // A format no rule names goes where the merged discovery put it.
+        let by_discovery = || {
+            let owners = &self.catalog.merged.as_ref()?.owners;
+            owners
+                .get(format)
+                .map(|p| (p.as_str(), exts.first().cloned()))
+        };
+        let (name, ext) = by_rules
+            .or_else(by_discovery)
+            .ok_or_else(|| Answer::NoAction(format!("no suite opens {}", format_name(format))))?;
+        let pool = self
+            .pools
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| Answer::NoNode(name.to_string()))?;
+        Ok((pool, ext))
+    }
+
+    fn pool_state(&self, pool: &PoolConfig) -> Result<&PoolState, Answer> {
+        self.catalog
+            .pools
+            .iter()
+            .find(|p| p.name == pool.name)
+            .ok_or_else(|| Answer::NoDiscovery(pool.name.clone()))
+    }
+
+    /// Round robin over the pool, for requests any node can serve.
+    fn spread(&self, pool: &PoolConfig) -> Option<usize> {
+        let n = pool.nodes.len();
+        (n > 0).then(|| self.spread.fetch_add(1, Ordering::Relaxed) % n)
+    }
+
+    /// A node serving asset `version` (hashing the path among them, for cache locality),
+    /// else any node.
+    fn by_version(&self, pool: &PoolConfig, version: Option<&str>, path: &str) -> Option<usize> {
+        let state = self.catalog.pools.iter().find(|p| p.name == pool.name);
+        if let (Some(version), Some(state)) = (version, state) {
+            let serves = |i: usize| {
+                state
+                    .nodes
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| serves_version(pool.kind, s, version))
+            };
+            if let Some(i) = hrw::pick_where(path.as_bytes(), &pool.nodes, serves) {
+                return Some(i);
+            }
+        }
+        hrw::pick(path.as_bytes(), &pool.nodes)
+    }
+}
+
+/// The document a request names: its `WOPISrc` query parameter, parsed.
+///
+/// # Errors
+/// 400 when the parameter is present but not a usable WOPISrc.
+fn document(query: Option<&str>) -> Result<Option<WopiSrc>, Answer> {
+    let Some(raw) = query.and_then(|q| query_param(q, "WOPISrc")) else {
+        return Ok(None);
+    };
+    WopiSrc::parse(raw)
+        .map(Some)
+        .map_err(|e| Answer::BadWopiSrc(e.to_string()))
+}
+
+/// The nodes `org` may use in `pool`: its pinned subset, else all.
+fn nodes_for<'a>(pool: &'a PoolConfig, org: Option<&'a Organisation>) -> &'a [Url] {
+    org.and_then(|o| o.pinned_nodes(&pool.name))
+        .unwrap_or(&pool.nodes)
+}
+
+/// The discovery to take a node's `urlsrc` from: its own, else the pool's.
+fn node_source<'a>(pool: &PoolConfig, state: &'a PoolState, node: &Url) -> Option<&'a PoolSource> {
+    let own = pool
+        .nodes
+        .iter()
+        .position(|n| n == node)
+        .and_then(|i| state.nodes.get(i))
+        .and_then(Option::as_deref);
+    own.or(state.source.as_deref())
+}
+
+/// The action to open: the named action of the format, else the format's first action
+/// (what richdocuments itself would take); formats named by MIME type fall back to the
+/// extension the rules used.
+fn find_action<'a>(
+    discovery: &'a Discovery,
+    format: &FileFormat,
+    ext: Option<&str>,
+    action: &str,
+) -> Option<&'a Action> {
+    let by_mime = |mime: &str| {
+        let actions: Vec<&Action> = discovery
+            .apps
+            .iter()
+            .filter(|a| a.name == mime)
+            .flat_map(|a| &a.actions)
+            .collect();
+        actions
+            .iter()
+            .find(|a| a.name == action)
+            .or(actions.first())
+            .copied()
+    };
+    let by_ext = |ext: &str| {
+        let mut actions = discovery
+            .apps
+            .iter()
+            .filter(|a| !a.name.contains('/'))
+            .flat_map(|a| &a.actions)
+            .filter(|a| a.ext == ext);
+        let first = actions.clone().next();
+        actions.find(|a| a.name == action).or(first)
+    };
+    match format {
+        FileFormat::Mime(mime) => by_mime(mime).or_else(|| ext.and_then(by_ext)),
+        FileFormat::Ext(e) => by_ext(e),
+    }
+}
+
+/// `urlsrc` as served by `from`, moved onto node `to` (same path below the node base).
+/// The query is kept verbatim: its `<name=PLACEHOLDER&>` blocks must survive unencoded.
+fn rebase(urlsrc: &str, from: &Url, to: &Url) -> Option<String> {
+    let (location, query) = match urlsrc.split_once('?') {
+        Some((l, q)) => (l, Some(q)),
+        None => (urlsrc, None),
+    };
+    let parsed = Url::parse(location).ok()?;
+    let path = parsed.path();
+    let rest = path
+        .strip_prefix(from.path())
+        .unwrap_or(path.trim_start_matches('/'));
+    let mut out = to.join(rest).ok()?.to_string();
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    Some(out)
+}
+
+/// Whether `source` (a node's discovery) serves asset `version`.
+fn serves_version(suite: SuiteKind, source: &PoolSource, version: &str) -> bool {
+    match suite {
+        // `/browser/<hash>/` in every urlsrc.
+        SuiteKind::Collabora => source
+            .discovery
+            .apps
+            .iter()
+            .flat_map(|a| &a.actions)
+            .any(|a| {
+                Url::parse(&a.urlsrc)
+                    .ok()
+                    .is_some_and(|u| u.path().split('/').any(|segment| segment == version))
+            }),
+        // `/<productVersion>-<build>/`: the version part must match the node's capabilities.
+        SuiteKind::OnlyOffice => {
+            let wanted = version.split('-').next().unwrap_or(version);
+            source
+                .capabilities
+                .as_ref()
+                .and_then(|c| c.get("productVersion"))
+                .and_then(|v| v.as_str())
+                .is_some_and(|v| v == wanted)
+        }
+    }
+}
+
+/// `.docx` or the MIME type, for messages.
+fn format_name(format: &FileFormat) -> String {
+    match format {
+        FileFormat::Ext(e) => format!(".{e}"),
+        FileFormat::Mime(m) => m.clone(),
+    }
+}

@@ -1,0 +1,351 @@
+//! Opening documents and routing every request of a document to one node (issue 3).
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+
+use crate::support::client::{self, Reply, encode, post_form};
+use crate::support::editor::{StandInEditor, Suite};
+use crate::support::nextcloud::StandInNextcloud;
+use crate::support::officeswitch::{Builder, OfficeSwitch};
+use crate::support::richdocuments::RichdocumentsView;
+use crate::support::trace_init;
+
+const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+const ODT: &str = "application/vnd.oasis.opendocument.text";
+
+/// Two nodes per suite, one Nextcloud owned by organisation `acme`, officeswitch in front.
+pub struct Lab {
+    pub cool: Vec<StandInEditor>,
+    pub oo: Vec<StandInEditor>,
+    pub nc: StandInNextcloud,
+    pub os: OfficeSwitch,
+}
+
+impl Lab {
+    pub async fn start(configure: impl FnOnce(Builder, &StandInNextcloud) -> Builder) -> Lab {
+        trace_init();
+        let (c1, c2, o1, o2) = tokio::join!(
+            StandInEditor::start(Suite::Collabora),
+            StandInEditor::start(Suite::Collabora),
+            StandInEditor::start(Suite::OnlyOffice),
+            StandInEditor::start(Suite::OnlyOffice),
+        );
+        let nc = StandInNextcloud::start().await;
+        let builder = OfficeSwitch::builder()
+            .pool("collabora", "collabora", &[c1.url(), c2.url()])
+            .pool("onlyoffice", "onlyoffice", &[o1.url(), o2.url()])
+            .org("acme", &[nc.origin()], "");
+        let os = configure(builder, &nc).start().await;
+        Lab {
+            cool: vec![c1, c2],
+            oo: vec![o1, o2],
+            nc,
+            os,
+        }
+    }
+
+    /// The `urlsrc` richdocuments would use for `mime`.
+    pub async fn urlsrc(&self, mime: &str) -> String {
+        let (status, body) = self.os.get("/hosting/discovery").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let view = RichdocumentsView::parse(&body);
+        view.url_src(mime)
+            .unwrap_or_else(|| panic!("no {mime} app"))
+            .1
+            .to_string()
+    }
+
+    /// Opens `wopi_src` as richdocuments' frontend does: form POST to urlsrc + WOPISrc + lang.
+    pub async fn open(&self, mime: &str, wopi_src: &str) -> Reply {
+        let url = format!(
+            "{}WOPISrc={}&lang=de",
+            self.urlsrc(mime).await,
+            encode(wopi_src)
+        );
+        post_form(&url, "access_token=tok-123&access_token_ttl=0").await
+    }
+
+    /// GET through officeswitch.
+    pub async fn get(&self, path_and_query: &str) -> Reply {
+        client::send(
+            Method::GET,
+            &format!("http://{}{path_and_query}", self.os.addr),
+            &[],
+            b"",
+        )
+        .await
+    }
+
+    /// Which of `editors` is `url`.
+    pub fn is_one_of(url: Option<&str>, editors: &[StandInEditor]) -> bool {
+        url.is_some_and(|u| editors.iter().any(|e| e.url() == u))
+    }
+}
+
+#[tokio::test]
+async fn docx_opens_on_onlyoffice_and_odt_on_collabora() {
+    let lab = Lab::start(|b, _| b).await;
+    let docx = lab.open(DOCX, &lab.nc.wopi_src("1_oc")).await;
+    assert_eq!(docx.status, StatusCode::OK, "{}", docx.body);
+    assert!(
+        Lab::is_one_of(docx.node(), &lab.oo),
+        "docx went to {:?}",
+        docx.node()
+    );
+    let odt = lab.open(ODT, &lab.nc.wopi_src("2_oc")).await;
+    assert_eq!(odt.status, StatusCode::OK, "{}", odt.body);
+    assert!(
+        Lab::is_one_of(odt.node(), &lab.cool),
+        "odt went to {:?}",
+        odt.node()
+    );
+    // The editor saw the host's WOPISrc and was told to build URLs on officeswitch.
+    let node = lab
+        .oo
+        .iter()
+        .find(|e| Some(e.url().as_str()) == docx.node())
+        .unwrap();
+    let open = node
+        .requests()
+        .into_iter()
+        .find(|r| r.path_and_query.starts_with("/hosting/wopi/word/edit"))
+        .expect("OnlyOffice got the open POST");
+    assert!(
+        open.path_and_query
+            .contains(&encode(&lab.nc.wopi_src("1_oc"))),
+        "{}",
+        open.path_and_query
+    );
+    assert!(
+        open.path_and_query.contains("ui=de"),
+        "placeholders filled: {}",
+        open.path_and_query
+    );
+    let public_host = lab.os.public_url.trim_start_matches("http://");
+    assert_eq!(open.headers["x-forwarded-host"], public_host);
+    assert_eq!(open.headers["x-forwarded-proto"], "http");
+    assert_eq!(open.headers["host"], node.addr().to_string());
+}
+
+#[tokio::test]
+async fn an_organisation_override_sends_docx_to_collabora() {
+    let other = StandInNextcloud::start().await;
+    let origin = other.origin();
+    let lab =
+        Lab::start(move |b, _| b.org("beta", &[origin], "[extensions]\ndocx = \"collabora\"\n"))
+            .await;
+    let overridden = lab.open(DOCX, &other.wopi_src("7_oc")).await;
+    assert_eq!(overridden.status, StatusCode::OK, "{}", overridden.body);
+    assert!(
+        Lab::is_one_of(overridden.node(), &lab.cool),
+        "beta's docx went to {:?}",
+        overridden.node()
+    );
+    let default = lab.open(DOCX, &lab.nc.wopi_src("7_oc")).await;
+    assert!(
+        Lab::is_one_of(default.node(), &lab.oo),
+        "acme's docx went to {:?}",
+        default.node()
+    );
+}
+
+#[tokio::test]
+async fn every_request_of_a_document_reaches_the_node_of_its_open() {
+    let lab = Lab::start(|b, _| b).await;
+    let mut nodes_used = std::collections::HashSet::new();
+    for i in 0..12 {
+        let src = lab.nc.wopi_src(&format!("{i}_oc"));
+        let enc = encode(&src);
+        // Collabora document.
+        let open = lab.open(ODT, &src).await;
+        let node = open.node().expect("node").to_string();
+        nodes_used.insert(node.clone());
+        for path in [
+            format!("/cool/{enc}/download/report.pdf?WOPISrc={enc}"),
+            format!("/cool/clipboard?WOPISrc={enc}&ServerId=x&ViewId=0&Tag=t"),
+            format!("/browser/61cf2b4/cool.html?WOPISrc={}", encode(&enc)),
+            format!("/cool/{enc}/download/x?WOPISrc={src}"),
+        ] {
+            let reply = lab.get(&path).await;
+            assert_eq!(reply.node(), Some(node.as_str()), "{path}: {}", reply.body);
+        }
+        // OnlyOffice document: its assets carry WOPISrc too.
+        let open = lab.open(DOCX, &src).await;
+        let node = open.node().expect("node").to_string();
+        nodes_used.insert(node.clone());
+        for path in [
+            format!("/9.3.1-standin/web-apps/apps/api/documents/api.js?WOPISrc={enc}"),
+            format!("/cache/files/data/{i}/output.docx?WOPISrc={enc}"),
+        ] {
+            let reply = lab.get(&path).await;
+            assert_eq!(reply.node(), Some(node.as_str()), "{path}: {}", reply.body);
+        }
+    }
+    assert_eq!(nodes_used.len(), 4, "documents spread over all four nodes");
+}
+
+#[tokio::test]
+async fn an_unknown_wopisrc_origin_is_refused_and_never_contacted() {
+    let lab = Lab::start(|b, _| b).await;
+    let stranger = StandInNextcloud::start().await;
+    let reply = lab.open(DOCX, &stranger.wopi_src("1_oc")).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    let ws_like = lab
+        .get(&format!(
+            "/cool/clipboard?WOPISrc={}",
+            encode(&stranger.wopi_src("1"))
+        ))
+        .await;
+    assert_eq!(ws_like.status, StatusCode::FORBIDDEN);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        stranger.requests().is_empty(),
+        "the stranger host was contacted"
+    );
+    for editor in lab.cool.iter().chain(&lab.oo) {
+        assert!(
+            editor
+                .requests()
+                .iter()
+                .all(|r| r.path_and_query.starts_with("/hosting/")),
+            "an editor got a request for a refused document"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_get_precise_statuses() {
+    let lab = Lab::start(|b, _| b).await;
+    let urlsrc = lab.urlsrc(DOCX).await;
+    let cases: Vec<(String, StatusCode)> = vec![
+        (urlsrc.clone(), StatusCode::BAD_REQUEST),
+        (
+            format!("{urlsrc}WOPISrc=not%20a%20url"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("{urlsrc}WOPISrc={}", encode("ftp://127.0.0.1/wopi/files/1")),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!(
+                "{urlsrc}WOPISrc={}",
+                encode(&lab.nc.wopi_src("1").replace("http://", "http://user:pw@"))
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!(
+                "{urlsrc}WOPISrc={}",
+                encode(
+                    &lab.nc
+                        .wopi_src("1")
+                        .replace("127.0.0.1", "[::ffff:127.0.0.1]")
+                )
+            ),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            format!(
+                "{}/officeswitch/open/ext/xyz/edit?WOPISrc={}",
+                lab.os.public_url,
+                encode(&lab.nc.wopi_src("1"))
+            ),
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (url, expected) in cases {
+        let reply = post_form(&url, "access_token=t").await;
+        assert_eq!(reply.status, expected, "{url}: {}", reply.body);
+    }
+    let huge = "x".repeat(100 * 1024);
+    let reply = client::send(
+        Method::GET,
+        &format!("http://{}/healthz", lab.os.addr),
+        &[("x-big", &huge)],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert!(lab.nc.requests().is_empty());
+}
+
+#[tokio::test]
+async fn stateless_convert_calls_go_to_collabora_and_spread() {
+    let lab = Lab::start(|b, _| b).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..6 {
+        let reply = client::send(
+            Method::POST,
+            &format!("http://{}/cool/convert-to/pdf", lab.os.addr),
+            &[("content-type", "application/octet-stream")],
+            b"document bytes",
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, "document bytes");
+        assert!(Lab::is_one_of(reply.node(), &lab.cool));
+        seen.insert(reply.node().unwrap().to_string());
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "convert-to is spread over both Collabora nodes"
+    );
+}
+
+#[tokio::test]
+async fn node_failures_are_502_and_504_with_precise_logs() {
+    trace_init();
+    // A "node" that accepts connections and never answers, and one whose port is closed.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_url = format!("http://{}", hanging.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = hanging.accept().await {
+            open.push(socket);
+        }
+    });
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[hanging_url])
+        .pool("onlyoffice", "onlyoffice", &[closed_url])
+        .org("acme", &[nc.origin()], "")
+        .section("[upstream]\nfirst_byte_timeout_secs = 1")
+        .start()
+        .await;
+    let enc = encode(&nc.wopi_src("9_oc"));
+    let get = |path: String| {
+        let url = format!("http://{}{path}", os.addr);
+        async move { client::send(Method::GET, &url, &[], b"").await }
+    };
+    let timeout = get(format!("/cool/clipboard?WOPISrc={enc}")).await;
+    assert_eq!(
+        timeout.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        timeout.body
+    );
+    let refused = get(format!("/cache/files/x?WOPISrc={enc}")).await;
+    assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "{}", refused.body);
+    // No discovery from either pool: an open cannot be routed yet.
+    let open = post_form(
+        &format!(
+            "{}/officeswitch/open/ext/odt/edit?WOPISrc={enc}",
+            os.public_url
+        ),
+        "access_token=t",
+    )
+    .await;
+    assert_eq!(
+        open.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        open.body
+    );
+    held.abort();
+}
