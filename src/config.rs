@@ -1,4 +1,4 @@
-//! Settings: `officeswitch.toml` read as written ([`file`]), then validated into [`Config`].
+//! Settings: `officeswitch.toml` read as written ([`mod@file`]), then validated into [`Config`].
 //!
 //! Every error names the file, the key and the line ([`ConfigError`]). Relative paths are
 //! resolved against the directory of the settings file, so `officeswitch --config

@@ -2,28 +2,31 @@
 //!
 //! Nextcloud Office (richdocuments) talks to exactly one editor. officeswitch is that
 //! editor as far as Nextcloud can tell: it serves one merged discovery built from the
-//! live discoveries of a Collabora Online pool and an OnlyOffice Docs pool, and (in the
-//! following issues) routes each opened file to the suite and node that should edit it.
+//! live discoveries of a Collabora Online pool and an OnlyOffice Docs pool, routes each
+//! opened file to the suite its organisation's rules choose and to one node of it, and
+//! tunnels all of that document's editor traffic to the same node.
 //!
 //! # Layout
 //! - [`cli`]: command line; [`app`]: startup, listeners and shutdown;
 //! - [`config`]: `officeswitch.toml`, read as written then validated;
-//! - [`rules`]: which pool owns which format;
+//! - [`rules`]: organisations and which pool owns which format, hot-reloaded;
 //! - [`discovery`]: fetch, keep, merge and publish the pools' discoveries and capabilities;
-//! - [`wopi`]: WOPI pieces (officeswitch's own proof keys);
-//! - [`upstream`]: the pooled HTTP(S) client to editor nodes;
 //! - [`proxy`]: the life of a request, one phase per file;
-//! - [`server`]: accept loops, TLS, graceful shutdown;
+//! - [`sticky`]: which node of a pool serves a document (rendezvous hashing);
+//! - [`wopi`]: WOPI pieces (proof keys, document identity);
+//! - [`upstream`]: the pooled HTTP(S) client to editor nodes;
+//! - [`server`]: accept loops, TLS, limits, graceful shutdown;
 //! - [`telemetry`]: log output.
 //!
 //! # Life of a request
 //! 1. [`server`] accepts the connection (TLS if configured) and hands each request to
 //!    [`proxy::Proxy::handle`];
-//! 2. [`proxy::classify`] names what the request is for, from method and path alone;
-//! 3. the class is answered: discovery and capabilities from the current
-//!    [`discovery::Catalog`], health and readiness from the pools' state;
+//! 2. [`proxy::classify`] names what the request is for (method, path, query, upgrade);
+//! 3. officeswitch's own requests are answered from the current [`discovery::Catalog`];
+//!    opens and editor traffic go through [`proxy::route`], [`proxy::rewrite`] and
+//!    [`proxy::forward`] (WebSockets: [`proxy::tunnel`]);
 //!    every reply officeswitch makes itself is an [`proxy::answer::Answer`];
-//! 4. one access log line is written.
+//! 4. one access log line is written when the response ends ([`proxy::access_log`]).
 
 pub mod app;
 pub mod cli;

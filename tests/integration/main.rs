@@ -21,3 +21,6 @@ mod server;
 
 /// Opening documents, per-organisation rules, routing of editor traffic (issue 3).
 mod routing;
+
+/// Rules hot reload by file watch and SIGHUP (issue 3).
+mod reload;

@@ -112,6 +112,46 @@ impl OfficeSwitch {
     }
 }
 
+/// officeswitch running as its own process; killed on drop.
+pub struct OfficeSwitchProcess {
+    /// Plain HTTP address.
+    pub addr: SocketAddr,
+    /// `public_url` as configured.
+    pub public_url: String,
+    /// Temp dir with the settings, rules, keys and state.
+    pub dir: Arc<tempfile::TempDir>,
+    child: std::process::Child,
+}
+
+impl OfficeSwitchProcess {
+    /// The process id (for signals and `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The rules directory.
+    pub fn rules_dir(&self) -> PathBuf {
+        self.dir.path().join("rules")
+    }
+
+    /// Sends `signal` (e.g. "HUP") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+}
+
+impl Drop for OfficeSwitchProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Builder {
     /// Adds a `[[pool]]` named `name` of `kind` whose nodes are `nodes` (base URLs).
     pub fn pool(mut self, name: &str, kind: &str, nodes: &[String]) -> Self {
@@ -169,6 +209,33 @@ impl Builder {
     pub fn section(mut self, text: &str) -> Self {
         self.sections.push(text.into());
         self
+    }
+
+    /// Writes the settings, rules and key, then runs the `officeswitch` binary on them
+    /// (for signals and per-process measurements).
+    pub async fn spawn(self) -> OfficeSwitchProcess {
+        let dir = self.write().await;
+        let config =
+            Config::from_file(&dir.path().join("officeswitch.toml")).expect("valid settings");
+        let addr = config.listen.expect("listen");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_officeswitch"))
+            .arg("--config")
+            .arg(dir.path().join("officeswitch.toml"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run officeswitch");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        OfficeSwitchProcess {
+            addr,
+            public_url: config.public_url.as_str().trim_end_matches('/').to_string(),
+            dir,
+            child,
+        }
     }
 
     /// Writes the settings, rules and key, then starts officeswitch.
