@@ -67,7 +67,7 @@ pub struct PoolState {
 }
 
 /// Everything `/hosting/*` and `/readyz` need, swapped as one value.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Catalog {
     /// Every configured pool, in settings order.
     pub pools: Vec<PoolState>,

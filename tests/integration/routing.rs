@@ -349,3 +349,76 @@ async fn node_failures_are_502_and_504_with_precise_logs() {
     );
     held.abort();
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_the_upstream_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    trace_init();
+    // A node that streams a chunked body forever and reports when its socket is closed.
+    let node = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node_url = format!("http://{}", node.local_addr().unwrap());
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<u64>();
+    tokio::spawn(async move {
+        let mut closed_tx = Some(closed_tx);
+        // Bounded: discovery fetches plus the one streamed request.
+        for _ in 0..20 {
+            let Ok((mut socket, _)) = node.accept().await else {
+                return;
+            };
+            let mut head = [0u8; 4096];
+            let n = socket.read(&mut head).await.unwrap_or(0);
+            if !head[..n].starts_with(b"GET /cache/") {
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    )
+                    .await;
+                continue;
+            }
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await;
+            let chunk = format!("{:x}\r\n{}\r\n", 16384, "x".repeat(16384));
+            let mut sent = 0u64;
+            // Bounded: at most ~10 s of streaming.
+            for _ in 0..1000 {
+                if socket.write_all(chunk.as_bytes()).await.is_err() {
+                    break;
+                }
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if let Some(tx) = closed_tx.take() {
+                let _ = tx.send(sent);
+            }
+        }
+    });
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("onlyoffice", "onlyoffice", &[node_url])
+        .org("acme", &[nc.origin()], "")
+        .start()
+        .await;
+    let mut client = tokio::net::TcpStream::connect(os.addr).await.unwrap();
+    let request = format!(
+        "GET /cache/files/big?WOPISrc={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        encode(&nc.wopi_src("1_oc"))
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut received = 0;
+    while received < 100_000 {
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "stream ended early");
+        received += n;
+    }
+    drop(client);
+    let sent = tokio::time::timeout(Duration::from_secs(5), closed_rx)
+        .await
+        .expect("the node's socket was closed after the client left")
+        .unwrap();
+    assert!(
+        sent < 900,
+        "the node kept streaming ({sent} chunks) after the client left"
+    );
+}
