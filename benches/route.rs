@@ -10,8 +10,18 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
 
-use officeswitch::proxy::classify::{classify, query_param};
+use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+
+use url::Url;
+
+use officeswitch::config::{PoolConfig, SuiteKind};
+use officeswitch::discovery::Catalog;
+use officeswitch::proxy::classify::{Class, classify, query_param};
+use officeswitch::proxy::route::RouteContext;
+use officeswitch::rules::RuleSet;
 use officeswitch::sticky::hrw;
+use officeswitch::wopi::wopi_src;
 
 /// A Collabora WebSocket upgrade as browsers send it.
 const WS_PATH: &str = "/cool/https%3A%2F%2Fnc.example.com%2Findex.php%2Fapps%2Frichdocuments%2Fwopi%2Ffiles%2F4242_ocabc123def%3Faccess_token%3Dq8YtZ0xZ1y%26access_token_ttl%3D0/ws";
@@ -73,6 +83,92 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("hrw pick over 10 nodes", |b| {
         b.iter(|| hrw::pick(black_box(DOC_KEY.as_bytes()), black_box(&ten)))
+    });
+    let raw = query_param(WS_QUERY, "WOPISrc").expect("WOPISrc");
+    c.bench_function("wopi_src with_key (encoded once)", |b| {
+        b.iter(|| wopi_src::with_key(black_box(raw), |doc| doc.key.len()))
+    });
+    full_route(c);
+}
+
+/// classify + route of a WebSocket upgrade, as `Proxy::handle` runs them: parse and
+/// canonicalise the WOPISrc, find the organisation, hash over three nodes.
+fn full_route(c: &mut Criterion) {
+    let pools: Vec<PoolConfig> = [
+        ("collabora", SuiteKind::Collabora),
+        ("onlyoffice", SuiteKind::OnlyOffice),
+    ]
+    .into_iter()
+    .map(|(name, kind)| PoolConfig {
+        name: name.into(),
+        kind,
+        nodes: (1..=3)
+            .map(|i| Url::parse(&format!("http://{name}-{i}:9980/")).expect("url"))
+            .collect(),
+    })
+    .collect();
+    let default =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/default.toml"))
+            .expect("rules");
+    let org = "origins = [\"https://nc.example.com\"]\n";
+    let rules = RuleSet::from_sources(
+        (Path::new("default.toml"), &default),
+        &[(Path::new("acme.toml"), org)],
+        &pools,
+    )
+    .expect("rules");
+    let catalog = Catalog::default();
+    let spread = AtomicUsize::new(0);
+    let ctx = RouteContext {
+        pools: &pools,
+        rules: &rules,
+        catalog: &catalog,
+        spread: &spread,
+    };
+    // The routing decision alone, as `RouteContext::editor` makes it before building its
+    // owned `Target`: classify, WOPISrc origin and key, organisation, rendezvous pick.
+    c.bench_function("routing decision websocket (collabora, 3 nodes)", |b| {
+        b.iter(|| {
+            let class = classify(
+                &Method::GET,
+                black_box(WS_PATH),
+                black_box(Some(WS_QUERY)),
+                true,
+            );
+            let Class::Editor(request) = class else {
+                panic!("not editor traffic")
+            };
+            let pool = pools
+                .iter()
+                .find(|p| p.kind == request.suite)
+                .expect("pool");
+            let raw = query_param(black_box(WS_QUERY), "WOPISrc").expect("WOPISrc");
+            wopi_src::with_key(raw, |doc| {
+                let org = rules
+                    .organisation_for_origin(doc.scheme, doc.host, doc.port)
+                    .expect("organisation");
+                let nodes = org.pinned_nodes(&pool.name).unwrap_or(&pool.nodes);
+                hrw::pick(doc.key, nodes).map(|i| &nodes[i])
+            })
+            .expect("WOPISrc")
+            .expect("node")
+            .port()
+        })
+    });
+    c.bench_function("classify + route websocket (collabora, 3 nodes)", |b| {
+        b.iter(|| {
+            let class = classify(
+                &Method::GET,
+                black_box(WS_PATH),
+                black_box(Some(WS_QUERY)),
+                true,
+            );
+            let Class::Editor(request) = class else {
+                panic!("not editor traffic")
+            };
+            ctx.editor(&request, WS_PATH, Some(WS_QUERY))
+                .expect("routed")
+        })
     });
 }
 

@@ -146,13 +146,24 @@ impl RuleSet {
     /// the origin is compared: rejecting credentials or odd paths in `url` is the
     /// caller's job. No allocation.
     pub fn organisation_for(&self, url: &Url) -> Option<&Organisation> {
-        let https = match url.scheme() {
+        self.organisation_for_origin(url.scheme(), url.host_str()?, url.port_or_known_default()?)
+    }
+
+    /// The organisation owning the origin `scheme://host:port`, if any: `host` as
+    /// `Url::host_str` gives it (lower-case, IDNA, canonical IP literal), `port` with the
+    /// scheme's default made explicit. Only `http` and `https` match. No allocation.
+    pub fn organisation_for_origin(
+        &self,
+        scheme: &str,
+        host: &str,
+        port: u16,
+    ) -> Option<&Organisation> {
+        let https = match scheme {
             "https" => true,
             "http" => false,
             _ => return None,
         };
-        let port = url.port_or_known_default()?;
-        let entries = self.by_host.get(url.host_str()?)?;
+        let entries = self.by_host.get(host)?;
         let entry = entries
             .iter()
             .find(|e| e.https == https && e.port == port)?;

@@ -3,6 +3,7 @@
 //! [`serve`] runs until its shutdown token is cancelled, then stops accepting and lets
 //! open connections finish their requests (bounded by a drain deadline).
 
+pub mod first_request;
 pub mod tls;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::proxy::Proxy;
+use first_request::{Deadline, FirstRequest};
 
 /// How long connections get to finish after shutdown starts.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
@@ -64,12 +66,17 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
+        let first = FirstRequest::default();
+        let arrived = first.clone();
         let service = service_fn(move |request| {
+            arrived.arrived();
             let proxy = proxy.clone();
             async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, peer).await) }
         });
+        let header_timeout = limits.header_timeout;
         match &tls {
             None => {
+                let stream = Deadline::new(stream, header_timeout, first);
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
@@ -97,6 +104,7 @@ pub async fn serve(
                                 return;
                             }
                         };
+                    let stream = Deadline::new(stream, header_timeout, first);
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -117,7 +125,9 @@ pub async fn serve(
 /// see (slow or oversized request heads), debug for ordinary disconnects.
 fn connection_error(peer: std::net::SocketAddr, e: &(dyn std::error::Error + 'static)) {
     let hyper_error = e.downcast_ref::<hyper::Error>();
+    let silent = chain_has_timed_out(e);
     let reason = match hyper_error {
+        _ if silent => Some("no request received in time"),
         Some(h) if h.is_timeout() => Some("request head not received in time"),
         Some(h) if h.is_parse_too_large() => Some("request head too large"),
         Some(h) if h.is_parse() => Some("malformed request"),
@@ -127,4 +137,19 @@ fn connection_error(peer: std::net::SocketAddr, e: &(dyn std::error::Error + 'st
         Some(reason) => info!(%peer, reason, "connection closed"),
         None => debug!(%peer, error = %e, "connection closed with error"),
     }
+}
+
+/// Whether `e` or one of its causes is an I/O time-out (the first-request deadline).
+fn chain_has_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }

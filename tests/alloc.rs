@@ -1,30 +1,39 @@
-//! The per-request routing pieces allocate nothing: classify, query_param and hrw::pick run
-//! under a counting global allocator that counts only on the calling thread.
+//! The per-request routing pieces allocate nothing: classify, query_param, the WOPISrc key
+//! and origin (`wopi_src::with_key`), the organisation lookup and hrw::pick run under a
+//! counting global allocator that counts only on the calling thread.
 //!
 //! Its own test binary, because a `#[global_allocator]` applies to the whole binary.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
+
+use std::path::Path;
 
 use http::Method;
+use url::Url;
 
+use officeswitch::config::{PoolConfig, SuiteKind};
+use officeswitch::discovery::Catalog;
 use officeswitch::proxy::classify::{Class, classify, query_param};
+use officeswitch::proxy::route::RouteContext;
+use officeswitch::rules::RuleSet;
 use officeswitch::sticky::hrw;
+use officeswitch::wopi::wopi_src;
 
 /// Counts allocations made by threads that switched counting on.
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// Per thread, so tests running in parallel do not count each other's allocations.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note() {
-    // `try_with`: the thread-local may be gone while a thread is torn down.
+    // `try_with`: the thread-locals may be gone while a thread is torn down.
     if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
     }
 }
 
@@ -59,11 +68,11 @@ static GLOBAL: Counting = Counting;
 
 /// Allocations `f` makes on this thread.
 fn allocations<T>(f: impl FnOnce() -> T) -> (usize, T) {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = ALLOCATIONS.with(Cell::get);
     COUNTING.with(|c| c.set(true));
     let out = f();
     COUNTING.with(|c| c.set(false));
-    (ALLOCATIONS.load(Ordering::Relaxed) - before, out)
+    (ALLOCATIONS.with(Cell::get) - before, out)
 }
 
 const REQUESTS: &[(&str, &str, Option<&str>, bool)] = &[
@@ -158,4 +167,132 @@ fn classify_query_param_and_pick_allocate_nothing() {
     // The counter works: an allocation is seen.
     let (count, v) = allocations(|| vec![1u8; 16]);
     assert_eq!((count, v.len()), (1, 16));
+}
+
+/// Editor traffic naming a document, in the spellings browsers send.
+const DOCUMENT_REQUESTS: &[(&str, &str, &str, bool)] = &[
+    (
+        "GET",
+        "/cool/https%3A%2F%2Fnc.example.com%2Findex.php%2Fapps%2Frichdocuments%2Fwopi%2Ffiles%2F4242_ocabc123def%3Faccess_token%3Dq8Y/ws",
+        "WOPISrc=https%3A%2F%2Fnc.example.com%2Findex.php%2Fapps%2Frichdocuments%2Fwopi%2Ffiles%2F4242_ocabc123def&compat=/ws",
+        true,
+    ),
+    (
+        "POST",
+        "/browser/61cf2b4/cool.html",
+        "WOPISrc=https%3A%2F%2Fnc.example.com%2Findex.php%2Fapps%2Frichdocuments%2Fwopi%2Ffiles%2F4242_ocabc123def&lang=de",
+        false,
+    ),
+    (
+        "GET",
+        "/browser/61cf2b4/cool.html",
+        "WOPISrc=https%253A%252F%252Fnc.example.com%252Fwopi%252Ffiles%252F7_oc",
+        false,
+    ),
+    (
+        "GET",
+        "/cool/ws",
+        "WOPISrc=https://nc.example.com/wopi/files/a%2520b+c",
+        true,
+    ),
+    (
+        "GET",
+        "/doc/8f2b1e0c7a/c/",
+        "EIO=4&transport=websocket&WOPISrc=http%3A%2F%2Fnc.internal%3A8080%2Fwopi%2Ffiles%2F1",
+        true,
+    ),
+];
+
+fn pools() -> Vec<PoolConfig> {
+    [
+        ("collabora", SuiteKind::Collabora),
+        ("onlyoffice", SuiteKind::OnlyOffice),
+    ]
+    .into_iter()
+    .map(|(name, kind)| PoolConfig {
+        name: name.into(),
+        kind,
+        nodes: (1..=3)
+            .map(|i| Url::parse(&format!("http://{name}-{i}:9980/")).expect("url"))
+            .collect(),
+    })
+    .collect()
+}
+
+fn rules(pools: &[PoolConfig]) -> RuleSet {
+    let default =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/default.toml"))
+            .expect("rules");
+    let acme = "origins = [\"https://nc.example.com\", \"http://nc.internal:8080\"]\n";
+    RuleSet::from_sources(
+        (Path::new("default.toml"), &default),
+        &[(Path::new("acme.toml"), acme)],
+        pools,
+    )
+    .expect("rules")
+}
+
+#[test]
+fn routing_decision_for_a_document_allocates_nothing() {
+    let pools = pools();
+    let rules = rules(&pools);
+    let methods: Vec<(&str, Method)> = ["GET", "POST"]
+        .into_iter()
+        .map(|m| (m, m.parse().expect("method")))
+        .collect();
+
+    // What `RouteContext::editor` decides for a request naming a document: classify, read
+    // the WOPISrc's origin and key, find the organisation, hash over its nodes.
+    let (count, picked) = allocations(|| {
+        let mut picked = 0;
+        for &(name, path, query, upgrade) in DOCUMENT_REQUESTS {
+            let method = &methods.iter().find(|(n, _)| *n == name).expect("method").1;
+            let Class::Editor(request) = classify(method, path, Some(query), upgrade) else {
+                panic!("{path}: not editor traffic");
+            };
+            let pool = pools
+                .iter()
+                .find(|p| p.kind == request.suite)
+                .expect("pool");
+            let raw = query_param(query, "WOPISrc").expect("WOPISrc");
+            let node = wopi_src::with_key(raw, |doc| {
+                let org = rules
+                    .organisation_for_origin(doc.scheme, doc.host, doc.port)
+                    .expect("organisation");
+                let nodes = org.pinned_nodes(&pool.name).unwrap_or(&pool.nodes);
+                hrw::pick(doc.key, nodes).map(|i| &nodes[i])
+            })
+            .expect("WOPISrc");
+            std::hint::black_box(node.expect("node"));
+            picked += 1;
+        }
+        picked
+    });
+    assert_eq!(picked, DOCUMENT_REQUESTS.len());
+    assert_eq!(count, 0, "the routing decision allocated {count} times");
+}
+
+#[test]
+fn editor_route_allocates_only_its_target() {
+    let pools = pools();
+    let rules = rules(&pools);
+    let catalog = Catalog::default();
+    let spread = AtomicUsize::new(0);
+    let ctx = RouteContext {
+        pools: &pools,
+        rules: &rules,
+        catalog: &catalog,
+        spread: &spread,
+    };
+    let method: Method = "GET".parse().expect("method");
+    let (path, query) = (DOCUMENT_REQUESTS[0].1, DOCUMENT_REQUESTS[0].2);
+    let (count, target) = allocations(|| {
+        let Class::Editor(request) = classify(&method, path, Some(query), true) else {
+            panic!("not editor traffic");
+        };
+        ctx.editor(&request, path, Some(query)).expect("routed")
+    });
+    assert_eq!(target.org.as_deref(), Some("acme"));
+    // The owned `Target` (pool name, node URL, organisation name), nothing else.
+    assert!(count <= 3, "routing a WebSocket allocated {count} times");
 }

@@ -25,7 +25,7 @@ use crate::discovery::open_url::{FileFormat, OpenUrl};
 use crate::discovery::service::{Catalog, PoolSource, PoolState};
 use crate::rules::{Organisation, RuleSet};
 use crate::sticky::hrw;
-use crate::wopi::wopi_src::WopiSrc;
+use crate::wopi::wopi_src::{self, DocRef};
 
 /// Where a request goes.
 #[derive(Debug, Clone)]
@@ -63,15 +63,15 @@ impl RouteContext<'_> {
     /// names, 503 when the suite has no node or no discovery.
     pub fn open(&self, path: &str, query: Option<&str>) -> Result<Target, Answer> {
         let open = OpenUrl::parse_path(path).ok_or(Answer::NotFound)?;
-        let wopi_src =
-            document(query)?.ok_or(Answer::BadRequest("the open request has no WOPISrc"))?;
-        let org = self.organisation(&wopi_src)?;
-        let (pool, ext) = self.pool_for_format(org, &open.format)?;
-        let state = self.pool_state(pool)?;
-        let nodes = nodes_for(pool, Some(org));
-        let index = hrw::pick(wopi_src.doc_key().as_bytes(), nodes)
-            .ok_or(Answer::NoNode(pool.name.clone()))?;
-        let node = &nodes[index];
+        let (org, pool, ext, state, node) = with_document(query, |doc| {
+            let org = self.organisation(&doc)?;
+            let (pool, ext) = self.pool_for_format(org, &open.format)?;
+            let state = self.pool_state(pool)?;
+            let nodes = nodes_for(pool, Some(org));
+            let index = hrw::pick(doc.key, nodes).ok_or(Answer::NoNode(pool.name.clone()))?;
+            Ok((org, pool, ext, state, &nodes[index]))
+        })?
+        .ok_or(Answer::BadRequest("the open request has no WOPISrc"))?;
         let source =
             node_source(pool, state, node).ok_or_else(|| Answer::NoDiscovery(pool.name.clone()))?;
         let action = find_action(
@@ -116,11 +116,14 @@ impl RouteContext<'_> {
             .find(|p| p.kind == request.suite)
             .ok_or(Answer::NotFound)?;
         let no_node = || Answer::NoNode(pool.name.clone());
-        let (node, org) = if let Some(wopi_src) = document(query)? {
-            let org = self.organisation(&wopi_src)?;
+        let by_document = with_document(query, |doc| {
+            let org = self.organisation(&doc)?;
             let nodes = nodes_for(pool, Some(org));
-            let i = hrw::pick(wopi_src.doc_key().as_bytes(), nodes).ok_or_else(no_node)?;
-            (nodes[i].clone(), Some(org.name().to_string()))
+            let i = hrw::pick(doc.key, nodes).ok_or_else(no_node)?;
+            Ok((&nodes[i], org))
+        })?;
+        let (node, org) = if let Some((node, org)) = by_document {
+            (node.clone(), Some(org.name().to_string()))
         } else if let Some(shard) = request.key {
             // OnlyOffice's non-WOPI shard key: an opaque document key, same hash.
             let i = hrw::pick(shard.as_bytes(), &pool.nodes).ok_or_else(no_node)?;
@@ -143,11 +146,11 @@ impl RouteContext<'_> {
         })
     }
 
-    /// The organisation owning `wopi_src`'s origin, or 403.
-    fn organisation(&self, wopi_src: &WopiSrc) -> Result<&Organisation, Answer> {
+    /// The organisation owning the document's origin, or 403.
+    fn organisation(&self, doc: &DocRef<'_>) -> Result<&Organisation, Answer> {
         self.rules
-            .organisation_for(wopi_src.url())
-            .ok_or_else(|| Answer::UnknownOrigin(wopi_src.url().origin().ascii_serialization()))
+            .organisation_for_origin(doc.scheme, doc.host, doc.port)
+            .ok_or_else(|| Answer::UnknownOrigin(doc.origin()))
     }
 
     /// The pool that opens `format` for `org`, and the extension that decided it.
@@ -219,17 +222,22 @@ impl RouteContext<'_> {
     }
 }
 
-/// The document a request names: its `WOPISrc` query parameter, parsed.
+/// Runs `f` on the document a request names (its `WOPISrc` query parameter: origin and
+/// key, read without allocating for the usual spellings, see [`wopi_src::with_key`]);
+/// `None` when the request names none.
 ///
 /// # Errors
-/// 400 when the parameter is present but not a usable WOPISrc.
-fn document(query: Option<&str>) -> Result<Option<WopiSrc>, Answer> {
+/// 400 when the parameter is present but not a usable WOPISrc; else what `f` returns.
+fn with_document<R>(
+    query: Option<&str>,
+    f: impl FnOnce(DocRef<'_>) -> Result<R, Answer>,
+) -> Result<Option<R>, Answer> {
     let Some(raw) = query.and_then(|q| query_param(q, "WOPISrc")) else {
         return Ok(None);
     };
-    WopiSrc::parse(raw)
+    wopi_src::with_key(raw, f)
+        .map_err(|e| Answer::BadWopiSrc(e.to_string()))?
         .map(Some)
-        .map_err(|e| Answer::BadWopiSrc(e.to_string()))
 }
 
 /// The nodes `org` may use in `pool`: its pinned subset, else all.

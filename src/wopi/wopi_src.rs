@@ -200,6 +200,298 @@ impl fmt::Display for WopiSrc {
     }
 }
 
+/// Longest raw value the allocation-free path of [`with_key`] takes; longer ones go
+/// through [`WopiSrc::parse`].
+const FAST_RAW_LEN: usize = 1536;
+
+/// Longest decoded value the allocation-free path takes: a third of [`MAX_LEN`] and less,
+/// so that even a URL the url crate would percent-encode throughout stays under
+/// [`MAX_LEN`], as [`WopiSrc::parse`] requires.
+const FAST_MAX_LEN: usize = 512;
+
+/// Room for a key from a value of at most [`FAST_MAX_LEN`] bytes (`scheme://host:port`
+/// and the path with every byte written `%XX`).
+const FAST_KEY_LEN: usize = 16 + 3 * FAST_MAX_LEN;
+
+/// A document's identity as the router needs it, borrowed: the origin (to find the
+/// organisation) and the canonical key (to hash onto a node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocRef<'a> {
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// Host as [`Url::host_str`] gives it (lower-case, IDNA, canonical IP literal).
+    pub host: &'a str,
+    /// Port, the scheme's default made explicit.
+    pub port: u16,
+    /// The key [`WopiSrc::doc_key`] gives, byte for byte.
+    pub key: &'a [u8],
+}
+
+impl DocRef<'_> {
+    /// The origin as `Url::origin().ascii_serialization()` writes it (default port left
+    /// out), for messages.
+    pub fn origin(&self) -> String {
+        let default = match self.scheme {
+            "https" => 443,
+            _ => 80,
+        };
+        if self.port == default {
+            format!("{}://{}", self.scheme, self.host)
+        } else {
+            format!("{}://{}:{}", self.scheme, self.host, self.port)
+        }
+    }
+}
+
+/// Parses `raw` as [`WopiSrc::parse`] does and hands `f` the document's origin and key
+/// ([`WopiSrc::doc_key`]), without allocating for the spellings editors send: a plain
+/// `http(s)://host[:port]/path` WOPISrc, raw or percent-encoded up to three times. Anything
+/// unusual (upper-case or non-ASCII hosts, IP literals the url crate would rewrite, user
+/// info, dot segments, over 512 bytes...) goes through [`WopiSrc::parse`] and
+/// [`WopiSrc::doc_key`], so results and errors are always theirs.
+///
+/// # Errors
+/// The [`WopiSrcError`] [`WopiSrc::parse`] gives.
+pub fn with_key<R>(raw: &str, f: impl FnOnce(DocRef<'_>) -> R) -> Result<R, WopiSrcError> {
+    let mut value = [0u8; FAST_RAW_LEN];
+    let mut key = [0u8; FAST_KEY_LEN];
+    if let Some(doc) = fast_doc(raw, &mut value, &mut key) {
+        return Ok(f(doc));
+    }
+    let wopi_src = WopiSrc::parse(raw)?;
+    let key = wopi_src.doc_key();
+    let url = wopi_src.url();
+    Ok(f(DocRef {
+        scheme: url.scheme(),
+        host: url.host_str().unwrap_or_default(),
+        port: url.port_or_known_default().unwrap_or_default(),
+        key: key.as_bytes(),
+    }))
+}
+
+/// The allocation-free path of [`with_key`]: `None` whenever `raw` is not a plain
+/// WOPISrc it can be sure to read exactly as the url crate would.
+fn fast_doc<'a>(
+    raw: &str,
+    buf: &'a mut [u8; FAST_RAW_LEN],
+    key: &'a mut [u8; FAST_KEY_LEN],
+) -> Option<DocRef<'a>> {
+    if raw.is_empty() || raw.len() > FAST_RAW_LEN {
+        return None;
+    }
+    let mut len = raw.len();
+    buf[..len].copy_from_slice(raw.as_bytes());
+    // The decoding rounds of `WopiSrc::parse`, in place (decoding only shrinks).
+    for round in 0..MAX_DECODE_ROUNDS {
+        let value = &mut buf[..len];
+        if has_control(value) {
+            return None;
+        }
+        // Only http(s) can take this path; any other scheme ends up on the slow path,
+        // which stops decoding at the same point.
+        if value.starts_with(b"https://") || value.starts_with(b"http://") || !value.contains(&b'%')
+        {
+            break;
+        }
+        if round == 0 {
+            value
+                .iter_mut()
+                .filter(|b| **b == b'+')
+                .for_each(|b| *b = b' ');
+        }
+        len = decode_in_place(value);
+        std::str::from_utf8(&buf[..len]).ok()?;
+    }
+    let value = &buf[..len];
+    if value.is_empty()
+        || value.len() > FAST_MAX_LEN
+        || has_control(value)
+        // The url crate trims trailing spaces, reads `\` as `/`.
+        || value.last() == Some(&b' ')
+        || value.iter().any(|b| matches!(b, b'?' | b'#' | b'\\'))
+    {
+        return None;
+    }
+    let (scheme, default_port, start) = if value.starts_with(b"https://") {
+        ("https", 443, 8)
+    } else if value.starts_with(b"http://") {
+        ("http", 80, 7)
+    } else {
+        return None;
+    };
+    let path_start = start + value[start..].iter().position(|&b| b == b'/')?;
+    let authority = &value[start..path_start];
+    let (host, port) = match authority.iter().position(|&b| b == b':') {
+        Some(i) => (&authority[..i], parse_port(&authority[i + 1..])?),
+        None => (authority, default_port),
+    };
+    if !is_plain_host(host) || has_dot_segment(&value[path_start..]) {
+        return None;
+    }
+    let host_end = start + host.len();
+
+    let (head, tail) = buf.split_at_mut(path_start);
+    let host = std::str::from_utf8(&head[start..host_end]).ok()?;
+    // `WopiSrc::doc_key`'s path: decoded to a fixed point (at most 3 rounds). Decoding
+    // what the url crate serialises gives what decoding the value's own path gives: it
+    // only escapes bytes that are neither `%` nor hex digits.
+    let mut path_len = len - path_start;
+    for _ in 0..MAX_DECODE_ROUNDS {
+        let n = decode_in_place(&mut tail[..path_len]);
+        if n == path_len {
+            break;
+        }
+        path_len = n;
+    }
+    let mut out = Writer { buf: key, len: 0 };
+    out.put(scheme.as_bytes());
+    out.put(b"://");
+    out.put(host.as_bytes());
+    out.put(b":");
+    out.put_u16(port);
+    for &b in &tail[..path_len] {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.byte(b);
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.byte(b'%');
+            out.byte(HEX[usize::from(b >> 4)]);
+            out.byte(HEX[usize::from(b & 0xf)]);
+        }
+    }
+    let Writer { buf: key, len } = out;
+    Some(DocRef {
+        scheme,
+        host,
+        port,
+        key: &key[..len],
+    })
+}
+
+/// Appends to a fixed buffer (sized so that it cannot overflow).
+struct Writer<'a> {
+    buf: &'a mut [u8; FAST_KEY_LEN],
+    len: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn put_u16(&mut self, n: u16) {
+        let mut digits = [0u8; 5];
+        let mut i = digits.len();
+        let mut n = n;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.put(&digits[i..]);
+    }
+}
+
+/// Percent-decodes `bytes` in place as `percent_decode` does (`%` and two hex digits);
+/// returns the decoded length.
+fn decode_in_place(bytes: &mut [u8]) -> usize {
+    let mut read = 0;
+    let mut write = 0;
+    while read < bytes.len() {
+        let b = bytes[read];
+        if b == b'%'
+            && let (Some(hi), Some(lo)) = (
+                hex_value(bytes.get(read + 1)),
+                hex_value(bytes.get(read + 2)),
+            )
+        {
+            bytes[write] = (hi << 4) | lo;
+            read += 3;
+        } else {
+            bytes[write] = b;
+            read += 1;
+        }
+        write += 1;
+    }
+    write
+}
+
+/// The value of a hex digit.
+fn hex_value(b: Option<&u8>) -> Option<u8> {
+    match *b? {
+        d @ b'0'..=b'9' => Some(d - b'0'),
+        d @ b'a'..=b'f' => Some(d - b'a' + 10),
+        d @ b'A'..=b'F' => Some(d - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A port written as 1 to 5 decimal digits, up to 65535.
+fn parse_port(digits: &[u8]) -> Option<u16> {
+    if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+    u16::try_from(n).ok()
+}
+
+/// Whether the url crate keeps `host` as it is: lower-case ASCII labels of letters,
+/// digits and `-` (no punycode), within DNS lengths, and not a number it would read as
+/// IPv4 unless already a canonical dotted quad.
+fn is_plain_host(host: &[u8]) -> bool {
+    if host.is_empty() || host.len() > 253 {
+        return false;
+    }
+    let labels_ok = host.split(|&b| b == b'.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with(b"xn--")
+            && label
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+    });
+    if !labels_ok {
+        return false;
+    }
+    let last = host.rsplit(|&b| b == b'.').next().unwrap_or_default();
+    !last.first().is_some_and(u8::is_ascii_digit) || is_dotted_quad(host)
+}
+
+/// Whether `host` is four decimal numbers 0-255 without leading zeros.
+fn is_dotted_quad(host: &[u8]) -> bool {
+    let mut count = 0;
+    let ok = host.split(|&b| b == b'.').all(|part| {
+        count += 1;
+        !part.is_empty()
+            && part.len() <= 3
+            && part.iter().all(u8::is_ascii_digit)
+            && (part.len() == 1 || part[0] != b'0')
+            && parse_port(part).is_some_and(|n| n <= 255)
+    });
+    ok && count == 4
+}
+
+/// Whether `path` has a `.` or `..` segment, in any spelling the url crate resolves
+/// (`%2e` in either case).
+fn has_dot_segment(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/').any(|segment| {
+        [&b"."[..], b"..", b"%2e", b".%2e", b"%2e.", b"%2e%2e"]
+            .iter()
+            .any(|dot| segment.eq_ignore_ascii_case(dot))
+    })
+}
+
 /// Whether `s` begins with `scheme://` (RFC 3986 scheme characters).
 fn starts_with_scheme(s: &str) -> bool {
     let Some((scheme, _)) = s.split_once("://") else {
@@ -212,11 +504,11 @@ fn starts_with_scheme(s: &str) -> bool {
 
 /// Whether `bytes` hold a C0 control, DEL, or a C1 control (UTF-8 `C2 80`..`C2 9F`).
 fn has_control(bytes: &[u8]) -> bool {
-    bytes.iter().enumerate().any(|(i, &b)| {
-        b < 0x20
-            || b == 0x7f
-            || (b == 0xc2 && bytes.get(i + 1).is_some_and(|n| (0x80..0xa0).contains(n)))
-    })
+    // Two plain passes vectorise; the C1 check looks only where a 0xC2 lead byte is.
+    bytes.iter().any(|&b| b < 0x20 || b == 0x7f)
+        || bytes
+            .windows(2)
+            .any(|w| w[0] == 0xc2 && (0x80..0xa0).contains(&w[1]))
 }
 
 #[cfg(test)]
@@ -384,6 +676,310 @@ mod tests {
             err("0x68747470733a2f2f6e632f776f70692f66696c65732f31"),
             WopiSrcError::NotAUrl(_)
         ));
+    }
+
+    /// What the slow path gives: origin and key, or the error.
+    fn slow(raw: &str) -> Result<(String, String, u16, String), WopiSrcError> {
+        WopiSrc::parse(raw).map(|w| {
+            let url = w.url();
+            (
+                url.scheme().to_string(),
+                url.host_str().unwrap_or_default().to_string(),
+                url.port_or_known_default().unwrap_or_default(),
+                w.doc_key(),
+            )
+        })
+    }
+
+    /// What the allocation-free path gives, `None` when it hands over to the slow one.
+    fn fast(raw: &str) -> Option<(String, String, u16, String)> {
+        let mut buf = [0u8; FAST_RAW_LEN];
+        let mut key = [0u8; FAST_KEY_LEN];
+        fast_doc(raw, &mut buf, &mut key).map(|d| {
+            (
+                d.scheme.to_string(),
+                d.host.to_string(),
+                d.port,
+                String::from_utf8(d.key.to_vec()).expect("ASCII key"),
+            )
+        })
+    }
+
+    /// Checks that `raw` gives the same through `with_key` as through `parse` +
+    /// `doc_key`; returns whether the fast path took it.
+    fn same(raw: &str) -> bool {
+        let expected = slow(raw);
+        let got = with_key(raw, |d| {
+            let s = d.origin();
+            (
+                d.scheme.to_string(),
+                d.host.to_string(),
+                d.port,
+                String::from_utf8(d.key.to_vec()).expect("ASCII key"),
+                s,
+            )
+        });
+        match (&expected, &got) {
+            (Ok(e), Ok(g)) => {
+                assert_eq!((&e.0, &e.1, e.2, &e.3), (&g.0, &g.1, g.2, &g.3), "{raw:?}");
+                let url = WopiSrc::parse(raw).expect("parses").url().clone();
+                assert_eq!(g.4, url.origin().ascii_serialization(), "{raw:?}");
+            }
+            (Err(e), Err(g)) => assert_eq!(e, g, "{raw:?}"),
+            _ => panic!("{raw:?}: slow {expected:?}, with_key {got:?}"),
+        }
+        match fast(raw) {
+            Some(f) => {
+                assert_eq!(Ok(f), expected, "{raw:?}: the fast path differs");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Small deterministic generator (xorshift64*), so failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+        }
+
+        fn of<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len())]
+        }
+    }
+
+    /// The spellings a value travels in: as is, encoded 1 to 4 times (all bytes, or only
+    /// `:`, `/`, `?`, `#`, `%` and space as encodeURIComponent does), lower-case hex,
+    /// spaces as `+`.
+    fn spellings(url: &str) -> Vec<String> {
+        let component = |s: &str| {
+            s.replace('%', "%25")
+                .replace(':', "%3A")
+                .replace('/', "%2F")
+                .replace('?', "%3F")
+                .replace('#', "%23")
+                .replace(' ', "%20")
+        };
+        let once = encode(url);
+        let twice = encode(&once);
+        vec![
+            url.to_string(),
+            once.clone(),
+            once.to_ascii_lowercase(),
+            once.replace("%20", "+"),
+            twice.clone(),
+            encode(&twice),
+            encode(&encode(&twice)),
+            component(url),
+            component(url).replace("%20", "+"),
+            component(&component(url)),
+        ]
+    }
+
+    #[test]
+    fn fast_path_takes_the_usual_spellings() {
+        // All but the one encoded four times (three rounds of decoding do not reach a URL).
+        for raw in spellings(NC).iter().filter(|r| !r.contains("%252525")) {
+            assert!(same(raw), "{raw} not taken by the fast path");
+        }
+        for raw in [
+            "https://nc:8443/wopi/files/1",
+            "http://nc:80/wopi/files/1",
+            "http://10.0.0.1/wopi/files/1",
+            "https://nc/wopi/files/a%2520b~c",
+            "https%3A%2F%2Fnc%2Fwopi%2Ffiles%2Fa+b~c",
+            "https://nc/f/é",
+        ] {
+            assert!(same(raw), "{raw} not taken by the fast path");
+        }
+    }
+
+    #[test]
+    fn fast_path_matches_parse_and_doc_key() {
+        let schemes = ["http", "https", "HTTP", "Https", "ftp", "http:", "https:/"];
+        let hosts = [
+            "nc",
+            "nc.example.com",
+            "NC.Example.COM",
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "127.1",
+            "0x7f.0.0.1",
+            "0177.0.0.1",
+            "2130706433",
+            "1.2.3.04",
+            "256.1.1.1",
+            "1.2.3.4.5",
+            "1abc",
+            "a.1b",
+            "a.0x1",
+            "b1.c",
+            "xn--nxasmq6b.com",
+            "xn--abc",
+            "XN--nxasmq6b.com",
+            "a..b",
+            "nc.",
+            ".nc",
+            "-nc",
+            "nc-",
+            "a_b",
+            "[::1]",
+            "[0:0::1]",
+            "user@nc",
+            "user:pw@nc",
+            ":pw@nc",
+            "nc%2Ecom",
+            "n%63",
+            "é.com",
+            "ÉCOLE.fr",
+            "localhost",
+            "",
+            " nc",
+            "nc ",
+            "n\tc",
+            "nc\u{85}",
+        ];
+        let ports = [
+            "",
+            ":443",
+            ":80",
+            ":8443",
+            ":0443",
+            ":00080",
+            ":",
+            ":0",
+            ":65535",
+            ":65536",
+            ":99999999",
+            ":x",
+            ":44 3",
+        ];
+        let paths = [
+            "",
+            "/",
+            "//",
+            "/wopi/files/42_ocabc123",
+            "/index.php/apps/richdocuments/wopi/files/4242_ocabc123def",
+            "/a b",
+            "/a+b",
+            "/a%20b",
+            "/a%2520b",
+            "/a%25252520b",
+            "/a%2525252520b",
+            "/./x",
+            "/../x",
+            "/a/..",
+            "/a/.",
+            "/a/%2e%2e/x",
+            "/a/%2E./x",
+            "/a/.%2E/x",
+            "/%2e/x",
+            "/a/%252e%252e/x",
+            "/a/.../b",
+            "/.hidden/..x",
+            "/é/ü",
+            "/%C3%A9",
+            "/%c3%a9",
+            "/%FF",
+            "/%25FF",
+            "/a?b",
+            "/a?",
+            "/a#b",
+            "/a#",
+            "/a\\b",
+            "/a%5Cb",
+            "/a%3Fb",
+            "/a%23b",
+            "/a%2Fb",
+            "/~x_y-z.w",
+            "/a%",
+            "/a%4",
+            "/a%zz",
+            "/a%%41",
+            "/a%%2541",
+            "/{}<>\"`^|[]@!$&'()*,;=",
+            "/a ",
+            "/a%20",
+            "/a%00",
+            "/a%7f",
+            "/a%C2%85",
+            "/0x68747470733a2f2f6e63",
+            "/a\u{1F600}b",
+            "/\u{FEFF}x",
+        ];
+        let mut rng = Rng(0x000f_f1ce_51c4);
+        let mut taken = 0;
+        let mut total = 0;
+        for _ in 0..6000 {
+            let url = format!(
+                "{}://{}{}{}",
+                rng.of(&schemes),
+                rng.of(&hosts),
+                rng.of(&ports),
+                rng.of(&paths)
+            );
+            for raw in spellings(&url) {
+                total += 1;
+                taken += usize::from(same(&raw));
+            }
+        }
+        // Long values around the fast path's and the parser's limits.
+        for n in [
+            400,
+            490,
+            500,
+            510,
+            600,
+            700,
+            1000,
+            MAX_LEN - 20,
+            MAX_LEN,
+            MAX_LEN + 5,
+        ] {
+            for fill in ["a", "é", " ", "%2e", "%25"] {
+                let url = format!("https://nc/{}", fill.repeat(n / fill.len()));
+                for raw in spellings(&url) {
+                    total += 1;
+                    taken += usize::from(same(&raw));
+                }
+            }
+        }
+        for raw in [
+            "",
+            "x",
+            "%",
+            "%%",
+            "+",
+            "https://",
+            "https:///nc/x",
+            "https:nc/x",
+            "https:/nc/x",
+            "https://nc",
+            "https://nc:443",
+            "0x68747470733a2f2f6e632f776f70692f66696c65732f31",
+            "https%3A%2F%2Fnc%2F%FF",
+            "https%3A%2F%2Fevil%40nc%2Fwopi",
+            "javascript%3Aalert(1)//x",
+            "https%253A%252F%252Fnc%252Fx+y",
+            "https%3A%2F%2Fnc%2Fx%2Ba+b",
+            "  https://nc/x",
+            "https://nc/x\u{a0}",
+        ] {
+            total += 1;
+            taken += usize::from(same(raw));
+        }
+        // The fast path is not vacuous, nor the slow path unexercised.
+        assert!(taken > 1000, "{taken} of {total} taken by the fast path");
+        assert!(
+            taken * 2 < total,
+            "{taken} of {total} taken by the fast path"
+        );
     }
 
     #[test]

@@ -24,3 +24,6 @@ mod routing;
 
 /// Rules hot reload by file watch and SIGHUP (issue 3).
 mod reload;
+
+/// Streaming: 1 GiB each way in bounded memory, WebSocket order and close, slow clients (issue 3).
+mod streaming;
