@@ -349,3 +349,88 @@ fn format_name(format: &FileFormat) -> String {
         FileFormat::Mime(m) => m.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::proxy::classify::{Class, classify};
+
+    /// A Collabora node whose discovery serves assets of `hash`.
+    fn node(url: &Url, hash: &str) -> Option<Arc<PoolSource>> {
+        let xml = format!(
+            r#"<wopi-discovery><net-zone><app name="writer"><action name="edit" ext="odt" urlsrc="{url}browser/{hash}/cool.html?"/></app></net-zone></wopi-discovery>"#
+        );
+        Some(Arc::new(PoolSource {
+            node: url.clone(),
+            discovery: Discovery::parse(xml.as_bytes()).unwrap(),
+            raw: xml,
+            capabilities: None,
+            fetched_at: SystemTime::now(),
+            from_disk: false,
+        }))
+    }
+
+    #[test]
+    fn versioned_assets_go_to_a_node_serving_that_version() {
+        let nodes: Vec<Url> = (1..=4)
+            .map(|i| Url::parse(&format!("http://10.0.0.{i}:9980/")).unwrap())
+            .collect();
+        let pool = PoolConfig {
+            name: "collabora".into(),
+            kind: SuiteKind::Collabora,
+            nodes: nodes.clone(),
+        };
+        // A rolling upgrade: nodes 1 and 3 run the new version.
+        let state = PoolState {
+            name: "collabora".into(),
+            kind: SuiteKind::Collabora,
+            source: node(&nodes[0], "aaa111"),
+            nodes: vec![
+                node(&nodes[0], "bbb222"),
+                node(&nodes[1], "aaa111"),
+                node(&nodes[2], "bbb222"),
+                node(&nodes[3], "aaa111"),
+            ],
+            last_error: None,
+        };
+        let catalog = Catalog {
+            pools: vec![state],
+            ..Catalog::default()
+        };
+        let rules = RuleSet::from_sources(
+            (std::path::Path::new("default.toml"), ""),
+            &[],
+            std::slice::from_ref(&pool),
+        )
+        .unwrap();
+        let spread = AtomicUsize::new(0);
+        let ctx = RouteContext {
+            pools: std::slice::from_ref(&pool),
+            rules: &rules,
+            catalog: &catalog,
+            spread: &spread,
+        };
+        for version in ["aaa111", "bbb222"] {
+            let serving: Vec<&Url> = match version {
+                "aaa111" => vec![&nodes[1], &nodes[3]],
+                _ => vec![&nodes[0], &nodes[2]],
+            };
+            for file in 0..40 {
+                let path = format!("/browser/{version}/bundle-{file}.js");
+                let Class::Editor(request) = classify(&http::Method::GET, &path, None, false)
+                else {
+                    panic!("{path} is not editor traffic");
+                };
+                let target = ctx.editor(&request, &path, None).unwrap();
+                assert!(
+                    serving.contains(&&target.node),
+                    "{path} went to {}",
+                    target.node
+                );
+            }
+        }
+    }
+}
