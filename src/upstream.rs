@@ -86,3 +86,16 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, UpstreamErr
     }
     Ok(certs)
 }
+
+/// An error and its causes on one line: hyper's top-level messages alone ("client error
+/// (Connect)") do not say what failed.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

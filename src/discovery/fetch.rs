@@ -10,7 +10,7 @@ use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use url::Url;
 
-use crate::upstream::UpstreamClient;
+use crate::upstream::{UpstreamClient, error_chain};
 
 /// Why a fetch produced no usable body.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -77,16 +77,4 @@ pub async fn get(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| FetchError::Timeout(timeout))?
-}
-
-/// The error and its causes on one line (hyper's top-level message alone is vague).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::answer::{Answer, BoxError, ProxyBody};
-use crate::upstream::{UpstreamBody, UpstreamClient};
+use crate::upstream::{UpstreamBody, UpstreamClient, error_chain};
 
 /// Sends `request` and waits at most `first_byte` for the node's response head.
 ///
@@ -43,16 +43,4 @@ where
 /// A node's response body, as officeswitch sends it on.
 pub fn client_body(body: Incoming) -> ProxyBody {
     body.map_err(|e| -> BoxError { Box::new(e) }).boxed()
-}
-
-/// The error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
