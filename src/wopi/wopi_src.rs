@@ -281,31 +281,25 @@ fn fast_doc<'a>(
     }
     let mut len = raw.len();
     buf[..len].copy_from_slice(raw.as_bytes());
-    // The decoding rounds of `WopiSrc::parse`, in place (decoding only shrinks).
+    if has_control(&buf[..len]) {
+        return None;
+    }
+    // The decoding rounds of `WopiSrc::parse`, in place (decoding only shrinks); each
+    // round checks what it writes for control bytes, as `parse` checks every round.
     for round in 0..MAX_DECODE_ROUNDS {
         let value = &mut buf[..len];
-        if has_control(value) {
-            return None;
-        }
         // Only http(s) can take this path; any other scheme ends up on the slow path,
         // which stops decoding at the same point.
         if value.starts_with(b"https://") || value.starts_with(b"http://") || !value.contains(&b'%')
         {
             break;
         }
-        if round == 0 {
-            value
-                .iter_mut()
-                .filter(|b| **b == b'+')
-                .for_each(|b| *b = b' ');
-        }
-        len = decode_in_place(value);
+        len = decode_round(value, round == 0)?;
         std::str::from_utf8(&buf[..len]).ok()?;
     }
     let value = &buf[..len];
     if value.is_empty()
         || value.len() > FAST_MAX_LEN
-        || has_control(value)
         // The url crate trims trailing spaces, reads `\` as `/`.
         || value.last() == Some(&b' ')
         || value.iter().any(|b| matches!(b, b'?' | b'#' | b'\\'))
@@ -337,6 +331,9 @@ fn fast_doc<'a>(
     // only escapes bytes that are neither `%` nor hex digits.
     let mut path_len = len - path_start;
     for _ in 0..MAX_DECODE_ROUNDS {
+        if !tail[..path_len].contains(&b'%') {
+            break;
+        }
         let n = decode_in_place(&mut tail[..path_len]);
         if n == path_len {
             break;
@@ -350,7 +347,7 @@ fn fast_doc<'a>(
     out.put(b":");
     out.put_u16(port);
     for &b in &tail[..path_len] {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+        if KEEP_IN_KEY[usize::from(b)] {
             out.byte(b);
         } else {
             const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -366,6 +363,46 @@ fn fast_doc<'a>(
         port,
         key: &key[..len],
     })
+}
+
+/// Bytes a key path keeps as they are: unreserved characters and `/`.
+const KEEP_IN_KEY: [bool; 256] = {
+    let mut keep = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        keep[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'/');
+        b += 1;
+    }
+    keep
+};
+
+/// One percent-decoding round in place (`+` read as space when `plus`); `None` when a
+/// decoded byte is a control (C0, DEL, or the second byte of a UTF-8 C1 control).
+fn decode_round(bytes: &mut [u8], plus: bool) -> Option<usize> {
+    let mut read = 0;
+    let mut write = 0;
+    let mut previous = 0u8;
+    while read < bytes.len() {
+        let mut b = bytes[read];
+        read += 1;
+        if b == b'%'
+            && let (Some(hi), Some(lo)) =
+                (hex_value(bytes.get(read)), hex_value(bytes.get(read + 1)))
+        {
+            b = (hi << 4) | lo;
+            read += 2;
+        } else if plus && b == b'+' {
+            b = b' ';
+        }
+        if b < 0x20 || b == 0x7f || (previous == 0xc2 && (0x80..0xa0).contains(&b)) {
+            return None;
+        }
+        bytes[write] = b;
+        write += 1;
+        previous = b;
+    }
+    Some(write)
 }
 
 /// Appends to a fixed buffer (sized so that it cannot overflow).
@@ -485,6 +522,13 @@ fn is_dotted_quad(host: &[u8]) -> bool {
 /// Whether `path` has a `.` or `..` segment, in any spelling the url crate resolves
 /// (`%2e` in either case).
 fn has_dot_segment(path: &[u8]) -> bool {
+    // Every dot segment starts `/.` or `/%`: most paths have neither.
+    if !path
+        .windows(2)
+        .any(|w| w[0] == b'/' && (w[1] == b'.' || w[1] == b'%'))
+    {
+        return false;
+    }
     path.split(|&b| b == b'/').any(|segment| {
         [&b"."[..], b"..", b"%2e", b".%2e", b"%2e.", b"%2e%2e"]
             .iter()
@@ -504,11 +548,11 @@ fn starts_with_scheme(s: &str) -> bool {
 
 /// Whether `bytes` hold a C0 control, DEL, or a C1 control (UTF-8 `C2 80`..`C2 9F`).
 fn has_control(bytes: &[u8]) -> bool {
-    // Two plain passes vectorise; the C1 check looks only where a 0xC2 lead byte is.
     bytes.iter().any(|&b| b < 0x20 || b == 0x7f)
-        || bytes
-            .windows(2)
-            .any(|w| w[0] == 0xc2 && (0x80..0xa0).contains(&w[1]))
+        || (bytes.contains(&0xc2)
+            && bytes
+                .windows(2)
+                .any(|w| w[0] == 0xc2 && (0x80..0xa0).contains(&w[1])))
 }
 
 #[cfg(test)]
