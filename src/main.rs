@@ -141,8 +141,10 @@ async fn signals(
             _ = tokio::signal::ctrl_c() => break,
             _ = hup.recv() => {
                 info!("SIGHUP: reloading rules and refreshing discovery");
-                // A failed reload keeps the previous rules and logs why.
-                let _ = rules.reload();
+                // Reading the rules dir blocks: off the async workers. A failed reload
+                // keeps the previous rules and logs why.
+                let store = rules.clone();
+                let _ = tokio::task::spawn_blocking(move || store.reload()).await;
                 discovery.request_refresh();
             }
         }
