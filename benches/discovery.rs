@@ -36,6 +36,7 @@ fn inputs() -> (Vec<u8>, String, ProofKeyPair, RuleSet) {
         name: name.into(),
         kind,
         nodes: vec![],
+        proof: Default::default(),
     })
     .collect();
     let rules =

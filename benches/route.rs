@@ -11,6 +11,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use url::Url;
@@ -18,9 +19,10 @@ use url::Url;
 use officeswitch::config::{PoolConfig, SuiteKind};
 use officeswitch::discovery::Catalog;
 use officeswitch::proxy::classify::{Class, classify, query_param};
-use officeswitch::proxy::route::RouteContext;
+use officeswitch::proxy::route::{OrgTags, RouteContext};
 use officeswitch::rules::RuleSet;
 use officeswitch::sticky::hrw;
+use officeswitch::wopi::token::{TokenKeys, TokenSecret};
 use officeswitch::wopi::wopi_src;
 
 /// A Collabora WebSocket upgrade as browsers send it.
@@ -105,26 +107,57 @@ fn full_route(c: &mut Criterion) {
         nodes: (1..=3)
             .map(|i| Url::parse(&format!("http://{name}-{i}:9980/")).expect("url"))
             .collect(),
+        proof: Default::default(),
     })
     .collect();
     let default =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/default.toml"))
             .expect("rules");
     let org = "origins = [\"https://nc.example.com\"]\n";
-    let rules = RuleSet::from_sources(
-        (Path::new("default.toml"), &default),
-        &[(Path::new("acme.toml"), org)],
-        &pools,
-    )
-    .expect("rules");
+    let rules = Arc::new(
+        RuleSet::from_sources(
+            (Path::new("default.toml"), &default),
+            &[(Path::new("acme.toml"), org)],
+            &pools,
+        )
+        .expect("rules"),
+    );
     let catalog = Catalog::default();
     let spread = AtomicUsize::new(0);
+    let tokens = TokenKeys::new(TokenSecret::from_bytes(&[7; 32]).expect("secret"), None);
+    let org_tags = OrgTags::new(Arc::clone(&rules), &tokens);
     let ctx = RouteContext {
         pools: &pools,
         rules: &rules,
         catalog: &catalog,
         spread: &spread,
+        tokens: &tokens,
+        org_tags: &org_tags,
+        files_base: "https://os.example/wopi/files/",
     };
+    // What editors carry after an open: officeswitch's WOPISrc, encoded once.
+    let file_id = tokens.file_id("acme", DOC_KEY);
+    let own_query =
+        format!("WOPISrc=https%3A%2F%2Fos.example%2Fwopi%2Ffiles%2F{file_id}&compat=/ws");
+    let own_path = format!("/cool/https%3A%2F%2Fos.example%2Fwopi%2Ffiles%2F{file_id}/ws");
+    c.bench_function(
+        "classify + route websocket, officeswitch WOPISrc (3 nodes)",
+        |b| {
+            b.iter(|| {
+                let class = classify(
+                    &Method::GET,
+                    black_box(&own_path),
+                    black_box(Some(&own_query)),
+                    true,
+                );
+                let Class::Editor(request) = class else {
+                    panic!("not editor traffic")
+                };
+                ctx.editor(&request, &own_path, Some(&own_query))
+                    .expect("routed")
+            })
+        },
+    );
     // The routing decision alone, as `RouteContext::editor` makes it before building its
     // owned `Target`: classify, WOPISrc origin and key, organisation, rendezvous pick.
     c.bench_function("routing decision websocket (collabora, 3 nodes)", |b| {
@@ -155,7 +188,7 @@ fn full_route(c: &mut Criterion) {
             .port()
         })
     });
-    c.bench_function("classify + route websocket (collabora, 3 nodes)", |b| {
+    c.bench_function("classify + route websocket, host WOPISrc (3 nodes)", |b| {
         b.iter(|| {
             let class = classify(
                 &Method::GET,

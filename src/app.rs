@@ -15,12 +15,14 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::discovery::{DiscoveryService, ProofKeyPair};
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, WopiKeys};
 use crate::rules::RuleSet;
 use crate::rules::watch::RulesStore;
 use crate::server;
 use crate::upstream::{self, UpstreamClient, UpstreamError};
+use crate::wopi::proof::Signer;
 use crate::wopi::proof_key::{self, KeyError, ProofKey};
+use crate::wopi::token::{self, TokenKeyError, TokenKeys, TokenSecret};
 
 /// Why officeswitch cannot start; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,9 @@ pub enum StartupError {
     /// Proof keys.
     #[error("{0}")]
     Key(#[from] KeyError),
+    /// Token secrets.
+    #[error("{0}")]
+    TokenKey(#[from] TokenKeyError),
     /// TLS certificate or key.
     #[error("{0}")]
     Tls(#[from] server::tls::TlsError),
@@ -39,7 +44,7 @@ pub enum StartupError {
     Upstream(#[from] UpstreamError),
 }
 
-/// What to do when the configured proof key file does not exist.
+/// What to do when the configured proof key or token secret file does not exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MissingKey {
     /// Create it if `keys.generate_missing` allows (server start).
@@ -56,10 +61,24 @@ pub struct Prepared {
     pub rules: RuleSet,
     /// officeswitch's public proof keys, as discovery publishes them.
     pub keys: ProofKeyPair,
+    /// officeswitch's private proof keys, to sign the WOPI calls it relays to hosts.
+    pub signing: SigningKeys,
+    /// Mints and checks editor tokens, derives file ids.
+    pub tokens: Arc<TokenKeys>,
     /// TLS acceptor when a `[tls]` listener is configured.
     pub tls: Option<TlsAcceptor>,
     /// Client to editor nodes.
     pub client: UpstreamClient,
+}
+
+/// officeswitch's private proof keys: it re-signs every call it relays to a host, because
+/// the editor's own proof covers officeswitch's URL and token, not the host's.
+#[derive(Clone)]
+pub struct SigningKeys {
+    /// Key that signs `X-WOPI-Proof`.
+    pub current: Arc<ProofKey>,
+    /// Previous key during rotation, for `X-WOPI-ProofOld`.
+    pub old: Option<Arc<ProofKey>>,
 }
 
 /// Loads and checks rules, keys, certificates and the CA bundle for `config`.
@@ -68,11 +87,19 @@ pub struct Prepared {
 /// The first [`StartupError`] found.
 pub fn prepare(config: Config, missing_key: MissingKey) -> Result<Prepared, StartupError> {
     let rules = RuleSet::load(&config.rules_dir, &config.pools)?;
-    let current = load_current_key(&config, missing_key)?;
-    let old = match &config.keys.old_proof_key {
-        Some(path) => ProofKey::load(path)?.public().clone(),
-        None => current.clone(),
+    let signing = SigningKeys {
+        current: Arc::new(load_current_key(&config, missing_key)?),
+        old: match &config.keys.old_proof_key {
+            Some(path) => Some(Arc::new(ProofKey::load(path)?)),
+            None => None,
+        },
     };
+    let current = signing.current.public().clone();
+    let old = signing
+        .old
+        .as_ref()
+        .map_or_else(|| current.clone(), |k| k.public().clone());
+    let tokens = Arc::new(load_token_keys(&config, missing_key)?);
     let tls = config
         .tls
         .as_ref()
@@ -83,6 +110,8 @@ pub fn prepare(config: Config, missing_key: MissingKey) -> Result<Prepared, Star
         config,
         rules,
         keys: ProofKeyPair { current, old },
+        signing,
+        tokens,
         tls,
         client,
     })
@@ -104,22 +133,45 @@ impl Prepared {
     }
 }
 
-fn load_current_key(
-    config: &Config,
-    missing_key: MissingKey,
-) -> Result<proof_key::PublicProofKey, StartupError> {
+fn load_current_key(config: &Config, missing_key: MissingKey) -> Result<ProofKey, StartupError> {
     let path = &config.keys.proof_key;
     if !path.exists() && config.keys.generate_missing {
         if missing_key == MissingKey::Report {
             // check-config: the server would create it; a fresh key is always valid.
-            return Ok(ProofKey::generate()?.public().clone());
+            return Ok(ProofKey::generate()?);
         }
         let key = proof_key::write_new_key(path, false)?;
         warn!(path = %path.display(),
             "generated a new proof key; every officeswitch instance behind one load balancer must share the same key file");
-        return Ok(key.public().clone());
+        return Ok(key);
     }
-    Ok(ProofKey::load(path)?.public().clone())
+    Ok(ProofKey::load(path)?)
+}
+
+/// The token keys of the configured secrets, generating a missing current secret like
+/// [`load_current_key`] does the proof key.
+fn load_token_keys(config: &Config, missing_key: MissingKey) -> Result<TokenKeys, StartupError> {
+    let path = &config.keys.token_secret;
+    let current = if !path.exists() && config.keys.generate_missing {
+        if missing_key == MissingKey::Report {
+            // check-config: the server would create it; a fresh secret is always valid.
+            TokenSecret::generate()?
+        } else {
+            let secret = token::write_new_secret(path, false)?;
+            warn!(path = %path.display(),
+                "generated a new token secret; every officeswitch instance behind one load balancer must share the same secret file");
+            secret
+        }
+    } else {
+        TokenSecret::load(path)?
+    };
+    let old = config
+        .keys
+        .old_token_secret
+        .as_deref()
+        .map(TokenSecret::load)
+        .transpose()?;
+    Ok(TokenKeys::new(current, old))
 }
 
 /// The listening sockets, bound by the caller.
@@ -191,6 +243,13 @@ impl App {
             self.discovery.clone(),
             self.rules.clone(),
             self.prepared.client.clone(),
+            WopiKeys {
+                tokens: Arc::clone(&self.prepared.tokens),
+                signer: Signer::new(
+                    Arc::clone(&self.prepared.signing.current),
+                    self.prepared.signing.old.clone(),
+                ),
+            },
         ));
         let mut tasks = tokio::task::JoinSet::new();
         let stop = shutdown.clone();
@@ -230,5 +289,120 @@ impl App {
             }
         }
         info!("stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::path::Path;
+
+    /// A settings file with an empty rule set in `dir`, plus `keys` lines.
+    fn config(dir: &Path, keys: &str) -> Config {
+        std::fs::create_dir_all(dir.join("rules")).unwrap();
+        std::fs::write(dir.join("rules/default.toml"), "").unwrap();
+        let settings = format!(
+            "public_url = \"https://office.example.org\"\nlisten = \"127.0.0.1:0\"\n\
+             [keys]\nproof_key = \"keys/proof.pem\"\n{keys}\n\
+             [[pool]]\nname = \"collabora\"\nkind = \"collabora\"\nnodes = [\"http://127.0.0.1:9980\"]\n"
+        );
+        let path = dir.join("officeswitch.toml");
+        std::fs::write(&path, &settings).unwrap();
+        Config::from_file(&path).unwrap()
+    }
+
+    #[test]
+    fn check_config_never_writes_missing_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let prepared = prepare(
+            config(dir.path(), "generate_missing = true"),
+            MissingKey::Report,
+        )
+        .unwrap();
+        assert!(!dir.path().join("keys").exists());
+        assert_eq!(prepared.signing.current.public(), &prepared.keys.current);
+        assert!(token::is_file_id(&prepared.tokens.file_id("o", "u")));
+    }
+
+    #[test]
+    fn server_start_generates_missing_keys_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = prepare(
+            config(dir.path(), "generate_missing = true"),
+            MissingKey::GenerateIfAllowed,
+        )
+        .unwrap();
+        assert!(dir.path().join("keys/proof.pem").is_file());
+        assert!(dir.path().join("keys/token.secret").is_file());
+        let again = prepare(
+            config(dir.path(), "generate_missing = true"),
+            MissingKey::GenerateIfAllowed,
+        )
+        .unwrap();
+        assert_eq!(again.keys.current, first.keys.current);
+        assert_eq!(
+            again.tokens.file_id("o", "u"),
+            first.tokens.file_id("o", "u")
+        );
+        // Without a previous key, `old` repeats the current public key and nothing signs old.
+        assert_eq!(again.keys.old, again.keys.current);
+        assert!(again.signing.old.is_none());
+    }
+
+    #[test]
+    fn rotation_files_are_loaded_and_missing_ones_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        proof_key::write_new_key(&keys.join("proof.pem"), false).unwrap();
+        let old_proof = proof_key::write_new_key(&keys.join("proof.old.pem"), false).unwrap();
+        let before = TokenKeys::new(
+            token::write_new_secret(&keys.join("token.old"), false).unwrap(),
+            None,
+        );
+        token::write_new_secret(&keys.join("token.secret"), false).unwrap();
+        let prepared = prepare(
+            config(
+                dir.path(),
+                "old_proof_key = \"keys/proof.old.pem\"\nold_token_secret = \"keys/token.old\"",
+            ),
+            MissingKey::Report,
+        )
+        .unwrap();
+        assert_eq!(&prepared.keys.old, old_proof.public());
+        assert_eq!(
+            prepared.signing.old.as_ref().map(|k| k.public()),
+            Some(old_proof.public())
+        );
+        let id = before.file_id("o", "u");
+        let grant = token::Grant {
+            kind: token::GrantKind::File,
+            file_id: id.clone(),
+            org: "o".into(),
+            pool: "collabora".into(),
+            url: "u".into(),
+            host_token: "t".into(),
+            expires_at: u64::MAX,
+        };
+        let minted = before.mint(&grant).unwrap();
+        assert_eq!(prepared.tokens.check(&minted, &id, 0).unwrap(), grant);
+
+        std::fs::remove_file(keys.join("token.old")).unwrap();
+        let err = prepare(
+            config(dir.path(), "old_token_secret = \"keys/token.old\""),
+            MissingKey::Report,
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, StartupError::TokenKey(_)), "{err:?}");
+        assert!(err.to_string().contains("token.old"), "{err}");
+
+        // Without generate_missing, a missing current secret is an error naming it.
+        std::fs::remove_file(keys.join("token.secret")).unwrap();
+        let err = prepare(config(dir.path(), ""), MissingKey::GenerateIfAllowed)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("token.secret"), "{err}");
+        assert!(!keys.join("token.secret").exists());
     }
 }

@@ -1,8 +1,8 @@
-//! Command line: run the server, check a configuration, generate keys.
+//! Command line: run the server, check a configuration, generate keys, check or make proofs.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// One WOPI editor URL for Nextcloud, two office suites behind it.
 #[derive(Debug, Parser)]
@@ -29,6 +29,13 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysCommand,
     },
+    /// Check or make WOPI proofs (X-WOPI-Proof headers), to reproduce a proof failure from a
+    /// log line. Needs no settings file.
+    Proof {
+        /// What to do with a proof.
+        #[command(subcommand)]
+        action: ProofCommand,
+    },
 }
 
 /// `officeswitch keys ...`.
@@ -43,4 +50,90 @@ pub enum KeysCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// `officeswitch proof ...`; implemented by [`crate::wopi::proof::command`].
+#[derive(Debug, Subcommand)]
+pub enum ProofCommand {
+    /// Check a request's X-WOPI-Proof/X-WOPI-ProofOld against an editor's public keys.
+    ///
+    /// Prints `valid (...)` and exits 0, or `invalid: <reason> (...)` and exits 1; exits 2 when
+    /// the keys or files given are unusable.
+    Verify(Box<ProofVerifyArgs>),
+    /// Sign a request as officeswitch does and print the three headers it would send.
+    Sign(ProofSignArgs),
+}
+
+/// `officeswitch proof verify`: one request's proof headers and the keys to check them with.
+#[derive(Debug, Clone, Args)]
+#[command(group(
+    ArgGroup::new("keys")
+        .required(true)
+        .args(["discovery", "modulus", "value"])
+))]
+pub struct ProofVerifyArgs {
+    /// The full URL the editor called (scheme, host, port, path and whole query).
+    #[arg(long)]
+    pub url: String,
+    /// The access token as sent (the access_token query value, not decoded).
+    #[arg(long, allow_hyphen_values = true)]
+    pub token: String,
+    /// The X-WOPI-TimeStamp value (.NET ticks).
+    #[arg(long, value_name = "TICKS", allow_hyphen_values = true)]
+    pub timestamp: String,
+    /// The X-WOPI-Proof value (base64).
+    #[arg(long, value_name = "BASE64")]
+    pub proof: String,
+    /// The X-WOPI-ProofOld value (base64), if the request had one.
+    #[arg(long, value_name = "BASE64")]
+    pub proof_old: Option<String>,
+    /// The editor's discovery XML, saved to a file (e.g. `curl -o d.xml
+    /// https://EDITOR/hosting/discovery`); repeat for a pool whose nodes have distinct keys.
+    #[arg(long, value_name = "FILE")]
+    pub discovery: Vec<PathBuf>,
+    /// The discovery proof-key `modulus` (base64).
+    #[arg(long, value_name = "BASE64", requires = "exponent")]
+    pub modulus: Option<String>,
+    /// The discovery proof-key `exponent` (base64, usually AQAB).
+    #[arg(long, value_name = "BASE64", requires = "modulus")]
+    pub exponent: Option<String>,
+    /// The discovery proof-key `oldmodulus` (base64); without it the old key is the current one.
+    #[arg(long, value_name = "BASE64", requires_all = ["modulus", "old_exponent"])]
+    pub old_modulus: Option<String>,
+    /// The discovery proof-key `oldexponent` (base64).
+    #[arg(long, value_name = "BASE64", requires = "old_modulus")]
+    pub old_exponent: Option<String>,
+    /// The discovery proof-key `value` (base64 CryptoAPI PUBLICKEYBLOB).
+    #[arg(long, value_name = "BASE64")]
+    pub value: Option<String>,
+    /// The discovery proof-key `oldvalue` (base64); without it the old key is the current one.
+    #[arg(long, value_name = "BASE64", requires = "value")]
+    pub old_value: Option<String>,
+    /// Check the timestamp window against this time (.NET ticks) instead of the clock, e.g. the
+    /// time of the log line.
+    #[arg(long, value_name = "TICKS", conflicts_with = "ignore_time")]
+    pub now: Option<u64>,
+    /// Check only the signatures, not the timestamp's age.
+    #[arg(long)]
+    pub ignore_time: bool,
+}
+
+/// `officeswitch proof sign`: what to sign and with which keys.
+#[derive(Debug, Clone, Args)]
+pub struct ProofSignArgs {
+    /// The full URL the host will see (scheme, host, port, path and whole query).
+    #[arg(long)]
+    pub url: String,
+    /// The host's access token, as in the URL's access_token value.
+    #[arg(long, allow_hyphen_values = true)]
+    pub token: String,
+    /// The X-WOPI-TimeStamp to sign (.NET ticks); defaults to now.
+    #[arg(long, value_name = "TICKS")]
+    pub timestamp: Option<u64>,
+    /// The current private key (PKCS#8 PEM, as `officeswitch keys generate` writes).
+    #[arg(long, value_name = "PEM_PATH")]
+    pub key: PathBuf,
+    /// The previous private key, during a rotation; without it X-WOPI-ProofOld repeats the proof.
+    #[arg(long, value_name = "PEM_PATH")]
+    pub old_key: Option<PathBuf>,
 }

@@ -44,6 +44,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Limits on client requests.
     pub server: ServerConfig,
+    /// Token lifetime and limits on host calls.
+    pub wopi: WopiConfig,
     /// Log output.
     pub log: LogConfig,
     /// The editor pools, in file order (file order breaks ownership ties).
@@ -61,15 +63,20 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-/// Paths of officeswitch's WOPI proof keys.
+/// Paths of officeswitch's WOPI proof keys and token secrets.
 #[derive(Debug, Clone)]
 pub struct KeysConfig {
     /// Current key (PKCS#8 PEM).
     pub proof_key: PathBuf,
     /// Previous key during rotation.
     pub old_proof_key: Option<PathBuf>,
-    /// Generate `proof_key` when missing (handy for a first run; instances sharing a
-    /// load balancer must share one key, so production configs leave this off).
+    /// Current token secret (base64, one line); default `keys/token.secret`. Mints every
+    /// token and derives every file id, so instances behind one load balancer share it.
+    pub token_secret: PathBuf,
+    /// Previous token secret during rotation: tokens minted with it are still accepted.
+    pub old_token_secret: Option<PathBuf>,
+    /// Generate `proof_key` and `token_secret` when missing (handy for a first run; instances
+    /// sharing a load balancer must share both, so production configs leave this off).
     pub generate_missing: bool,
 }
 
@@ -106,6 +113,20 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
 }
 
+/// The tokens officeswitch mints for editors and the WOPI calls it relays to hosts.
+#[derive(Debug, Clone)]
+pub struct WopiConfig {
+    /// Longest lifetime of a minted token (`max_token_ttl_secs`, default 36000 s = 10 h, as
+    /// Nextcloud's own tokens); a host token that lives shorter shortens it.
+    pub max_token_ttl: Duration,
+    /// Largest CheckFileInfo or PutRelativeFile JSON officeswitch buffers to rewrite (default
+    /// 1 MiB, at least 4096); a larger host answer is refused, not passed on unrewritten.
+    pub max_json_bytes: usize,
+    /// Time the host gets to send its response head to a relayed call (`host_timeout_secs`,
+    /// default 60 s).
+    pub host_timeout: Duration,
+}
+
 /// Log format and default level.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -134,6 +155,33 @@ impl SuiteKind {
     }
 }
 
+/// Whether a pool's WOPI calls must carry a valid proof (`X-WOPI-Proof`), the editor's
+/// signature that tells officeswitch a call really comes from that pool's nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProofPolicy {
+    /// A call without a proof is refused iff the pool's discovery publishes a proof key, as
+    /// Nextcloud decides; suits editors whose proof support depends on their version.
+    #[default]
+    Auto,
+    /// Every call must carry a valid proof, even when discovery publishes no key (then all
+    /// calls are refused): for deployments that must never relay an unsigned call.
+    Required,
+    /// A call without a proof is let through (a proof that is present is still checked): for
+    /// editors known to sign some calls only.
+    Optional,
+}
+
+impl ProofPolicy {
+    /// The name used in settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProofPolicy::Auto => "auto",
+            ProofPolicy::Required => "required",
+            ProofPolicy::Optional => "optional",
+        }
+    }
+}
+
 /// One editor suite's pool of interchangeable nodes.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -143,6 +191,8 @@ pub struct PoolConfig {
     pub kind: SuiteKind,
     /// Base URLs (scheme, host, port, optional path prefix) of the nodes.
     pub nodes: Vec<Url>,
+    /// When the pool's WOPI calls need a proof (`proof`, default `auto`).
+    pub proof: ProofPolicy,
 }
 
 /// Default seconds between discovery refreshes.
@@ -161,6 +211,16 @@ const DEFAULT_WEBSOCKET_IDLE_TIMEOUT_SECS: u64 = 3600;
 const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 /// Default cap on a request head; WOPI URLs with long tokens stay far below it.
 const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
+/// Default token secret file, relative to the settings file.
+const DEFAULT_TOKEN_SECRET: &str = "keys/token.secret";
+/// Default longest token lifetime: Nextcloud's own `token_ttl`.
+const DEFAULT_MAX_TOKEN_TTL_SECS: u64 = 36_000;
+/// Default cap on a rewritten host JSON body; CheckFileInfo is a few KiB.
+const DEFAULT_MAX_JSON_BYTES: u64 = 1024 * 1024;
+/// Smallest `wopi.max_json_bytes`: below it, ordinary CheckFileInfo answers would be refused.
+const MIN_MAX_JSON_BYTES: u64 = 4096;
+/// Default time to the host's response head; Nextcloud answers PutFile after storing it.
+const DEFAULT_HOST_TIMEOUT_SECS: u64 = 60;
 
 impl Config {
     /// Reads and validates the settings file at `path`.
@@ -242,8 +302,31 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|k| self.path_value("keys.old_proof_key", k))
                 .transpose()?,
+            token_secret: self.optional_path(
+                "keys.token_secret",
+                raw.keys.token_secret.as_ref(),
+                DEFAULT_TOKEN_SECRET,
+            )?,
+            old_token_secret: raw
+                .keys
+                .old_token_secret
+                .as_ref()
+                .map(|k| self.path_value("keys.old_token_secret", k))
+                .transpose()?,
             generate_missing: raw.keys.generate_missing,
         };
+        if let Some(old) = &keys.old_token_secret
+            && *old == keys.token_secret
+        {
+            let span = raw.keys.old_token_secret.as_ref().map(|k| k.span());
+            return Err(ConfigError::at(
+                self.path,
+                self.source,
+                "keys.old_token_secret",
+                span,
+                "is the same file as keys.token_secret: during a rotation it names the previous secret",
+            ));
+        }
         let discovery = DiscoveryConfig {
             refresh: Duration::from_secs(self.positive(
                 "discovery.refresh_secs",
@@ -299,6 +382,7 @@ impl Validator<'_> {
                 None => DEFAULT_MAX_HEADER_BYTES as usize,
             },
         };
+        let wopi = self.wopi(&raw.wopi)?;
         let log = self.log(&raw.log)?;
         let pools = self.pools(&raw.pool)?;
         Ok(Config {
@@ -313,8 +397,35 @@ impl Validator<'_> {
             discovery,
             upstream,
             server,
+            wopi,
             log,
             pools,
+        })
+    }
+
+    fn wopi(&self, raw: &file::FileWopi) -> Result<WopiConfig, ConfigError> {
+        Ok(WopiConfig {
+            max_token_ttl: Duration::from_secs(self.positive(
+                "wopi.max_token_ttl_secs",
+                raw.max_token_ttl_secs.as_ref(),
+                DEFAULT_MAX_TOKEN_TTL_SECS,
+            )?),
+            max_json_bytes: match &raw.max_json_bytes {
+                Some(v) if *v.get_ref() < MIN_MAX_JSON_BYTES => {
+                    return Err(self.err(
+                        "wopi.max_json_bytes",
+                        v,
+                        format!("must be at least {MIN_MAX_JSON_BYTES}"),
+                    ));
+                }
+                Some(v) => usize::try_from(*v.get_ref()).unwrap_or(usize::MAX),
+                None => DEFAULT_MAX_JSON_BYTES as usize,
+            },
+            host_timeout: Duration::from_secs(self.positive(
+                "wopi.host_timeout_secs",
+                raw.host_timeout_secs.as_ref(),
+                DEFAULT_HOST_TIMEOUT_SECS,
+            )?),
         })
     }
 
@@ -477,10 +588,28 @@ impl Validator<'_> {
                 }
                 nodes.push(node);
             }
+            let proof = match &p.proof {
+                None => ProofPolicy::default(),
+                Some(v) => match v.get_ref().as_str() {
+                    "auto" => ProofPolicy::Auto,
+                    "required" => ProofPolicy::Required,
+                    "optional" => ProofPolicy::Optional,
+                    other => {
+                        return Err(self.err(
+                            &key("proof"),
+                            v,
+                            format!(
+                                "unknown proof policy `{other}`: use \"auto\", \"required\" or \"optional\""
+                            ),
+                        ));
+                    }
+                },
+            };
             pools.push(PoolConfig {
                 name: name.clone(),
                 kind,
                 nodes,
+                proof,
             });
         }
         Ok(pools)
@@ -591,6 +720,150 @@ nodes = ["http://127.0.0.1:9980"]
         assert_eq!(err.line, Some(11), "{err}");
         let err = parse(&format!("{MINIMAL}[discovery]\nrefresh_secs = 0\n")).unwrap_err();
         assert_eq!(err.key, "discovery.refresh_secs");
+    }
+
+    /// Every key, each set to its default: the reference settings file.
+    const EXAMPLE: &str = r#"
+public_url = "https://office.example.org"
+listen = "127.0.0.1:0"
+rules_dir = "rules"
+watch_rules = true
+state_dir = "state"
+[keys]
+proof_key = "keys/proof.pem"
+# old_proof_key = "keys/proof.old.pem"
+token_secret = "keys/token.secret"
+# old_token_secret = "keys/token.old.secret"
+generate_missing = false
+[discovery]
+refresh_secs = 300
+fetch_timeout_secs = 10
+max_body_bytes = 4194304
+[upstream]
+connect_timeout_secs = 5
+first_byte_timeout_secs = 120
+websocket_idle_timeout_secs = 3600
+[server]
+header_timeout_secs = 10
+max_header_bytes = 65536
+[wopi]
+max_token_ttl_secs = 36000
+max_json_bytes = 1048576
+host_timeout_secs = 60
+[log]
+format = "text"
+level = "info"
+[[pool]]
+name = "collabora"
+kind = "collabora"
+nodes = ["http://127.0.0.1:9980"]
+proof = "auto"
+"#;
+
+    #[test]
+    fn example_spells_out_the_defaults() {
+        let example = parse(EXAMPLE).unwrap();
+        let minimal = parse(MINIMAL).unwrap();
+        assert_eq!(format!("{example:?}"), format!("{minimal:?}"));
+    }
+
+    #[test]
+    fn token_secrets_default_and_resolve() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.keys.token_secret, Path::new("/etc/os/keys/token.secret"));
+        assert_eq!(c.keys.old_token_secret, None);
+        let src = MINIMAL.replace(
+            "proof_key = \"keys/proof.pem\"",
+            "proof_key = \"keys/proof.pem\"\ntoken_secret = \"/srv/t.secret\"\nold_token_secret = \"t.old\"",
+        );
+        let c = parse(&src).unwrap();
+        assert_eq!(c.keys.token_secret, Path::new("/srv/t.secret"));
+        assert_eq!(
+            c.keys.old_token_secret.as_deref(),
+            Some(Path::new("/etc/os/t.old"))
+        );
+    }
+
+    #[test]
+    fn bad_token_secrets_are_located() {
+        let with = |lines: &str| {
+            MINIMAL.replace(
+                "proof_key = \"keys/proof.pem\"",
+                &format!("proof_key = \"keys/proof.pem\"\n{lines}"),
+            )
+        };
+        let err = parse(&with("token_secret = \"\"")).unwrap_err();
+        assert_eq!(
+            (err.key.as_str(), err.line),
+            ("keys.token_secret", Some(6)),
+            "{err}"
+        );
+        let err = parse(&with("old_token_secret = \" \"")).unwrap_err();
+        assert_eq!(
+            (err.key.as_str(), err.line),
+            ("keys.old_token_secret", Some(6)),
+            "{err}"
+        );
+        let err = parse(&with("old_token_secret = \"keys/token.secret\"")).unwrap_err();
+        assert_eq!(
+            (err.key.as_str(), err.line),
+            ("keys.old_token_secret", Some(6)),
+            "{err}"
+        );
+        assert!(err.message.contains("same file"), "{err}");
+        let err = parse(&with("token_secret = 5")).unwrap_err();
+        assert_eq!(err.line, Some(6), "{err}");
+    }
+
+    #[test]
+    fn wopi_section_defaults_values_and_limits() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.wopi.max_token_ttl, Duration::from_secs(36_000));
+        assert_eq!(c.wopi.max_json_bytes, 1024 * 1024);
+        assert_eq!(c.wopi.host_timeout, Duration::from_secs(60));
+
+        let c = parse(&format!(
+            "{MINIMAL}[wopi]\nmax_token_ttl_secs = 600\nmax_json_bytes = 4096\nhost_timeout_secs = 5\n"
+        ))
+        .unwrap();
+        assert_eq!(c.wopi.max_token_ttl, Duration::from_secs(600));
+        assert_eq!(c.wopi.max_json_bytes, 4096);
+        assert_eq!(c.wopi.host_timeout, Duration::from_secs(5));
+
+        for (line, key) in [
+            ("max_token_ttl_secs = 0", "wopi.max_token_ttl_secs"),
+            ("max_json_bytes = 4095", "wopi.max_json_bytes"),
+            ("host_timeout_secs = 0", "wopi.host_timeout_secs"),
+        ] {
+            let err = parse(&format!("{MINIMAL}[wopi]\n{line}\n")).unwrap_err();
+            assert_eq!((err.key.as_str(), err.line), (key, Some(11)), "{err}");
+        }
+        let err = parse(&format!("{MINIMAL}[wopi]\nmax_json_bytes = 100\n")).unwrap_err();
+        assert!(err.message.contains("at least 4096"), "{err}");
+        let err = parse(&format!("{MINIMAL}[wopi]\ntoken_ttl = 5\n")).unwrap_err();
+        assert_eq!(err.line, Some(11), "{err}");
+    }
+
+    #[test]
+    fn pool_proof_policy_defaults_parses_and_is_located() {
+        assert_eq!(parse(MINIMAL).unwrap().pools[0].proof, ProofPolicy::Auto);
+        for policy in [
+            ProofPolicy::Auto,
+            ProofPolicy::Required,
+            ProofPolicy::Optional,
+        ] {
+            let c = parse(&format!("{MINIMAL}proof = \"{}\"\n", policy.as_str())).unwrap();
+            assert_eq!(c.pools[0].proof, policy);
+        }
+        let err = parse(&format!("{MINIMAL}proof = \"sometimes\"\n")).unwrap_err();
+        assert_eq!(
+            (err.key.as_str(), err.line),
+            ("pool[0].proof", Some(10)),
+            "{err}"
+        );
+        for word in ["sometimes", "\"auto\"", "\"required\"", "\"optional\""] {
+            assert!(err.message.contains(word), "{err}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Keys {
             action: KeysCommand::Generate { out, force },
         } => generate_key(&cli.config, out, force),
+        Command::Proof { action } => wopi::proof::command::run(&action),
     }
 }
 

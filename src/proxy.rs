@@ -3,9 +3,15 @@
 //! Phases, each in its own file:
 //! 1. [`classify`]: what is this request for (method, path, query, upgrade; no I/O, no allocation);
 //! 2. [`route`]: which suite and node (rules, organisation, rendezvous hash of the document);
-//! 3. [`rewrite`]: the node's URI, `Host`, forwarding headers; back: redirects onto `public_url`;
+//! 3. [`rewrite`]: the node's URI, `Host`, forwarding headers; back: redirects onto `public_url`.
+//!    Opens also go through [`translate`]: the editor gets officeswitch's `WOPISrc` and a
+//!    minted token instead of the host's;
 //! 4. [`forward`]: stream to the node and back over the pooled client; upgrades become a
 //!    [`tunnel`].
+//!
+//! WOPI calls from editors ([`callback`]) take the same shape towards the host: admit
+//! (token, rules, proof) instead of route, re-sign instead of rewrite, forward, and
+//! [`translate`] the JSON that carries URLs.
 //!
 //! Requests officeswitch answers itself (discovery, capabilities, probes, every refusal)
 //! are [`Answer`]s. Each request gets one access log line ([`access_log`]), written when
@@ -13,29 +19,41 @@
 
 pub mod access_log;
 pub mod answer;
+pub mod callback;
 pub mod classify;
 pub mod forward;
 pub mod rewrite;
 pub mod route;
+pub mod translate;
 pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 use url::Url;
 
-use crate::config::{Config, PoolConfig, UpstreamConfig};
+use crate::config::{Config, PoolConfig, UpstreamConfig, WopiConfig};
 use crate::discovery::DiscoveryService;
+use crate::rules::RuleSet;
 use crate::rules::watch::RulesStore;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{UpstreamBody, UpstreamClient};
+use crate::wopi::proof::Signer;
+use crate::wopi::token::{Grant, GrantKind, TokenKeys};
 use access_log::{AccessLog, LoggedBody};
 use answer::{Answer, ProxyBody};
-use classify::Class;
-use route::{RouteContext, Target};
+use callback::{AdmitContext, HostBody};
+use classify::{Class, WopiCall};
+use route::{OpenedDocument, OrgTags, RouteContext, Target};
+
+/// Largest open form accepted (richdocuments' is a token, a TTL and a few theme
+/// settings: about 2 KiB).
+const MAX_OPEN_FORM: usize = 64 * 1024;
 
 /// Handles every request that reaches officeswitch.
 pub struct Proxy {
@@ -47,6 +65,24 @@ pub struct Proxy {
     upstream: UpstreamConfig,
     /// Round-robin position for stateless requests.
     spread: AtomicUsize,
+    /// Mints and checks tokens, derives file ids.
+    tokens: Arc<TokenKeys>,
+    /// Signs WOPI calls to hosts with officeswitch's proof key.
+    signer: Signer,
+    /// Organisations by file id, rebuilt when the rules change.
+    org_tags: ArcSwap<OrgTags>,
+    /// `{public_url}wopi/files/`.
+    files_base: String,
+    /// Token lifetime and host limits.
+    wopi: WopiConfig,
+}
+
+/// officeswitch's WOPI identity: token keys and proof signing keys.
+pub struct WopiKeys {
+    /// Token keys.
+    pub tokens: Arc<TokenKeys>,
+    /// Proof signer.
+    pub signer: Signer,
 }
 
 impl Proxy {
@@ -56,7 +92,9 @@ impl Proxy {
         discovery: Arc<DiscoveryService>,
         rules: Arc<RulesStore>,
         client: UpstreamClient,
+        keys: WopiKeys,
     ) -> Proxy {
+        let org_tags = OrgTags::new(rules.current(), &keys.tokens);
         Proxy {
             discovery,
             rules,
@@ -65,6 +103,11 @@ impl Proxy {
             client,
             upstream: config.upstream.clone(),
             spread: AtomicUsize::new(0),
+            tokens: keys.tokens,
+            signer: keys.signer,
+            org_tags: ArcSwap::from_pointee(org_tags),
+            files_base: format!("{}wopi/files/", config.public_url),
+            wopi: config.wopi.clone(),
         }
     }
 
@@ -82,6 +125,15 @@ impl Proxy {
         );
         let class = classify::classify(method, path, query, upgrade);
         let mut log = AccessLog::new(method, path, class.as_str(), class.is_probe());
+        if let Class::Wopi(call) = class {
+            // Owned, so that the request can move on.
+            let file_id = call.file_id.to_string();
+            let call = WopiCall {
+                file_id: &file_id,
+                endpoint: call.endpoint,
+            };
+            return self.wopi(request, &call, log).await;
+        }
         let routed = match &class {
             Class::Open => Some(self.context(|ctx| ctx.open(path, query))),
             Class::Editor(editor) => Some(self.context(|ctx| ctx.editor(editor, path, query))),
@@ -110,12 +162,163 @@ impl Proxy {
     fn context<T>(&self, route: impl FnOnce(&RouteContext<'_>) -> T) -> T {
         let rules = self.rules.current();
         let catalog = self.discovery.catalog();
+        let org_tags = self.org_tags(&rules);
         route(&RouteContext {
             pools: &self.pools,
             rules: &rules,
             catalog: &catalog,
             spread: &self.spread,
+            tokens: &self.tokens,
+            org_tags: &org_tags,
+            files_base: &self.files_base,
         })
+    }
+
+    /// The organisation tags of `rules`, rebuilt once after each reload.
+    fn org_tags(&self, rules: &Arc<RuleSet>) -> Arc<OrgTags> {
+        let current = self.org_tags.load_full();
+        if current.is_for(rules) {
+            return current;
+        }
+        let fresh = Arc::new(OrgTags::new(Arc::clone(rules), &self.tokens));
+        self.org_tags.store(Arc::clone(&fresh));
+        fresh
+    }
+
+    /// Runs a WOPI call from an editor: admit, re-sign, forward to the host, translate.
+    async fn wopi(
+        &self,
+        request: Request<Incoming>,
+        call: &WopiCall<'_>,
+        mut log: AccessLog,
+    ) -> Response<ProxyBody> {
+        let answer = match self.call_host(request, call, &mut log).await {
+            Ok(response) => return logged(response, log),
+            Err(answer) => answer,
+        };
+        log.answer(&answer);
+        logged(answer.into_response(), log)
+    }
+
+    async fn call_host(
+        &self,
+        request: Request<Incoming>,
+        call: &WopiCall<'_>,
+        log: &mut AccessLog,
+    ) -> Result<Response<ProxyBody>, Answer> {
+        let rules = self.rules.current();
+        let grant = {
+            let catalog = self.discovery.catalog();
+            callback::admit(
+                call,
+                &request,
+                &AdmitContext {
+                    tokens: &self.tokens,
+                    rules: &rules,
+                    catalog: &catalog,
+                    pools: &self.pools,
+                    public_url: &self.public_url,
+                },
+            )?
+        };
+        log.wopi(&grant);
+        let body_kind = callback::host_body(call, &request);
+        let request = request.map(forward::upstream_body);
+        let request = callback::host_request(request, call, &grant, &self.signer)?;
+        let response = forward::send(&self.client, request, self.wopi.host_timeout)
+            .await
+            .map_err(|answer| match answer {
+                Answer::GatewayTimeout => Answer::HostTimeout,
+                Answer::BadGateway(why) => Answer::HostFailed(why),
+                other => other,
+            })?;
+        let response = callback::host_response(response);
+        log.status(response.status().as_u16());
+        if body_kind == HostBody::Stream || !response.status().is_success() {
+            return Ok(response.map(forward::client_body));
+        }
+        let (mut parts, body) = response.into_parts();
+        let bytes = Limited::new(body, self.wopi.max_json_bytes)
+            .collect()
+            .await
+            .map_err(|e| Answer::HostFailed(format!("reading the host's JSON: {e}")))?
+            .to_bytes();
+        let mut json: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|_| Answer::HostFailed("the host's answer is not JSON".into()))?;
+        let minter = translate::Minter {
+            tokens: &self.tokens,
+            rules: &rules,
+            grant: &grant,
+            public_url: &self.public_url,
+        };
+        match body_kind {
+            HostBody::CheckFileInfo => translate::check_file_info(&mut json, &minter)?,
+            HostBody::PutRelativeFile => translate::put_relative_file(&mut json, &minter)?,
+            HostBody::Stream => {}
+        }
+        let body = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
+        parts.headers.remove(header::CONTENT_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        Ok(Response::from_parts(parts, full(body)))
+    }
+
+    /// The open request with the editor's view of the document: officeswitch's `WOPISrc`
+    /// in the query and a minted token in the form (read whole: it is a few hundred bytes).
+    async fn translate_open(
+        &self,
+        request: Request<Incoming>,
+        target: &Target,
+        document: &OpenedDocument,
+    ) -> Result<Request<UpstreamBody>, Answer> {
+        let (mut parts, body) = request.into_parts();
+        let form = Limited::new(body, MAX_OPEN_FORM)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Answer::FormTooLarge
+                } else {
+                    Answer::BadRequest("the open form broke off")
+                }
+            })?
+            .to_bytes();
+        let (host_token, host_ttl) = translate::form_token(&form)?;
+        let expiry = translate::expiry(
+            host_ttl.as_deref(),
+            callback::unix_now(),
+            self.wopi.max_token_ttl,
+        )?;
+        let grant = Grant {
+            kind: GrantKind::File,
+            file_id: document.file_id.clone(),
+            org: target.org.clone().unwrap_or_default(),
+            pool: target.pool.clone(),
+            url: document.host_wopi_src.clone(),
+            host_token,
+            expires_at: expiry.expires_at,
+        };
+        let token = self
+            .tokens
+            .mint(&grant)
+            .map_err(|e| Answer::BadGateway(format!("cannot mint a token: {e}")))?;
+        let wopi_src = format!("{}{}", self.files_base, document.file_id);
+        let query = translate::open_query(parts.uri.query().unwrap_or_default(), &wopi_src);
+        parts.uri = format!("{}?{query}", parts.uri.path())
+            .parse()
+            .map_err(|_| Answer::BadRequest("the open URL cannot be rewritten"))?;
+        let form = translate::open_form(&form, &token, &expiry.ttl_field);
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(form.len()));
+        Ok(Request::from_parts(
+            parts,
+            Full::new(Bytes::from(form))
+                .map_err(|never| match never {})
+                .boxed(),
+        ))
     }
 
     /// Rewrites, forwards and streams back; an upgrade becomes a tunnel. On failure the
@@ -129,7 +332,13 @@ impl Proxy {
         mut log: AccessLog,
     ) -> Result<Response<ProxyBody>, (Answer, AccessLog)> {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        let request = request.map(forward::upstream_body);
+        let request = match &target.document {
+            Some(document) => match self.translate_open(request, target, document).await {
+                Ok(r) => r,
+                Err(answer) => return Err((answer, log)),
+            },
+            None => request.map(forward::upstream_body),
+        };
         let request = match rewrite::request(request, target, &self.public_url, peer, upgrade) {
             Ok(r) => r,
             Err(answer) => return Err((answer, log)),
@@ -181,7 +390,7 @@ impl Proxy {
                 }
             }
             Class::WrongMethod => Answer::MethodNotAllowed,
-            Class::Unknown | Class::Open | Class::Editor(_) => Answer::NotFound,
+            Class::Unknown | Class::Open | Class::Editor(_) | Class::Wopi(_) => Answer::NotFound,
         }
     }
 }
@@ -208,6 +417,11 @@ fn is_upgrade<B>(request: &Request<B>) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// A whole body, as officeswitch sends it.
+fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 /// `response` with its access line written when its body ends.

@@ -177,6 +177,16 @@ impl RuleSet {
         org.pool_override(ext).or_else(|| self.owner_of(ext))
     }
 
+    /// Every organisation, in file-name order.
+    pub fn organisation_list(&self) -> &[Organisation] {
+        &self.organisations
+    }
+
+    /// The organisation called `name` (the file it came from, without `.toml`).
+    pub fn organisation_named(&self, name: &str) -> Option<&Organisation> {
+        self.organisations.iter().find(|o| o.name() == name)
+    }
+
     /// Number of organisations (for logs and readiness).
     pub fn organisations(&self) -> usize {
         self.organisations.len()

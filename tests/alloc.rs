@@ -6,6 +6,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use std::path::Path;
@@ -16,9 +17,10 @@ use url::Url;
 use officeswitch::config::{PoolConfig, SuiteKind};
 use officeswitch::discovery::Catalog;
 use officeswitch::proxy::classify::{Class, classify, query_param};
-use officeswitch::proxy::route::RouteContext;
+use officeswitch::proxy::route::{OrgTags, RouteContext};
 use officeswitch::rules::RuleSet;
 use officeswitch::sticky::hrw;
+use officeswitch::wopi::token::{TokenKeys, TokenSecret};
 use officeswitch::wopi::wopi_src;
 
 /// Counts allocations made by threads that switched counting on.
@@ -215,6 +217,7 @@ fn pools() -> Vec<PoolConfig> {
         nodes: (1..=3)
             .map(|i| Url::parse(&format!("http://{name}-{i}:9980/")).expect("url"))
             .collect(),
+        proof: Default::default(),
     })
     .collect()
 }
@@ -272,27 +275,54 @@ fn routing_decision_for_a_document_allocates_nothing() {
     assert_eq!(count, 0, "the routing decision allocated {count} times");
 }
 
+fn tokens() -> TokenKeys {
+    TokenKeys::new(TokenSecret::from_bytes(&[7; 32]).expect("secret"), None)
+}
+
 #[test]
 fn editor_route_allocates_only_its_target() {
     let pools = pools();
-    let rules = rules(&pools);
+    let rules = Arc::new(rules(&pools));
     let catalog = Catalog::default();
     let spread = AtomicUsize::new(0);
+    let tokens = tokens();
+    let org_tags = OrgTags::new(Arc::clone(&rules), &tokens);
+    let files_base = "https://os.example/wopi/files/";
     let ctx = RouteContext {
         pools: &pools,
         rules: &rules,
         catalog: &catalog,
         spread: &spread,
+        tokens: &tokens,
+        org_tags: &org_tags,
+        files_base,
     };
     let method: Method = "GET".parse().expect("method");
-    let (path, query) = (DOCUMENT_REQUESTS[0].1, DOCUMENT_REQUESTS[0].2);
+    // What editors carry after an open: officeswitch's own WOPISrc, encoded once.
+    let file_id = tokens.file_id("acme", "https://nc.example.com:443/wopi/files/4242_oc");
+    let own = format!("WOPISrc=https%3A%2F%2Fos.example%2Fwopi%2Ffiles%2F{file_id}&compat=/ws");
+    let path = format!("/cool/https%3A%2F%2Fos.example%2Fwopi%2Ffiles%2F{file_id}/ws");
     let (count, target) = allocations(|| {
-        let Class::Editor(request) = classify(&method, path, Some(query), true) else {
+        let Class::Editor(request) = classify(&method, &path, Some(&own), true) else {
             panic!("not editor traffic");
         };
-        ctx.editor(&request, path, Some(query)).expect("routed")
+        ctx.editor(&request, &path, Some(&own)).expect("routed")
     });
     assert_eq!(target.org.as_deref(), Some("acme"));
     // The owned `Target` (pool name, node URL, organisation name), nothing else.
     assert!(count <= 3, "routing a WebSocket allocated {count} times");
+
+    // A host WOPISrc in editor traffic reaches the same node (its file id is derived).
+    let (path, query) = (DOCUMENT_REQUESTS[0].1, DOCUMENT_REQUESTS[0].2);
+    let Class::Editor(request) = classify(&method, path, Some(query), true) else {
+        panic!("not editor traffic");
+    };
+    let by_host = ctx.editor(&request, path, Some(query)).expect("routed");
+    let expected = tokens.file_id(
+        "acme",
+        "https://nc.example.com:443/index.php/apps/richdocuments/wopi/files/4242_ocabc123def",
+    );
+    let own = format!("WOPISrc=https%3A%2F%2Fos.example%2Fwopi%2Ffiles%2F{expected}");
+    let by_own = ctx.editor(&request, path, Some(&own)).expect("routed");
+    assert_eq!(by_host.node, by_own.node);
 }

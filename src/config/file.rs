@@ -37,6 +37,9 @@ pub struct FileConfig {
     /// Log format and level.
     #[serde(default)]
     pub log: FileLog,
+    /// Token lifetime and limits on what hosts send back.
+    #[serde(default)]
+    pub wopi: FileWopi,
     /// One entry per editor suite.
     #[serde(default)]
     pub pool: Vec<FilePool>,
@@ -54,7 +57,8 @@ pub struct FileTls {
     pub key: Spanned<String>,
 }
 
-/// `[keys]`: the RSA key pair officeswitch signs WOPI calls with and publishes in discovery.
+/// `[keys]`: the RSA key pair officeswitch signs WOPI calls with and publishes in discovery,
+/// and the secret its access tokens and file ids are made with.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileKeys {
@@ -62,7 +66,11 @@ pub struct FileKeys {
     pub proof_key: Spanned<String>,
     /// PKCS#8 PEM of the previous proof key, published as `old*` during rotation.
     pub old_proof_key: Option<Spanned<String>>,
-    /// Create `proof_key` at start when it does not exist.
+    /// Base64 file of the current token secret (default `keys/token.secret`).
+    pub token_secret: Option<Spanned<String>>,
+    /// Base64 file of the previous token secret; its tokens stay valid during rotation.
+    pub old_token_secret: Option<Spanned<String>>,
+    /// Create `proof_key` and `token_secret` at start when they do not exist.
     #[serde(default)]
     pub generate_missing: bool,
 }
@@ -113,6 +121,18 @@ pub struct FileLog {
     pub level: Option<Spanned<String>>,
 }
 
+/// `[wopi]`: the tokens officeswitch mints for editors and the host calls it relays.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileWopi {
+    /// Longest lifetime of a minted token, in seconds (Nextcloud's own default is 36000).
+    pub max_token_ttl_secs: Option<Spanned<u64>>,
+    /// Largest CheckFileInfo or PutRelativeFile JSON body officeswitch rewrites, in bytes.
+    pub max_json_bytes: Option<Spanned<u64>>,
+    /// Seconds the host may take to start answering a relayed WOPI call.
+    pub host_timeout_secs: Option<Spanned<u64>>,
+}
+
 /// `[[pool]]`: one editor suite and its nodes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,4 +143,6 @@ pub struct FilePool {
     pub kind: Spanned<String>,
     /// Base URLs of the pool's nodes.
     pub nodes: Spanned<Vec<Spanned<String>>>,
+    /// `auto`, `required` or `optional`: whether the pool's WOPI calls must carry a proof.
+    pub proof: Option<Spanned<String>>,
 }

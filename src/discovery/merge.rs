@@ -339,6 +339,7 @@ mod tests {
             name: name.into(),
             kind,
             nodes: vec![],
+            proof: Default::default(),
         })
         .collect();
         RuleSet::load(

@@ -58,6 +58,16 @@ impl AccessLog {
         self.node = Some(target.node.to_string());
     }
 
+    /// Records the host a WOPI call goes to: the grant's organisation and pool, and the
+    /// host's origin in place of a node.
+    pub fn wopi(&mut self, grant: &crate::wopi::token::Grant) {
+        self.org = Some(grant.org.clone());
+        self.pool = Some(grant.pool.clone());
+        self.node = url::Url::parse(&grant.url)
+            .ok()
+            .map(|u| u.origin().ascii_serialization());
+    }
+
     /// Records an answer officeswitch made itself.
     pub fn answer(&mut self, answer: &Answer) {
         self.status = answer.status().as_u16();
@@ -83,7 +93,7 @@ impl AccessLog {
         let pool = self.pool.as_deref().unwrap_or("-");
         let node = self.node.as_deref().unwrap_or("-");
         let reason = self.reason.as_deref().or(error).unwrap_or("");
-        if error.is_some() || self.fault == Fault::Editor {
+        if error.is_some() || matches!(self.fault, Fault::Editor | Fault::Host) {
             warn!(
                 method,
                 path,

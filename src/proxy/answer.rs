@@ -23,6 +23,8 @@ pub enum Fault {
     Client,
     /// An editor node failed or the suite cannot serve.
     Editor,
+    /// The WOPI host (Nextcloud) failed.
+    Host,
 }
 
 impl Fault {
@@ -32,6 +34,7 @@ impl Fault {
             Fault::None => "none",
             Fault::Client => "client",
             Fault::Editor => "editor",
+            Fault::Host => "host",
         }
     }
 }
@@ -61,6 +64,22 @@ pub enum Answer {
     BadWopiSrc(String),
     /// `WOPISrc` names an origin no organisation owns; nothing is contacted.
     UnknownOrigin(String),
+    /// An officeswitch file id whose organisation the rules no longer name.
+    UnknownFile,
+    /// A WOPI call whose token is missing, forged, expired or for another file (why).
+    BadToken(&'static str),
+    /// A WOPI call whose organisation or host URL the rules do not allow (why).
+    HostNotAllowed(String),
+    /// A WOPI call whose editor proof is missing or wrong (why). 500, as the WOPI
+    /// specification asks of a host refusing a proof.
+    BadProof(String),
+    /// The open form is larger than officeswitch accepts.
+    FormTooLarge,
+    /// The host (Nextcloud) refused, reset or broke the exchange, or answered something
+    /// officeswitch cannot pass on (why).
+    HostFailed(String),
+    /// The host did not answer in time.
+    HostTimeout,
     /// The format or action is not offered (why).
     NoAction(String),
     /// The pool has no node to send to.
@@ -87,7 +106,14 @@ impl Answer {
             Answer::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Answer::NotFound | Answer::NoAction(_) => StatusCode::NOT_FOUND,
             Answer::BadRequest(_) | Answer::BadWopiSrc(_) => StatusCode::BAD_REQUEST,
-            Answer::UnknownOrigin(_) => StatusCode::FORBIDDEN,
+            Answer::UnknownOrigin(_) | Answer::UnknownFile | Answer::HostNotAllowed(_) => {
+                StatusCode::FORBIDDEN
+            }
+            Answer::BadToken(_) => StatusCode::UNAUTHORIZED,
+            Answer::BadProof(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Answer::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Answer::HostFailed(_) => StatusCode::BAD_GATEWAY,
+            Answer::HostTimeout => StatusCode::GATEWAY_TIMEOUT,
             Answer::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Answer::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -106,7 +132,13 @@ impl Answer {
             | Answer::BadRequest(_)
             | Answer::BadWopiSrc(_)
             | Answer::UnknownOrigin(_)
+            | Answer::UnknownFile
+            | Answer::BadToken(_)
+            | Answer::HostNotAllowed(_)
+            | Answer::BadProof(_)
+            | Answer::FormTooLarge
             | Answer::NoAction(_) => Fault::Client,
+            Answer::HostFailed(_) | Answer::HostTimeout => Fault::Host,
             Answer::NothingToServe(_)
             | Answer::NoNode(_)
             | Answer::NoDiscovery(_)
@@ -121,6 +153,13 @@ impl Answer {
             Answer::BadRequest(why) => Some((*why).to_string()),
             Answer::BadWopiSrc(why) => Some(format!("bad WOPISrc: {why}")),
             Answer::UnknownOrigin(origin) => Some(format!("no organisation owns {origin}")),
+            Answer::UnknownFile => Some("the file id names no organisation".into()),
+            Answer::BadToken(why) => Some(format!("access token refused: {why}")),
+            Answer::HostNotAllowed(why) => Some(why.clone()),
+            Answer::BadProof(why) => Some(format!("proof refused: {why}")),
+            Answer::FormTooLarge => Some("open form too large".into()),
+            Answer::HostFailed(why) => Some(format!("host failed: {why}")),
+            Answer::HostTimeout => Some("host did not answer in time".into()),
             Answer::NoAction(why) => Some(why.clone()),
             Answer::NoNode(pool) => Some(format!("pool {pool} has no node")),
             Answer::NoDiscovery(pool) => Some(format!("pool {pool} has no discovery")),
@@ -150,6 +189,13 @@ impl Answer {
             Answer::UnknownOrigin(_) => {
                 text("this WOPISrc origin is not served by officeswitch\n".into())
             }
+            Answer::UnknownFile => text("this file is not served by officeswitch\n".into()),
+            Answer::BadToken(why) => text(format!("invalid access token: {why}\n")),
+            Answer::HostNotAllowed(_) => text("this host is not served by officeswitch\n".into()),
+            Answer::BadProof(why) => text(format!("invalid WOPI proof: {why}\n")),
+            Answer::FormTooLarge => text("the open form is too large\n".into()),
+            Answer::HostFailed(_) => text("the WOPI host failed\n".into()),
+            Answer::HostTimeout => text("the WOPI host did not answer in time\n".into()),
             Answer::NoAction(why) => text(format!("{why}\n")),
             Answer::NoNode(pool) => text(format!("no node of pool {pool} is available\n")),
             Answer::NoDiscovery(pool) => text(format!("pool {pool} is not ready\n")),

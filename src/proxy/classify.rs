@@ -6,7 +6,8 @@
 //!
 //! # URL spaces
 //! officeswitch's own paths come first (`/hosting/discovery`, `/hosting/capabilities`,
-//! `/healthz`, `/readyz`, `/officeswitch/open/...`). Then each suite's URL space, which do
+//! `/healthz`, `/readyz`, `/officeswitch/open/...`, and the WOPI host officeswitch plays
+//! towards editors: `/wopi/files/<id>[/contents]` and `/wopi/links/<id>`). Then each suite's URL space, which do
 //! not overlap except for `convert-to`: OnlyOffice also serves `/cool/convert-to`, but
 //! Nextcloud's server-side calls expect Collabora, so every `/cool/` and `/lool/` path is
 //! Collabora's. Sources: `../shared/notes/collabora.md` (coolwsd's
@@ -54,6 +55,41 @@ pub enum Class<'a> {
     Open,
     /// Traffic of one suite's URL space.
     Editor(EditorRequest<'a>),
+    /// A WOPI call from an editor to the officeswitch `WOPISrc` it was given.
+    Wopi(WopiCall<'a>),
+}
+
+/// A WOPI call an editor makes to officeswitch: which file id (still unchecked: the token
+/// decides) and which endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WopiCall<'a> {
+    /// The `{id}` path segment.
+    pub file_id: &'a str,
+    /// Which endpoint of that file.
+    pub endpoint: WopiEndpoint,
+}
+
+/// The WOPI endpoints officeswitch serves to editors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WopiEndpoint {
+    /// `/wopi/files/<id>`: CheckFileInfo (`GET`) and the `X-WOPI-Override` operations (`POST`).
+    File,
+    /// `/wopi/files/<id>/contents`: GetFile (`GET`) and PutFile (`POST`).
+    Contents,
+    /// `/wopi/links/<id>`: a host URL from a host response (`TemplateSource`, `FileUrl`,
+    /// settings), which editors fetch as given.
+    Link,
+}
+
+impl WopiEndpoint {
+    /// Short name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WopiEndpoint::File => "wopi_file",
+            WopiEndpoint::Contents => "wopi_contents",
+            WopiEndpoint::Link => "wopi_link",
+        }
+    }
 }
 
 /// A request in one suite's URL space: which suite, what kind of traffic, and what it
@@ -128,6 +164,7 @@ impl Class<'_> {
             Class::Unknown => "unknown",
             Class::Open => "open",
             Class::Editor(request) => request.kind.as_str(),
+            Class::Wopi(call) => call.endpoint.as_str(),
         }
     }
 
@@ -165,6 +202,10 @@ pub fn classify<'a>(
         } else {
             Class::WrongMethod
         };
+    }
+
+    if let Some(rest) = path.strip_prefix("/wopi/") {
+        return wopi_call(method, rest, is_upgrade);
     }
 
     let Some(found) = editor_path(path, is_upgrade) else {
@@ -221,6 +262,30 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
             Some(_) => None,
         }
     })
+}
+
+/// `/wopi/files/<id>`, `/wopi/files/<id>/contents` or `/wopi/links/<id>` (`rest` follows
+/// `/wopi/`), taking `GET`, `HEAD` and `POST`; anything else below `/wopi/` is unknown.
+fn wopi_call<'a>(method: &Method, rest: &'a str, is_upgrade: bool) -> Class<'a> {
+    let (space, tail) = split_segment(rest);
+    let Some(tail) = tail else {
+        return Class::Unknown;
+    };
+    let (file_id, below) = split_segment(tail);
+    let endpoint = match (space, below) {
+        ("files", None) => WopiEndpoint::File,
+        ("files", Some("contents")) => WopiEndpoint::Contents,
+        ("links", None) => WopiEndpoint::Link,
+        _ => return Class::Unknown,
+    };
+    if file_id.is_empty() || is_upgrade {
+        return Class::Unknown;
+    }
+    if method == Method::GET || method == Method::HEAD || method == Method::POST {
+        Class::Wopi(WopiCall { file_id, endpoint })
+    } else {
+        Class::WrongMethod
+    }
 }
 
 /// A path in a suite's URL space, before method checks.
@@ -765,7 +830,8 @@ mod tests {
             "/cool/",
             "/cool",
             "/cool/anything",
-            "/wopi/files/1",
+            "/wopi/files/1/contents/x",
+            "/wopi/",
             "/",
             "/robots.txt",
         ] {
@@ -960,6 +1026,48 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn wopi_calls_name_file_id_and_endpoint() {
+        let call = |method: Method, path| classify(&method, path, Some("access_token=t"), false);
+        let id = "ABCDEFGHabcdefgh0123456789_-abcd";
+        let files = format!("/wopi/files/{id}");
+        let contents = format!("/wopi/files/{id}/contents");
+        let link = format!("/wopi/links/{id}");
+        for (method, path, endpoint) in [
+            (Method::GET, &files, WopiEndpoint::File),
+            (Method::POST, &files, WopiEndpoint::File),
+            (Method::GET, &contents, WopiEndpoint::Contents),
+            (Method::POST, &contents, WopiEndpoint::Contents),
+            (Method::GET, &link, WopiEndpoint::Link),
+        ] {
+            assert_eq!(
+                call(method, path),
+                Class::Wopi(WopiCall {
+                    file_id: id,
+                    endpoint
+                }),
+                "{path}"
+            );
+        }
+        assert_eq!(call(Method::PUT, &contents), Class::WrongMethod);
+        for path in [
+            "/wopi/files/",
+            "/wopi/files",
+            "/wopi/",
+            "/wopi/files/x/contents/more",
+            "/wopi/files/x/other",
+            "/wopi/other/x",
+            "/wopi/links/x/contents",
+        ] {
+            assert_eq!(call(Method::GET, path), Class::Unknown, "{path}");
+        }
+        assert_eq!(
+            classify(&Method::GET, &files, None, true),
+            Class::Unknown,
+            "never upgraded"
+        );
     }
 
     #[test]

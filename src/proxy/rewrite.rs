@@ -102,7 +102,7 @@ pub fn response<B>(mut response: Response<B>, target: &Target, public_url: &Url)
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

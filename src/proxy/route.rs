@@ -8,13 +8,22 @@
 //!   `WOPISrc` (or OnlyOffice's `shardkey`) in the query: the same hash gives the same node,
 //!   so a document's page, assets, WebSockets and downloads all meet on one node, and
 //!   officeswitch instances agree without talking.
+//!
+//! The hash key of a document is its **file id** ([`TokenKeys::file_id`]): the open names
+//! the host's `WOPISrc`, from which the id is derived; the editor only ever sees
+//! officeswitch's `WOPISrc`, which ends in that id and whose first characters name the
+//! organisation ([`OrgTags`]). A host `WOPISrc` in editor traffic maps to the same id.
 //! - Versioned **assets** without a document go to a node that serves that version;
 //!   **stateless** calls (convert-to) are spread over the pool.
 //!
 //! No header or URL is changed here: that is [`super::rewrite`].
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use percent_encoding::percent_decode_str;
 use url::Url;
 
 use super::answer::Answer;
@@ -25,7 +34,8 @@ use crate::discovery::open_url::{FileFormat, OpenUrl};
 use crate::discovery::service::{Catalog, PoolSource, PoolState};
 use crate::rules::{Organisation, RuleSet};
 use crate::sticky::hrw;
-use crate::wopi::wopi_src::{self, DocRef};
+use crate::wopi::token::{self, TokenKeys};
+use crate::wopi::wopi_src::{self, DocRef, WopiSrc};
 
 /// Where a request goes.
 #[derive(Debug, Clone)]
@@ -40,6 +50,51 @@ pub struct Target {
     pub org: Option<String>,
     /// For opens: the chosen suite's `urlsrc` on the chosen node (placeholders still in).
     pub urlsrc: Option<String>,
+    /// For opens: the document, to mint its officeswitch `WOPISrc` and token.
+    pub document: Option<OpenedDocument>,
+}
+
+/// The document an open names, as token translation needs it.
+#[derive(Debug, Clone)]
+pub struct OpenedDocument {
+    /// Its file id (the hash key, the last segment of officeswitch's `WOPISrc`).
+    pub file_id: String,
+    /// The host's `WOPISrc` as the host wrote it (decoded once), which officeswitch
+    /// calls and signs for.
+    pub host_wopi_src: String,
+}
+
+/// Which organisation a file id belongs to: file ids start with their organisation's
+/// tag ([`TokenKeys::org_tag`]). Built once per rules generation (hundreds of HMACs, a
+/// fraction of a millisecond), so routing a file id is one map lookup.
+pub struct OrgTags {
+    rules: Arc<RuleSet>,
+    by_tag: HashMap<String, usize>,
+}
+
+impl OrgTags {
+    /// The tags of every organisation in `rules`.
+    pub fn new(rules: Arc<RuleSet>, tokens: &TokenKeys) -> OrgTags {
+        let by_tag = rules
+            .organisation_list()
+            .iter()
+            .enumerate()
+            .map(|(i, org)| (tokens.org_tag(org.name()), i))
+            .collect();
+        OrgTags { rules, by_tag }
+    }
+
+    /// Whether these tags were built for `rules`.
+    pub fn is_for(&self, rules: &Arc<RuleSet>) -> bool {
+        Arc::ptr_eq(&self.rules, rules)
+    }
+
+    /// The organisation whose tag starts `file_id`.
+    fn organisation(&self, file_id: &str) -> Option<&Organisation> {
+        let tag = file_id.get(..token::ORG_TAG_LEN)?;
+        let index = *self.by_tag.get(tag)?;
+        self.rules.organisation_list().get(index)
+    }
 }
 
 /// What the router reads: settings, rules and discoveries as of the request's start.
@@ -52,6 +107,12 @@ pub struct RouteContext<'a> {
     pub catalog: &'a Catalog,
     /// Round-robin counter for stateless requests.
     pub spread: &'a AtomicUsize,
+    /// Derives file ids from host `WOPISrc`s.
+    pub tokens: &'a TokenKeys,
+    /// Organisations by file id, for these rules.
+    pub org_tags: &'a OrgTags,
+    /// `{public_url}wopi/files/`: what officeswitch's own `WOPISrc`s start with.
+    pub files_base: &'a str,
 }
 
 impl RouteContext<'_> {
@@ -63,15 +124,23 @@ impl RouteContext<'_> {
     /// names, 503 when the suite has no node or no discovery.
     pub fn open(&self, path: &str, query: Option<&str>) -> Result<Target, Answer> {
         let open = OpenUrl::parse_path(path).ok_or(Answer::NotFound)?;
-        let (org, pool, ext, state, node) = with_document(query, |doc| {
-            let org = self.organisation(&doc)?;
-            let (pool, ext) = self.pool_for_format(org, &open.format)?;
-            let state = self.pool_state(pool)?;
-            let nodes = nodes_for(pool, Some(org));
-            let index = hrw::pick(doc.key, nodes).ok_or(Answer::NoNode(pool.name.clone()))?;
-            Ok((org, pool, ext, state, &nodes[index]))
-        })?
-        .ok_or(Answer::BadRequest("the open request has no WOPISrc"))?;
+        let raw = query
+            .and_then(|q| query_param(q, "WOPISrc"))
+            .ok_or(Answer::BadRequest("the open request has no WOPISrc"))?;
+        if wopi_src::own_file_id(raw, self.files_base).is_some() {
+            return Err(Answer::BadRequest(
+                "the open names an officeswitch WOPISrc, not the host's",
+            ));
+        }
+        let (org, file_id) = self
+            .document(query)?
+            .ok_or(Answer::BadRequest("the open request has no WOPISrc"))?;
+        let (pool, ext) = self.pool_for_format(org, &open.format)?;
+        let state = self.pool_state(pool)?;
+        let nodes = nodes_for(pool, Some(org));
+        let index =
+            hrw::pick(file_id.as_bytes(), nodes).ok_or(Answer::NoNode(pool.name.clone()))?;
+        let node = &nodes[index];
         let source =
             node_source(pool, state, node).ok_or_else(|| Answer::NoDiscovery(pool.name.clone()))?;
         let action = find_action(
@@ -96,6 +165,10 @@ impl RouteContext<'_> {
             node: node.clone(),
             org: Some(org.name().to_string()),
             urlsrc: Some(urlsrc),
+            document: Some(OpenedDocument {
+                file_id: file_id.into_owned(),
+                host_wopi_src: host_wopi_src(raw)?,
+            }),
         })
     }
 
@@ -116,14 +189,10 @@ impl RouteContext<'_> {
             .find(|p| p.kind == request.suite)
             .ok_or(Answer::NotFound)?;
         let no_node = || Answer::NoNode(pool.name.clone());
-        let by_document = with_document(query, |doc| {
-            let org = self.organisation(&doc)?;
+        let (node, org) = if let Some((org, file_id)) = self.document(query)? {
             let nodes = nodes_for(pool, Some(org));
-            let i = hrw::pick(doc.key, nodes).ok_or_else(no_node)?;
-            Ok((&nodes[i], org))
-        })?;
-        let (node, org) = if let Some((node, org)) = by_document {
-            (node.clone(), Some(org.name().to_string()))
+            let i = hrw::pick(file_id.as_bytes(), nodes).ok_or_else(no_node)?;
+            (nodes[i].clone(), Some(org.name().to_string()))
         } else if let Some(shard) = request.key {
             // OnlyOffice's non-WOPI shard key: an opaque document key, same hash.
             let i = hrw::pick(shard.as_bytes(), &pool.nodes).ok_or_else(no_node)?;
@@ -143,7 +212,39 @@ impl RouteContext<'_> {
             node,
             org,
             urlsrc: None,
+            document: None,
         })
+    }
+
+    /// The document a request's `WOPISrc` names: its organisation and file id; `None`
+    /// without a `WOPISrc`. officeswitch's own `WOPISrc` (what editors carry) gives its
+    /// id without allocating; a host `WOPISrc` (opens) is checked, its organisation found
+    /// by origin, and its id derived.
+    ///
+    /// # Errors
+    /// 400 for an unusable `WOPISrc` or a malformed file id, 403 for an origin or file id
+    /// no organisation owns.
+    fn document<'q>(
+        &self,
+        query: Option<&'q str>,
+    ) -> Result<Option<(&Organisation, Cow<'q, str>)>, Answer> {
+        let Some(raw) = query.and_then(|q| query_param(q, "WOPISrc")) else {
+            return Ok(None);
+        };
+        if let Some(id) = wopi_src::own_file_id(raw, self.files_base) {
+            if !token::is_file_id(id) {
+                return Err(Answer::BadWopiSrc("malformed file id".into()));
+            }
+            let org = self.org_tags.organisation(id).ok_or(Answer::UnknownFile)?;
+            return Ok(Some((org, Cow::Borrowed(id))));
+        }
+        let (org, id) = wopi_src::with_key(raw, |doc| {
+            let org = self.organisation(&doc)?;
+            let key = std::str::from_utf8(doc.key).unwrap_or_default();
+            Ok((org, self.tokens.file_id(org.name(), key)))
+        })
+        .map_err(|e| Answer::BadWopiSrc(e.to_string()))??;
+        Ok(Some((org, Cow::Owned(id))))
     }
 
     /// The organisation owning the document's origin, or 403.
@@ -222,22 +323,18 @@ impl RouteContext<'_> {
     }
 }
 
-/// Runs `f` on the document a request names (its `WOPISrc` query parameter: origin and
-/// key, read without allocating for the usual spellings, see [`wopi_src::with_key`]);
-/// `None` when the request names none.
+/// The host's `WOPISrc` as the host wrote it: `raw` decoded once, when that is the
+/// URL [`WopiSrc::parse`] accepts; else (encoded more than once) the parsed URL.
 ///
 /// # Errors
-/// 400 when the parameter is present but not a usable WOPISrc; else what `f` returns.
-fn with_document<R>(
-    query: Option<&str>,
-    f: impl FnOnce(DocRef<'_>) -> Result<R, Answer>,
-) -> Result<Option<R>, Answer> {
-    let Some(raw) = query.and_then(|q| query_param(q, "WOPISrc")) else {
-        return Ok(None);
-    };
-    wopi_src::with_key(raw, f)
-        .map_err(|e| Answer::BadWopiSrc(e.to_string()))?
-        .map(Some)
+/// 400 when `raw` is not a usable `WOPISrc`.
+fn host_wopi_src(raw: &str) -> Result<String, Answer> {
+    let parsed = WopiSrc::parse(raw).map_err(|e| Answer::BadWopiSrc(e.to_string()))?;
+    let once = percent_decode_str(raw).decode_utf8_lossy();
+    match WopiSrc::parse(&once) {
+        Ok(same) if same == parsed && !once.contains('%') => Ok(once.into_owned()),
+        _ => Ok(parsed.url().to_string()),
+    }
 }
 
 /// The nodes `org` may use in `pool`: its pinned subset, else all.
@@ -382,6 +479,7 @@ mod tests {
             name: "collabora".into(),
             kind: SuiteKind::Collabora,
             nodes: nodes.clone(),
+            proof: Default::default(),
         };
         // A rolling upgrade: nodes 1 and 3 run the new version.
         let state = PoolState {
@@ -407,11 +505,20 @@ mod tests {
         )
         .unwrap();
         let spread = AtomicUsize::new(0);
+        let rules = Arc::new(rules);
+        let tokens = TokenKeys::new(
+            crate::wopi::token::TokenSecret::from_bytes(&[1; 32]).unwrap(),
+            None,
+        );
+        let org_tags = OrgTags::new(Arc::clone(&rules), &tokens);
         let ctx = RouteContext {
             pools: std::slice::from_ref(&pool),
             rules: &rules,
             catalog: &catalog,
             spread: &spread,
+            tokens: &tokens,
+            org_tags: &org_tags,
+            files_base: "https://os.example/wopi/files/",
         };
         for version in ["aaa111", "bbb222"] {
             let serving: Vec<&Url> = match version {

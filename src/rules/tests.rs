@@ -14,6 +14,7 @@ fn pools() -> Vec<PoolConfig> {
             name: "collabora".into(),
             kind: SuiteKind::Collabora,
             nodes: vec![url("http://127.0.0.1:9980/"), url("http://127.0.0.1:9981/")],
+            proof: Default::default(),
         },
         PoolConfig {
             name: "onlyoffice".into(),
@@ -22,6 +23,7 @@ fn pools() -> Vec<PoolConfig> {
                 url("http://127.0.0.1:8000/"),
                 url("https://oo.example.org/prefix/"),
             ],
+            proof: Default::default(),
         },
     ]
 }

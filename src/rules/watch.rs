@@ -269,6 +269,7 @@ mod tests {
                     SuiteKind::OnlyOffice
                 },
                 nodes: vec![Url::parse("http://127.0.0.1:9980/").unwrap()],
+                proof: Default::default(),
             })
             .collect()
     }

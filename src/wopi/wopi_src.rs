@@ -555,9 +555,88 @@ fn has_control(bytes: &[u8]) -> bool {
                 .any(|w| w[0] == 0xc2 && (0x80..0xa0).contains(&w[1])))
 }
 
+/// The file id of a `WOPISrc` officeswitch minted itself, `{files_base}{id}`, where
+/// `files_base` is `{public_url}wopi/files/`; `None` for any other value. `raw` is the
+/// query parameter as it came: plain, or percent-encoded up to three times; the usual
+/// once-encoded form is read without allocating. The id is only taken here, not checked:
+/// the caller checks its form, and the token decides whether it is any good.
+pub fn own_file_id<'a>(raw: &'a str, files_base: &str) -> Option<&'a str> {
+    let usable = |id: &str| !id.is_empty() && !id.contains(['%', '/']);
+    // Plain (`.../files/<id>`) or encoded once (`...%2Ffiles%2F<id>`): no allocation.
+    let slash = raw.rfind('/').map(|i| i + 1);
+    let encoded = raw
+        .rfind("%2F")
+        .max(raw.rfind("%2f"))
+        .map(|i| i + "%2F".len());
+    if let Some(start) = slash.max(encoded) {
+        let id = &raw[start..];
+        if usable(id) && decodes_to(&raw.as_bytes()[..start], files_base) {
+            return Some(id);
+        }
+    }
+    // Encoded more than once: decode (allocating) and compare. The id has no `%`, so it
+    // is the same suffix of `raw` in every spelling.
+    let mut decoded = Cow::Borrowed(raw);
+    for _ in 0..MAX_DECODE_ROUNDS {
+        if !decoded.contains('%') {
+            break;
+        }
+        decoded = Cow::Owned(
+            percent_decode(decoded.as_bytes())
+                .decode_utf8()
+                .ok()?
+                .into_owned(),
+        );
+    }
+    let start = decoded.rfind('/')? + 1;
+    let id = &decoded[start..];
+    (usable(id) && decodes_to(&decoded.as_bytes()[..start], files_base))
+        .then(|| &raw[raw.len() - id.len()..])
+}
+
+/// Whether `encoded`, percent-decoded once, is `expected` (ASCII case-insensitive).
+fn decodes_to(encoded: &[u8], expected: &str) -> bool {
+    let mut decoded = percent_decode(encoded);
+    let mut expected = expected.bytes();
+    loop {
+        match (decoded.next(), expected.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a.eq_ignore_ascii_case(&b) => {}
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_file_ids_are_read_in_every_spelling() {
+        let base = "https://os.example/wopi/files/";
+        let id = "ABCDEFGHabcdefgh0123456789_-abcd";
+        for raw in [
+            format!("https://os.example/wopi/files/{id}"),
+            format!("https%3A%2F%2Fos.example%2Fwopi%2Ffiles%2F{id}"),
+            format!("https%3a%2f%2fOS.EXAMPLE%2fwopi%2ffiles%2f{id}"),
+            format!("https%253A%252F%252Fos.example%252Fwopi%252Ffiles%252F{id}"),
+        ] {
+            assert_eq!(own_file_id(&raw, base), Some(id), "{raw}");
+        }
+        for raw in [
+            format!("https://other.example/wopi/files/{id}"),
+            format!("https://os.example/wopi/files/x/{id}"),
+            format!("http://os.example/wopi/files/{id}"),
+            format!("https://os.example/index.php/apps/richdocuments/wopi/files/{id}"),
+            "https://os.example/wopi/files/".to_string(),
+            "https%3A%2F%2Fos.example%2Fwopi%2Ffiles%2F".to_string(),
+            String::new(),
+            "%".to_string(),
+            "%2".to_string(),
+        ] {
+            assert_eq!(own_file_id(&raw, base), None, "{raw}");
+        }
+    }
 
     const NC: &str = "https://nc.example.com/index.php/apps/richdocuments/wopi/files/42_ocabc123";
 

@@ -27,3 +27,6 @@ mod reload;
 
 /// Streaming: 1 GiB each way in bounded memory, WebSocket order and close, slow clients (issue 3).
 mod streaming;
+
+/// WOPI token translation, proof verification and re-signing (issue 4).
+mod wopi;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 
 use crate::support::client::{self, Reply, encode, post_form};
-use crate::support::editor::{StandInEditor, Suite};
+use crate::support::editor::{EditorPage, StandInEditor, Suite};
 use crate::support::nextcloud::StandInNextcloud;
 use crate::support::officeswitch::{Builder, OfficeSwitch};
 use crate::support::richdocuments::RichdocumentsView;
@@ -100,7 +100,8 @@ async fn docx_opens_on_onlyoffice_and_odt_on_collabora() {
         "odt went to {:?}",
         odt.node()
     );
-    // The editor saw the host's WOPISrc and was told to build URLs on officeswitch.
+    // The editor saw officeswitch's WOPISrc, never the host's, and was told to build URLs
+    // on officeswitch.
     let node = lab
         .oo
         .iter()
@@ -113,7 +114,12 @@ async fn docx_opens_on_onlyoffice_and_odt_on_collabora() {
         .expect("OnlyOffice got the open POST");
     assert!(
         open.path_and_query
-            .contains(&encode(&lab.nc.wopi_src("1_oc"))),
+            .contains(&encode(&format!("{}/wopi/files/", lab.os.public_url))),
+        "{}",
+        open.path_and_query
+    );
+    assert!(
+        !open.path_and_query.contains(&encode(&lab.nc.origin())),
         "{}",
         open.path_and_query
     );
@@ -161,7 +167,14 @@ async fn every_request_of_a_document_reaches_the_node_of_its_open() {
         let open = lab.open(ODT, &src).await;
         let node = open.node().expect("node").to_string();
         nodes_used.insert(node.clone());
+        // What the editor's browser traffic carries: officeswitch's WOPISrc.
+        let own = EditorPage::parse(&open.body).wopi_src;
+        assert!(own.starts_with(&lab.os.public_url), "{own}");
+        let own = encode(&own);
         for path in [
+            format!("/cool/{own}/download/x.pdf?WOPISrc={own}"),
+            format!("/cool/clipboard?WOPISrc={own}&ServerId=x&ViewId=0&Tag=t"),
+            format!("/browser/61cf2b4/cool.html?WOPISrc={}", encode(&own)),
             format!("/cool/{enc}/download/report.pdf?WOPISrc={enc}"),
             format!("/cool/clipboard?WOPISrc={enc}&ServerId=x&ViewId=0&Tag=t"),
             format!("/browser/61cf2b4/cool.html?WOPISrc={}", encode(&enc)),

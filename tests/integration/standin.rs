@@ -3,8 +3,10 @@
 //! relies on, every fault mode does what it says, stop/restart behave like a crashed and
 //! restarted editor, the editor URL space (pages calling CheckFileInfo, WebSockets,
 //! streaming convert and download, the clipboard's ServerId check) speaks the real wire
-//! protocol, and the stand-in Nextcloud answers WOPI as richdocuments does. Plus a round
-//! trip through the test certificates.
+//! protocol, the stand-in Nextcloud answers WOPI as richdocuments does (proof checks, 423
+//! lock conflicts, the 1010 timestamp conflict, broken uploads never stored), and the
+//! editors' WOPI client reaches it end to end. Plus a round trip through the test
+//! certificates.
 
 use std::error::Error;
 use std::sync::{Arc, OnceLock};
@@ -27,11 +29,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::certs::TestCerts;
 use crate::support::editor::{
-    COLLABORA_VERSION_HASH, CheckFileInfoOutcome, EditorPage, Fault, NODE_HEADER,
-    ONLYOFFICE_EDITORS, ONLYOFFICE_VERSION, StandInEditor, Suite, VERSION_HEADER,
-    encode_uri_component, onlyoffice_discovery, pattern_stream, proof_message,
+    COLLABORA_VERSION_HASH, CallOptions, CheckFileInfoOutcome, EditorPage, EditorSession, Fault,
+    NO_ANSWER, NODE_HEADER, ONLYOFFICE_EDITORS, ONLYOFFICE_VERSION, PutBody, Signing,
+    StandInEditor, Suite, VERSION_HEADER, WOPI_CALL_TIMEOUT, WopiCall, encode_uri_component,
+    onlyoffice_discovery, pattern_stream, proof_message, utf7_encode,
 };
-use crate::support::nextcloud::{ProofCheck, StandInNextcloud, WopiOperation};
+use crate::support::nextcloud::{
+    ProofCheck, ProofMatch, PutFault, StandInNextcloud, WopiOperation, WopiRequest,
+};
 use crate::support::{fixture, trace_init};
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -1088,7 +1093,7 @@ async fn editor_pages_call_check_file_info_on_the_host() {
         assert_eq!(request.operation, Some(WopiOperation::CheckFileInfo));
         assert_eq!(request.status, Some(StatusCode::OK));
         assert_eq!(request.access_token().as_deref(), Some(token));
-        let ProofCheck::Unverified(proof) = &request.proof else {
+        let ProofCheck::NotChecked(proof) = &request.proof else {
             panic!("no proof headers: {:?}", request.headers);
         };
         assert_eq!(proof.url, format!("{wopi_src}?access_token={token}"));
@@ -1707,7 +1712,7 @@ async fn nextcloud_refuses_unknown_tokens() {
 }
 
 #[tokio::test]
-async fn nextcloud_locks_conflict_with_409_and_the_current_lock() {
+async fn nextcloud_locks_conflict_with_423_as_richdocuments() {
     trace_init();
     let nextcloud = nextcloud_with_file("token").await;
     let client = body_client();
@@ -1726,26 +1731,28 @@ async fn nextcloud_locks_conflict_with_409_and_the_current_lock() {
         }
         request.body(full_body("body")).unwrap()
     };
-    // (request, expected status, expected X-WOPI-Lock in the answer)
+    // (request, expected status, expected X-WOPI-Lock in the answer: None = absent).
+    // Conflicts are 423 without X-WOPI-Lock, as richdocuments answers them; a PutFile
+    // blocked by a lock gets 423 `{"message":"File locked"}`.
     let steps = [
         (wopi(&file, "GET_LOCK", None, None), 200, Some("")),
         (wopi(&file, "LOCK", Some("A"), None), 200, None),
         (wopi(&file, "LOCK", Some("A"), None), 200, None),
-        (wopi(&file, "LOCK", Some("B"), None), 409, Some("A")),
-        (wopi(&file, "REFRESH_LOCK", Some("B"), None), 409, Some("A")),
+        (wopi(&file, "LOCK", Some("B"), None), 423, None),
+        (wopi(&file, "REFRESH_LOCK", Some("B"), None), 423, None),
         (wopi(&file, "REFRESH_LOCK", Some("A"), None), 200, None),
-        (wopi(&contents, "PUT", Some("B"), None), 409, Some("A")),
-        (wopi(&contents, "PUT", None, None), 409, Some("A")),
+        (wopi(&contents, "PUT", Some("B"), None), 423, None),
+        (wopi(&contents, "PUT", None, None), 423, None),
         (wopi(&contents, "PUT", Some("A"), None), 200, None),
         (wopi(&file, "GET_LOCK", None, None), 200, Some("A")),
-        (wopi(&file, "LOCK", Some("C"), Some("B")), 409, Some("A")),
+        (wopi(&file, "LOCK", Some("C"), Some("B")), 423, None),
         (wopi(&file, "LOCK", Some("C"), Some("A")), 200, None),
-        (wopi(&file, "UNLOCK", Some("A"), None), 409, Some("C")),
+        (wopi(&file, "UNLOCK", Some("A"), None), 423, None),
         (wopi(&file, "LOCK", None, None), 400, None),
         (wopi(&file, "UNLOCK", Some("C"), None), 200, None),
-        (wopi(&file, "UNLOCK", Some("C"), None), 409, Some("")),
+        (wopi(&file, "UNLOCK", Some("C"), None), 423, None),
         (wopi(&file, "GET_LOCK", None, None), 200, Some("")),
-        (wopi(&file, "RENAME_FILE", Some("C"), None), 501, None),
+        (wopi(&file, "NOT_AN_OVERRIDE", Some("C"), None), 501, None),
         // Unlocked again: PutFile needs no lock (as richdocuments).
         (wopi(&contents, "PUT", None, None), 200, None),
     ];
@@ -1762,15 +1769,16 @@ async fn nextcloud_locks_conflict_with_409_and_the_current_lock() {
             "{what}: {}",
             response.text()
         );
-        if let Some(lock) = lock {
-            assert_eq!(
-                response
-                    .headers
-                    .get("x-wopi-lock")
-                    .map(|v| v.to_str().unwrap()),
-                Some(lock),
-                "{what}"
-            );
+        assert_eq!(
+            response
+                .headers
+                .get("x-wopi-lock")
+                .map(|v| v.to_str().unwrap()),
+            lock,
+            "{what}"
+        );
+        if status == 423 && what.contains("PUT") {
+            assert_eq!(response.text(), r#"{"message":"File locked"}"#, "{what}");
         }
     }
     assert_eq!(nextcloud.lock_of(FILE_ID), None);
@@ -1783,5 +1791,809 @@ async fn nextcloud_locks_conflict_with_409_and_the_current_lock() {
     assert_eq!(operations[0], WopiOperation::GetLock);
     assert_eq!(operations[1], WopiOperation::Lock);
     assert_eq!(operations[6], WopiOperation::PutFile);
+    nextcloud.stop().await;
+}
+
+// ---- The editors' WOPI client against the stand-in Nextcloud, proofs verified ----
+
+/// Opens `file_id` on `editor` as richdocuments does (form POST to the urlsrc, `WOPISrc`
+/// in the query; OnlyOffice's key lower-cased) and returns the session the editor kept.
+async fn open_session(
+    editor: &StandInEditor,
+    nextcloud: &StandInNextcloud,
+    file_id: &str,
+    token: &str,
+) -> EditorSession {
+    let encoded = encode_uri_component(&nextcloud.wopi_src(file_id));
+    let path = match editor.suite() {
+        Suite::Collabora => {
+            format!("/browser/{COLLABORA_VERSION_HASH}/cool.html?WOPISrc={encoded}&lang=en")
+        }
+        Suite::OnlyOffice => format!("/hosting/wopi/word/edit?wopisrc={encoded}&lang=en"),
+    };
+    let page = send_body(
+        &body_client(),
+        open_request(&format!("{}{path}", editor.url()), token),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+    let session = editor.last_session().expect("the editor kept the session");
+    assert_eq!(
+        session,
+        EditorSession {
+            wopi_src: nextcloud.wopi_src(file_id),
+            access_token: token.to_owned(),
+            access_token_ttl: "1700000000".to_owned(),
+            node: editor.url(),
+        }
+    );
+    session
+}
+
+/// A Nextcloud verifying proofs against `key` (as current and old key).
+async fn verifying_nextcloud(key: &PublicProofKey) -> StandInNextcloud {
+    let nextcloud = StandInNextcloud::start().await;
+    nextcloud.verify_proofs_with(Some((key.clone(), key.clone())));
+    nextcloud
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The last request the host logged with this operation.
+fn last_request(nextcloud: &StandInNextcloud, operation: &WopiOperation) -> WopiRequest {
+    nextcloud
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.operation.as_ref() == Some(operation))
+        .unwrap_or_else(|| panic!("no {operation:?} logged"))
+}
+
+/// Waits (up to 5 s) until the host has logged how the last request with `operation`
+/// ended: its status, or why it got none.
+async fn settled(nextcloud: &StandInNextcloud, operation: &WopiOperation) -> WopiRequest {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let request = last_request(nextcloud, operation);
+        if request.status.is_some() || request.aborted.is_some() {
+            return request;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{operation:?} never settled: {request:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// open -> CheckFileInfo -> GetFile -> Lock -> PutFile -> Unlock -> PutRelativeFile, for a
+/// docx on OnlyOffice and an odt on Collabora, editor straight to host, every call signed
+/// and verified by the host as richdocuments does.
+#[tokio::test]
+async fn wopi_flow_from_editor_to_nextcloud_with_verified_proofs() {
+    trace_init();
+    for (suite, name) in [
+        (Suite::OnlyOffice, "report.docx"),
+        (Suite::Collabora, "report.odt"),
+    ] {
+        let editor = StandInEditor::start_with_key(suite, shared_key()).await;
+        assert!(editor.signs());
+        let nextcloud = verifying_nextcloud(editor.public_key()).await;
+        let original = format!("{name} original bytes").into_bytes();
+        nextcloud.add_file(FILE_ID, name, original.clone());
+        let token = "flow-token_1";
+        nextcloud.grant(FILE_ID, token);
+        let session = open_session(&editor, &nextcloud, FILE_ID, token).await;
+        // The page's own CheckFileInfo passed verification.
+        assert_eq!(
+            editor.check_file_infos()[0].outcome.status(),
+            Some(StatusCode::OK),
+            "{suite:?}"
+        );
+
+        let info = editor.wopi(&session, WopiCall::CheckFileInfo).await;
+        assert_eq!(info.status, StatusCode::OK, "{suite:?}: {}", info.text());
+        let info = info.json().unwrap();
+        assert_eq!(info["BaseFileName"], name);
+        assert_eq!(info["UserId"], "user-flow-tok");
+        assert_eq!(info["SupportsLocks"], true);
+        assert_eq!(info["SupportsUpdate"], true);
+        assert_eq!(info["HasContentRange"], true);
+        assert_eq!(
+            info["LastModifiedTime"].as_str(),
+            nextcloud.last_modified_of(FILE_ID).as_deref()
+        );
+        assert_eq!(
+            info["UserExtraInfo"]["avatar"],
+            format!("{}/index.php/avatar/user-flow-tok/64", nextcloud.origin())
+        );
+        let settings = info["UserSettings"]["uri"].as_str().unwrap();
+        assert!(
+            settings.starts_with(&format!(
+                "{}/index.php/apps/richdocuments/wopi/settings?type=userconfig&access_token=",
+                nextcloud.origin()
+            )),
+            "{settings}"
+        );
+        assert!(info.get("TemplateSource").is_none());
+
+        let got = editor
+            .wopi(
+                &session,
+                WopiCall::GetFile {
+                    max_expected_size: Some(1 << 20),
+                },
+            )
+            .await;
+        assert_eq!(got.status, StatusCode::OK);
+        assert_eq!(
+            (got.body_len, got.body_sha256.as_str()),
+            (original.len() as u64, sha256_hex(&original).as_str())
+        );
+
+        let lock = format!("{suite:?}-lock");
+        let locked = editor
+            .wopi(&session, WopiCall::Lock { lock: lock.clone() })
+            .await;
+        assert_eq!(locked.status, StatusCode::OK);
+        assert_eq!(nextcloud.lock_of(FILE_ID), Some(lock.clone()));
+
+        // A streamed upload larger than what the host keeps, then a small one it keeps.
+        let big = 3 * 1024 * 1024 + 5;
+        let put = editor
+            .wopi(
+                &session,
+                WopiCall::PutFile {
+                    lock: Some(lock.clone()),
+                    body: PutBody::Pattern(big),
+                },
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::OK, "{suite:?}: {}", put.text());
+        assert!(put.json().unwrap()["LastModifiedTime"].is_string());
+        let put_request = last_request(&nextcloud, &WopiOperation::PutFile);
+        match suite {
+            Suite::Collabora => {
+                assert_eq!(
+                    put_request.headers["x-cool-wopi-timestamp"],
+                    info["LastModifiedTime"].as_str().unwrap(),
+                    "Collabora sends the LastModifiedTime it saw"
+                );
+                assert_eq!(put_request.headers["x-cool-wopi-ismodifiedbyuser"], "true");
+            }
+            Suite::OnlyOffice => {
+                assert_eq!(put_request.headers["x-wopi-editors"], "user-flow-tok");
+                assert!(put_request.headers.contains_key("x-wopi-correlationid"));
+            }
+        }
+        let small = b"edited contents".to_vec();
+        let put = editor
+            .wopi(
+                &session,
+                WopiCall::PutFile {
+                    lock: Some(lock.clone()),
+                    body: PutBody::Bytes(small.clone()),
+                },
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::OK, "{suite:?}: {}", put.text());
+        assert_eq!(
+            nextcloud.puts(),
+            [
+                (FILE_ID.to_owned(), big, pattern_digest(big).await.1),
+                (FILE_ID.to_owned(), small.len() as u64, sha256_hex(&small)),
+            ]
+        );
+        let got = editor
+            .wopi(
+                &session,
+                WopiCall::GetFile {
+                    max_expected_size: None,
+                },
+            )
+            .await;
+        assert_eq!(
+            (got.status, got.body.as_ref()),
+            (StatusCode::OK, &small[..])
+        );
+
+        let unlocked = editor
+            .wopi(&session, WopiCall::Unlock { lock: lock.clone() })
+            .await;
+        assert_eq!(unlocked.status, StatusCode::OK);
+        assert_eq!(nextcloud.lock_of(FILE_ID), None);
+
+        let extension = name.rsplit_once('.').unwrap().1;
+        let copy = editor
+            .wopi(
+                &session,
+                WopiCall::PutRelativeFile {
+                    suggested_target: format!("Copy of report.{extension}"),
+                    body: PutBody::Bytes(b"copy".to_vec()),
+                },
+            )
+            .await;
+        assert_eq!(copy.status, StatusCode::OK, "{suite:?}: {}", copy.text());
+        let copy = copy.json().unwrap();
+        assert_eq!(copy["Name"], format!("Copy of report.{extension}"));
+        let url = copy["Url"].as_str().unwrap();
+        let (new_src, query) = url.split_once('?').unwrap();
+        let new_id = new_src.rsplit('/').next().unwrap();
+        assert_eq!(new_src, nextcloud.wopi_src(new_id));
+        assert!(new_id.ends_with("_ocabc123"), "{new_id}");
+        assert!(copy["HostEditUrl"].as_str().unwrap().contains("fileid="));
+        let new_token = query.strip_prefix("access_token=").unwrap();
+        assert_eq!(
+            nextcloud.user_of(new_token).as_deref(),
+            Some("user-flow-tok"),
+            "a token for the same user"
+        );
+        // The editor goes on with the new file, as after "Save as".
+        let new_session = EditorSession {
+            wopi_src: new_src.to_owned(),
+            access_token: new_token.to_owned(),
+            ..session.clone()
+        };
+        let new_info = editor.wopi(&new_session, WopiCall::CheckFileInfo).await;
+        assert_eq!(new_info.status, StatusCode::OK);
+        assert_eq!(
+            new_info.json().unwrap()["BaseFileName"],
+            format!("Copy of report.{extension}")
+        );
+        assert_eq!(nextcloud.contents_of(new_id).unwrap(), &b"copy"[..]);
+        assert_eq!(
+            nextcloud.put_records().last().unwrap().operation,
+            WopiOperation::PutRelativeFile
+        );
+
+        // Every call was signed and verified; a rotation-aware host accepts it too.
+        let requests = nextcloud.requests();
+        assert_eq!(requests.len(), 10, "{suite:?}");
+        for request in &requests {
+            assert_eq!(
+                request.proof,
+                ProofCheck::Valid(ProofMatch::Current),
+                "{suite:?} {:?}",
+                request.operation
+            );
+            assert_eq!(request.status, Some(StatusCode::OK));
+        }
+        let other = ProofKey::generate().unwrap();
+        nextcloud.verify_proofs_with(Some((other.public().clone(), editor.public_key().clone())));
+        assert_eq!(
+            editor.wopi(&session, WopiCall::GetLock).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            last_request(&nextcloud, &WopiOperation::GetLock).proof,
+            ProofCheck::Valid(ProofMatch::OldKey)
+        );
+        editor.stop().await;
+        nextcloud.stop().await;
+    }
+}
+
+/// Missing, wrong-key, stale and tampered proofs get 500 `[]` and change nothing, as
+/// richdocuments' middleware answers; the settings endpoint is never checked.
+#[tokio::test]
+async fn bad_proofs_get_500_and_the_operation_is_not_performed() {
+    trace_init();
+    let editor = StandInEditor::start_with_key(Suite::Collabora, shared_key()).await;
+    let nextcloud = verifying_nextcloud(editor.public_key()).await;
+    nextcloud.add_file(FILE_ID, "report.odt", b"odt bytes".to_vec());
+    nextcloud.grant(FILE_ID, "token");
+    let session = open_session(&editor, &nextcloud, FILE_ID, "token").await;
+
+    for signing in [
+        Signing::None,
+        Signing::WrongKey,
+        Signing::Stale,
+        Signing::Tampered,
+    ] {
+        let options = CallOptions {
+            signing,
+            ..CallOptions::default()
+        };
+        let lock = WopiCall::Lock {
+            lock: "L".to_owned(),
+        };
+        let reply = editor.wopi_with(&session, lock, options.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{signing:?}"
+        );
+        assert_eq!(reply.json(), Some(serde_json::json!([])), "{signing:?}");
+        assert_eq!(nextcloud.lock_of(FILE_ID), None, "{signing:?}");
+        let verdict = last_request(&nextcloud, &WopiOperation::Lock).proof;
+        match signing {
+            Signing::None => assert_eq!(verdict, ProofCheck::Missing),
+            Signing::Stale => assert_eq!(
+                verdict,
+                ProofCheck::Invalid("X-WOPI-TimeStamp is older than 20 minutes".to_owned())
+            ),
+            _ => assert!(
+                matches!(&verdict, ProofCheck::Invalid(reason) if reason.starts_with("no proof verifies")),
+                "{signing:?}: {verdict:?}"
+            ),
+        }
+
+        // An upload with a bad proof: refused, its body read and dropped, nothing stored.
+        let put = WopiCall::PutFile {
+            lock: None,
+            body: PutBody::Pattern(200_000),
+        };
+        let reply = editor.wopi_with(&session, put, options).await;
+        assert_eq!(
+            (reply.status, reply.error.as_deref()),
+            (StatusCode::INTERNAL_SERVER_ERROR, None),
+            "{signing:?}"
+        );
+        assert_eq!(
+            last_request(&nextcloud, &WopiOperation::PutFile).body_bytes,
+            Some(200_000)
+        );
+    }
+    assert!(nextcloud.puts().is_empty());
+    assert_eq!(nextcloud.version_of(FILE_ID), Some(1));
+
+    // A token the host does not know, correctly signed: the proof passes, the token not.
+    let stranger = CallOptions {
+        token: Some("stranger".to_owned()),
+        ..CallOptions::default()
+    };
+    let reply = editor
+        .wopi_with(&session, WopiCall::CheckFileInfo, stranger)
+        .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        last_request(&nextcloud, &WopiOperation::CheckFileInfo).proof,
+        ProofCheck::Valid(ProofMatch::Current)
+    );
+
+    // Settings are reached without proof; a template is not (richdocuments checks it).
+    nextcloud.add_file_from_template("50_ocabc123", "new.odt", "7", b"template".to_vec());
+    nextcloud.grant("50_ocabc123", "token");
+    let new_session = open_session(&editor, &nextcloud, "50_ocabc123", "token").await;
+    let info = editor
+        .wopi(&new_session, WopiCall::CheckFileInfo)
+        .await
+        .json()
+        .unwrap();
+    let settings = editor
+        .wopi(
+            &new_session,
+            WopiCall::Fetch {
+                url: info["UserSettings"]["uri"].as_str().unwrap().to_owned(),
+            },
+        )
+        .await;
+    assert_eq!(settings.status, StatusCode::OK, "{}", settings.text());
+    assert_eq!(
+        last_request(&nextcloud, &WopiOperation::GetSettings).proof,
+        ProofCheck::Missing
+    );
+    let template = editor
+        .wopi(
+            &new_session,
+            WopiCall::Fetch {
+                url: info["TemplateSource"].as_str().unwrap().to_owned(),
+            },
+        )
+        .await;
+    assert_eq!(template.status, StatusCode::INTERNAL_SERVER_ERROR);
+
+    // An unsigned OnlyOffice publishes no key and sends only a timestamp: refused.
+    let unsigned = StandInEditor::start_unsigned(Suite::OnlyOffice).await;
+    assert!(!unsigned.signs());
+    assert!(
+        parse_discovery(unsigned.discovery_xml())
+            .unwrap()
+            .proof_key
+            .is_none()
+    );
+    let session = open_session(&unsigned, &nextcloud, FILE_ID, "token").await;
+    assert_eq!(
+        unsigned.check_file_infos()[0].outcome.status(),
+        Some(StatusCode::INTERNAL_SERVER_ERROR)
+    );
+    let reply = unsigned.wopi(&session, WopiCall::CheckFileInfo).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let request = last_request(&nextcloud, &WopiOperation::CheckFileInfo);
+    assert_eq!(request.proof, ProofCheck::Missing);
+    assert!(request.headers.contains_key("x-wopi-timestamp"));
+    // The same host without verification serves it.
+    nextcloud.verify_proofs_with(None);
+    let reply = unsigned.wopi(&session, WopiCall::CheckFileInfo).await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    unsigned.stop().await;
+    editor.stop().await;
+    nextcloud.stop().await;
+}
+
+/// Two sessions fight over the lock: 423 without `X-WOPI-Lock`, as richdocuments.
+#[tokio::test]
+async fn lock_conflicts_between_sessions_get_423() {
+    trace_init();
+    let editor = StandInEditor::start_with_key(Suite::OnlyOffice, shared_key()).await;
+    let nextcloud = verifying_nextcloud(editor.public_key()).await;
+    nextcloud.add_file(FILE_ID, "report.docx", b"docx".to_vec());
+    nextcloud.grant(FILE_ID, "first");
+    nextcloud.grant(FILE_ID, "second");
+    let first = open_session(&editor, &nextcloud, FILE_ID, "first").await;
+    let second = open_session(&editor, &nextcloud, FILE_ID, "second").await;
+    assert_eq!(editor.sessions(), [first.clone(), second.clone()]);
+
+    let lock = |lock: &str| WopiCall::Lock {
+        lock: lock.to_owned(),
+    };
+    assert_eq!(editor.wopi(&first, lock("A")).await.status, StatusCode::OK);
+    let conflict = editor.wopi(&second, lock("B")).await;
+    assert_eq!(conflict.status, StatusCode::LOCKED);
+    assert!(conflict.headers.get("x-wopi-lock").is_none());
+    let refresh = WopiCall::RefreshLock {
+        lock: "B".to_owned(),
+    };
+    assert_eq!(
+        editor.wopi(&second, refresh).await.status,
+        StatusCode::LOCKED
+    );
+    let put = WopiCall::PutFile {
+        lock: Some("B".to_owned()),
+        body: PutBody::Bytes(b"mine".to_vec()),
+    };
+    let refused = editor.wopi(&second, put).await;
+    assert_eq!(refused.status, StatusCode::LOCKED);
+    assert_eq!(
+        refused.json(),
+        Some(serde_json::json!({"message": "File locked"}))
+    );
+    let current = editor.wopi(&second, WopiCall::GetLock).await;
+    assert_eq!(
+        (current.status, current.header("x-wopi-lock")),
+        (StatusCode::OK, "A")
+    );
+    let relock = WopiCall::UnlockAndRelock {
+        lock: "C".to_owned(),
+        old_lock: "A".to_owned(),
+    };
+    assert_eq!(editor.wopi(&first, relock).await.status, StatusCode::OK);
+    assert_eq!(nextcloud.lock_of(FILE_ID).as_deref(), Some("C"));
+    assert!(nextcloud.puts().is_empty());
+    editor.stop().await;
+    nextcloud.stop().await;
+}
+
+/// Collabora's `X-COOL-WOPI-Timestamp`: a stale one gets 409 `{"COOLStatusCode":1010}` and
+/// writes nothing; the one it tracks from CheckFileInfo and PutFile answers passes.
+#[tokio::test]
+async fn put_file_with_a_stale_timestamp_gets_1010() {
+    trace_init();
+    let editor = StandInEditor::start_with_key(Suite::Collabora, shared_key()).await;
+    let nextcloud = verifying_nextcloud(editor.public_key()).await;
+    nextcloud.add_file(FILE_ID, "report.odt", b"odt".to_vec());
+    nextcloud.grant(FILE_ID, "token");
+    let session = open_session(&editor, &nextcloud, FILE_ID, "token").await;
+    let put = |body: &[u8]| WopiCall::PutFile {
+        lock: None,
+        body: PutBody::Bytes(body.to_vec()),
+    };
+    let stale = CallOptions {
+        cool_timestamp: Some("2001-01-01T00:00:00.000000Z".to_owned()),
+        ..CallOptions::default()
+    };
+    let conflict = editor.wopi_with(&session, put(b"lost?"), stale).await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT);
+    assert_eq!(
+        conflict.json(),
+        Some(serde_json::json!({"COOLStatusCode": 1010}))
+    );
+    assert!(nextcloud.puts().is_empty());
+    assert_eq!(nextcloud.contents_of(FILE_ID).unwrap(), &b"odt"[..]);
+
+    // Tracked from the page's CheckFileInfo, then from each PutFile answer.
+    for body in [&b"first"[..], b"second"] {
+        let expected = nextcloud.last_modified_of(FILE_ID).unwrap();
+        let saved = editor.wopi(&session, put(body)).await;
+        assert_eq!(saved.status, StatusCode::OK, "{}", saved.text());
+        let request = last_request(&nextcloud, &WopiOperation::PutFile);
+        assert_eq!(request.headers["x-cool-wopi-timestamp"], expected.as_str());
+    }
+    // Without the header nothing is compared.
+    let without = CallOptions {
+        cool_timestamp: Some(String::new()),
+        ..CallOptions::default()
+    };
+    assert_eq!(
+        editor
+            .wopi_with(&session, put(b"third"), without)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert!(
+        !last_request(&nextcloud, &WopiOperation::PutFile)
+            .headers
+            .contains_key("x-cool-wopi-timestamp")
+    );
+    assert_eq!(nextcloud.puts().len(), 3);
+    editor.stop().await;
+    nextcloud.stop().await;
+}
+
+/// Uploads that do not complete are never stored: the host resetting or stalling midway
+/// ([`PutFault`]), and the editor cutting its own upload ([`PutBody::CutAfter`]).
+#[tokio::test]
+async fn broken_uploads_are_never_recorded() {
+    trace_init();
+    let editor = StandInEditor::start_with_key(Suite::OnlyOffice, shared_key()).await;
+    let nextcloud = verifying_nextcloud(editor.public_key()).await;
+    nextcloud.add_file(FILE_ID, "report.docx", b"docx".to_vec());
+    nextcloud.grant(FILE_ID, "token");
+    let session = open_session(&editor, &nextcloud, FILE_ID, "token").await;
+    let put = |body: PutBody| WopiCall::PutFile { lock: None, body };
+
+    nextcloud.set_put_fault(Some(PutFault::ResetAfter(64 * 1024)));
+    let reset = editor.wopi(&session, put(PutBody::Pattern(4 << 20))).await;
+    assert_ne!(reset.status, StatusCode::OK);
+    assert!(
+        reset.error.is_some() || reset.status.is_server_error(),
+        "{reset:?}"
+    );
+    let logged = settled(&nextcloud, &WopiOperation::PutFile).await;
+    assert_eq!(logged.status, None);
+    assert!(
+        logged
+            .aborted
+            .as_deref()
+            .unwrap()
+            .starts_with("reset after")
+    );
+    assert!(logged.body_bytes.unwrap() >= 64 * 1024);
+    let relative = WopiCall::PutRelativeFile {
+        suggested_target: "copy.docx".to_owned(),
+        body: PutBody::Pattern(300_000),
+    };
+    let reset = editor.wopi(&session, relative).await;
+    assert_ne!(reset.status, StatusCode::OK);
+    assert_eq!(nextcloud.file_ids(), [FILE_ID]);
+
+    nextcloud.set_put_fault(Some(PutFault::StallAfter(10_000)));
+    editor.set_wopi_timeout(Duration::from_millis(500));
+    let stalled = editor.wopi(&session, put(PutBody::Pattern(1 << 20))).await;
+    assert_eq!(stalled.status.as_u16(), NO_ANSWER);
+    assert!(
+        stalled
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no complete answer")
+    );
+    let logged = settled(&nextcloud, &WopiOperation::PutFile).await;
+    assert!(
+        logged
+            .aborted
+            .as_deref()
+            .unwrap()
+            .starts_with("stalled after")
+    );
+    editor.set_wopi_timeout(WOPI_CALL_TIMEOUT);
+
+    nextcloud.set_put_fault(None);
+    let cut = editor
+        .wopi(
+            &session,
+            put(PutBody::CutAfter {
+                declared: 1 << 20,
+                sent: 100_000,
+            }),
+        )
+        .await;
+    assert_ne!(cut.status, StatusCode::OK);
+    assert!(
+        cut.error.as_deref().unwrap().contains("100000 of 1048576"),
+        "{cut:?}"
+    );
+    let logged = settled(&nextcloud, &WopiOperation::PutFile).await;
+    assert_eq!(logged.body_bytes, Some(100_000));
+    assert_eq!(logged.headers[header::CONTENT_LENGTH], "1048576");
+    assert!(
+        matches!(logged.proof, ProofCheck::Valid(_)),
+        "the cut upload was signed: {:?}",
+        logged.proof
+    );
+    assert!(nextcloud.puts().is_empty(), "{:?}", nextcloud.puts());
+    assert_eq!(nextcloud.contents_of(FILE_ID).unwrap(), &b"docx"[..]);
+
+    // Healed: the same upload goes through.
+    let whole = editor.wopi(&session, put(PutBody::Pattern(1 << 20))).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(nextcloud.puts().len(), 1);
+    editor.stop().await;
+    nextcloud.stop().await;
+}
+
+/// Templates, settings, injected CheckFileInfo fields, RenameFile, PUT_USER_INFO,
+/// GET_SHARE_URL, DeleteFile and a PutRelativeFile `Url` pointing elsewhere.
+#[tokio::test]
+async fn nextcloud_serves_templates_settings_and_the_other_overrides() {
+    trace_init();
+    let editor = StandInEditor::start_with_key(Suite::Collabora, shared_key()).await;
+    let nextcloud = StandInNextcloud::start().await;
+    let template = b"template bytes".to_vec();
+    nextcloud.add_file_from_template(FILE_ID, "new.odt", "77", template.clone());
+    nextcloud.grant(FILE_ID, "token");
+    nextcloud.add_file("43_ocabc123", "other.odt", b"x".to_vec());
+    nextcloud.grant("43_ocabc123", "other-token");
+    let session = open_session(&editor, &nextcloud, FILE_ID, "token").await;
+
+    let info = editor
+        .wopi(&session, WopiCall::CheckFileInfo)
+        .await
+        .json()
+        .unwrap();
+    assert_eq!(info["Size"], 0);
+    let source = info["TemplateSource"].as_str().unwrap().to_owned();
+    assert_eq!(
+        source,
+        format!(
+            "{}/index.php/apps/richdocuments/wopi/template/77?access_token=token",
+            nextcloud.origin()
+        )
+    );
+    let fetched = editor
+        .wopi(
+            &session,
+            WopiCall::Fetch {
+                url: source.clone(),
+            },
+        )
+        .await;
+    assert_eq!(
+        (fetched.status, fetched.body.as_ref()),
+        (StatusCode::OK, &template[..])
+    );
+    let fetch = last_request(&nextcloud, &WopiOperation::GetTemplate);
+    assert_eq!(fetch.file_id.as_deref(), Some("77"));
+    assert!(
+        fetch.headers.get("x-wopi-proof").is_none(),
+        "fetched unsigned"
+    );
+    let foreign = source.replace("token", "other-token");
+    assert_eq!(
+        editor
+            .wopi(&session, WopiCall::Fetch { url: foreign })
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    for (kind, expected) in [("UserSettings", "user"), ("SharedSettings", "system")] {
+        let url = info[kind]["uri"].as_str().unwrap().to_owned();
+        let settings = editor.wopi(&session, WopiCall::Fetch { url }).await;
+        assert_eq!(settings.status, StatusCode::OK);
+        assert_eq!(settings.json().unwrap()["kind"], expected);
+    }
+    let bad_type = format!(
+        "{}/index.php/apps/richdocuments/wopi/settings?type=nope&access_token=token&fileId=-1",
+        nextcloud.origin()
+    );
+    assert_eq!(
+        editor
+            .wopi(&session, WopiCall::Fetch { url: bad_type })
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Injected fields override, add, and (null) remove.
+    nextcloud.set_check_file_info_extra(
+        FILE_ID,
+        serde_json::json!({
+            "PostMessageOrigin": "https://elsewhere.example",
+            "FileUrl": "https://elsewhere.example/download/42",
+            "UserSettings": null,
+        }),
+    );
+    let info = editor
+        .wopi(&session, WopiCall::CheckFileInfo)
+        .await
+        .json()
+        .unwrap();
+    assert_eq!(info["PostMessageOrigin"], "https://elsewhere.example");
+    assert_eq!(info["FileUrl"], "https://elsewhere.example/download/42");
+    assert!(info.get("UserSettings").is_none());
+    assert!(info.get("SharedSettings").is_some());
+
+    // The first save forgets the template, as richdocuments does.
+    let put = WopiCall::PutFile {
+        lock: None,
+        body: PutBody::Bytes(b"saved".to_vec()),
+    };
+    assert_eq!(editor.wopi(&session, put).await.status, StatusCode::OK);
+    let info = editor
+        .wopi(&session, WopiCall::CheckFileInfo)
+        .await
+        .json()
+        .unwrap();
+    assert!(info.get("TemplateSource").is_none());
+    assert_eq!(
+        editor
+            .wopi(&session, WopiCall::Fetch { url: source })
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    // RenameFile: the extension is kept, names stay unique, the answer has a new token.
+    let rename = |name: &str| WopiCall::RenameFile {
+        lock: String::new(),
+        name: name.to_owned(),
+    };
+    let renamed = editor.wopi(&session, rename("other")).await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.text());
+    let renamed = renamed.json().unwrap();
+    assert_eq!(renamed["Name"], "other (2).odt");
+    assert_eq!(nextcloud.name_of(FILE_ID).as_deref(), Some("other (2).odt"));
+    let url = renamed["Url"].as_str().unwrap();
+    assert!(url.starts_with(&format!("{}?access_token=", nextcloud.wopi_src(FILE_ID))));
+    // Non-ASCII names travel UTF-7 encoded.
+    let renamed = editor.wopi(&session, rename("Résumé + notes")).await;
+    assert_eq!(renamed.json().unwrap()["Name"], "Résumé + notes.odt");
+    assert_eq!(
+        last_request(&nextcloud, &WopiOperation::RenameFile).headers["x-wopi-requestedname"],
+        "R+AOk-sum+AOk- +- notes"
+    );
+    assert_eq!(utf7_encode("a+b~ü"), "a+-b+AH4A/A-");
+
+    let info_body = r#"{"theme":"dark"}"#;
+    let stored = editor
+        .wopi(&session, WopiCall::PutUserInfo(info_body.to_owned()))
+        .await;
+    assert_eq!(stored.status, StatusCode::OK);
+    assert_eq!(
+        nextcloud.user_info_of("user-token").as_deref(),
+        Some(info_body)
+    );
+    let info = editor
+        .wopi(&session, WopiCall::CheckFileInfo)
+        .await
+        .json()
+        .unwrap();
+    assert_eq!(info["UserInfo"], info_body);
+    assert_eq!(
+        editor.wopi(&session, WopiCall::GetShareUrl).await.status,
+        StatusCode::NOT_IMPLEMENTED
+    );
+
+    // A PutRelativeFile answer can be made to point anywhere.
+    let elsewhere = "https://elsewhere.example/wopi/files/9?access_token=leak";
+    nextcloud.set_put_relative_url_override(Some(elsewhere.to_owned()));
+    let copy = editor
+        .wopi(
+            &session,
+            WopiCall::PutRelativeFile {
+                suggested_target: ".pdf".to_owned(),
+                body: PutBody::Bytes(b"%PDF".to_vec()),
+            },
+        )
+        .await;
+    let copy = copy.json().unwrap();
+    assert_eq!(copy["Url"], elsewhere);
+    assert_eq!(copy["Name"], "Résumé + notes.pdf");
+    nextcloud.set_put_relative_url_override(None);
+
+    assert_eq!(
+        editor.wopi(&session, WopiCall::DeleteFile).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(nextcloud.name_of(FILE_ID), None);
+    assert_eq!(
+        editor.wopi(&session, WopiCall::CheckFileInfo).await.status,
+        StatusCode::NOT_FOUND
+    );
+    editor.stop().await;
     nextcloud.stop().await;
 }

@@ -8,7 +8,8 @@
 //! - binds `127.0.0.1:0`, or a fixed address with `SO_REUSEADDR` so a stopped editor can
 //!   be brought back on the same port ([`StandInEditor::start_on`]);
 //! - serves `GET /hosting/discovery` and `GET /hosting/capabilities` shaped on the
-//!   fixtures in `../shared/fixtures` (see `SOURCES.md` there), with its own RSA proof key;
+//!   fixtures in `../shared/fixtures` (see `SOURCES.md` there), with its own RSA proof key
+//!   (or none: [`StandInEditor::start_unsigned`], as OnlyOffice without WOPI keys);
 //! - serves the editor URL space a browser and Nextcloud reach through officeswitch (see
 //!   `../shared/notes/collabora.md` and `onlyoffice.md`), listed on [`Route`]: the editor
 //!   page (which calls the WOPI host's CheckFileInfo, signed with the proof key, as the
@@ -19,6 +20,12 @@
 //! - records every request it receives, in order, with its own URL
 //!   ([`StandInEditor::requests`]), and every CheckFileInfo it made
 //!   ([`StandInEditor::check_file_infos`]);
+//! - remembers every editing session it was opened with ([`StandInEditor::sessions`]: the
+//!   `WOPISrc` and token exactly as received) and, as a test DSL, makes the WOPI calls the
+//!   real suite would make for it ([`StandInEditor::wopi`]: CheckFileInfo to
+//!   PutRelativeFile, with the suite's headers and proofs, bodies streamed both ways), with
+//!   per-call deviations ([`CallOptions`]: no, stale, wrong-key or tampered proofs, another
+//!   token, a cut-off upload);
 //! - can be told to misbehave on the discovery and capabilities endpoints ([`Fault`]);
 //! - on [`StandInEditor::stop`] stops accepting and resets every open connection,
 //!   WebSockets included, so clients see a refused or reset connection, as they would if
@@ -33,7 +40,7 @@
 //! `mod.rs`, `#[allow(dead_code)] mod editor;` in `lab.rs`); an inner allowance here would
 //! duplicate theirs.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::future::Future;
@@ -57,6 +64,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use officeswitch::wopi::proof_key::{ProofKey, PublicProofKey};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -491,11 +500,29 @@ impl StandInEditor {
         addr: SocketAddr,
         key: impl Into<Arc<ProofKey>>,
     ) -> io::Result<Self> {
-        let key = key.into();
+        Self::start_inner(suite, addr, key.into(), true).await
+    }
+
+    /// Starts a stand-in on `127.0.0.1:0` that neither publishes a proof key in its
+    /// discovery nor signs its WOPI calls: OnlyOffice without `wopi.privateKey` (or coolwsd
+    /// without `proof_key`). OnlyOffice still sends `X-WOPI-TimeStamp`.
+    pub async fn start_unsigned(suite: Suite) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_inner(suite, loopback, spare_key().await, false)
+            .await
+            .expect("stand-in editor: cannot bind 127.0.0.1:0")
+    }
+
+    async fn start_inner(
+        suite: Suite,
+        addr: SocketAddr,
+        key: Arc<ProofKey>,
+        signing: bool,
+    ) -> io::Result<Self> {
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let base = format!("http://{addr}");
-        let shared = Arc::new(Shared::new(suite, &base, Arc::clone(&key)));
+        let shared = Arc::new(Shared::new(suite, &base, Arc::clone(&key), signing));
         let (shutdown, stop_rx) = watch::channel(false);
         let server = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop_rx));
         tracing::debug!(?suite, %addr, "stand-in editor started");
@@ -542,9 +569,48 @@ impl StandInEditor {
         *lock(&self.shared.fault) = fault;
     }
 
-    /// The public half of the stand-in's proof key, as published in its discovery.
+    /// The public half of the stand-in's proof key, as published in its discovery (an
+    /// unsigned stand-in publishes none; this is then a key it never uses).
     pub fn public_key(&self) -> &PublicProofKey {
         self.key.public()
+    }
+
+    /// Whether it publishes a proof key and signs its WOPI calls.
+    pub fn signs(&self) -> bool {
+        self.shared.signing
+    }
+
+    /// Every editing session opened on this node (editor pages with a `WOPISrc`), in order.
+    pub fn sessions(&self) -> Vec<EditorSession> {
+        lock(&self.shared.sessions).clone()
+    }
+
+    /// The last editing session opened on this node.
+    pub fn last_session(&self) -> Option<EditorSession> {
+        lock(&self.shared.sessions).last().cloned()
+    }
+
+    /// How long one [`StandInEditor::wopi`] call may take, body included (default
+    /// [`WOPI_CALL_TIMEOUT`]).
+    pub fn set_wopi_timeout(&self, timeout: Duration) {
+        *lock(&self.shared.wopi_timeout) = timeout;
+    }
+
+    /// Makes `call` for `session` as the real suite would: to
+    /// `{WOPISrc}{/contents}?access_token={encodeURIComponent(token)}`, with the suite's
+    /// headers and proof. See [`StandInEditor::wopi_with`] to deviate.
+    pub async fn wopi(&self, session: &EditorSession, call: WopiCall) -> WopiReply {
+        self.wopi_with(session, call, CallOptions::default()).await
+    }
+
+    /// Makes `call` for `session` with deviations from the suite's behaviour.
+    pub async fn wopi_with(
+        &self,
+        session: &EditorSession,
+        call: WopiCall,
+        options: CallOptions,
+    ) -> WopiReply {
+        wopi_call(&self.shared, session, call, options).await
     }
 
     /// The whole proof key, shareable, e.g. to restart on the same port with the same key.
@@ -652,8 +718,18 @@ struct Shared {
     server_id: Option<String>,
     /// Signs the WOPI calls the node makes.
     key: Arc<ProofKey>,
+    /// Whether the key is published and used.
+    signing: bool,
     /// For CheckFileInfo calls to WOPI hosts.
     wopi_client: Client<HttpConnector, Empty<Bytes>>,
+    /// For [`StandInEditor::wopi`] calls: its own pool, request bodies streamed.
+    call_client: Client<HttpConnector, Body>,
+    /// The time limit of one [`StandInEditor::wopi`] call.
+    wopi_timeout: Mutex<Duration>,
+    /// Editing sessions opened, in order.
+    sessions: Mutex<Vec<EditorSession>>,
+    /// What the editor learnt per (WOPISrc, token) from CheckFileInfo and PutFile answers.
+    known: Mutex<HashMap<(String, String), Known>>,
     /// `GET /hosting/discovery` body (fault-free).
     discovery: String,
     /// `GET /hosting/capabilities` body (fault-free).
@@ -672,19 +748,20 @@ struct Shared {
 
 impl Shared {
     /// Builds the documents once, since they depend only on the bound URL and the key.
-    fn new(suite: Suite, base: &str, key: Arc<ProofKey>) -> Self {
+    fn new(suite: Suite, base: &str, key: Arc<ProofKey>, signing: bool) -> Self {
+        let published = signing.then(|| key.public());
         let (discovery, capabilities, server_id, version) = match suite {
             Suite::Collabora => {
                 let server_id = random_server_id();
                 (
-                    collabora_discovery(base, key.public()),
+                    collabora_discovery_with(base, published),
                     collabora_capabilities(&server_id),
                     Some(server_id),
                     COLLABORA_VERSION_HASH,
                 )
             }
             Suite::OnlyOffice => (
-                onlyoffice_discovery(base, key.public()),
+                onlyoffice_discovery_with(base, published),
                 ONLYOFFICE_CAPABILITIES.to_owned(),
                 None,
                 onlyoffice_versioned(),
@@ -697,9 +774,16 @@ impl Shared {
             version,
             server_id,
             key,
+            signing,
             wopi_client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(5))
                 .build_http(),
+            call_client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(5))
+                .build_http(),
+            wopi_timeout: Mutex::new(WOPI_CALL_TIMEOUT),
+            sessions: Mutex::new(Vec::new()),
+            known: Mutex::new(HashMap::new()),
             discovery,
             capabilities,
             fault: Mutex::new(Fault::None),
@@ -1093,9 +1177,9 @@ async fn editor_page(shared: &Shared, req: Request<Incoming>) -> Response<Body> 
     let suite = shared.suite;
     let wopi_src = wopi_src_of(suite, &req).unwrap_or_default();
     let asset_base = forwarded_origin(req.headers());
-    let query_token = req
-        .uri()
-        .query()
+    let req_query = req.uri().query().map(str::to_owned);
+    let query_token = req_query
+        .as_deref()
         .and_then(|query| query_param(query, "access_token", false));
     let is_form = req
         .headers()
@@ -1122,11 +1206,29 @@ async fn editor_page(shared: &Shared, req: Request<Incoming>) -> Response<Body> 
     };
     // Collabora also takes the token from the query of a GET (old integrations).
     let token = field("access_token").or(query_token).unwrap_or_default();
+    let access_token_ttl = field("access_token_ttl")
+        .or_else(|| {
+            req_query
+                .as_deref()
+                .and_then(|query| query_param(query, "access_token_ttl", false))
+        })
+        .unwrap_or_default();
+    if !wopi_src.is_empty() {
+        lock(&shared.sessions).push(EditorSession {
+            wopi_src: wopi_src.clone(),
+            access_token: token.clone(),
+            access_token_ttl: access_token_ttl.clone(),
+            node: shared.node.clone(),
+        });
+    }
 
     let (check_file_info, base_file_name) = if wopi_src.is_empty() || token.is_empty() {
         ("none".to_owned(), String::new())
     } else {
         let outcome = check_file_info(shared, &wopi_src, &token).await;
+        if let Some(info) = outcome.json() {
+            learn(shared, &wopi_src, &token, &WopiCall::CheckFileInfo, &info);
+        }
         let base_file_name = outcome
             .json()
             .and_then(|info| info["BaseFileName"].as_str().map(str::to_owned))
@@ -1174,7 +1276,7 @@ async fn editor_page(shared: &Shared, req: Request<Incoming>) -> Response<Body> 
         node: shared.node.clone(),
         wopi_src,
         access_token_len: token.len(),
-        access_token_ttl: field("access_token_ttl").unwrap_or_default(),
+        access_token_ttl,
         asset_base,
         asset_url,
         websocket_url,
@@ -1220,21 +1322,10 @@ async fn check_file_info(shared: &Shared, wopi_src: &str, token: &str) -> CheckF
         );
     }
     let mut request = Request::get(uri);
-    let ticks = dotnet_ticks_now();
-    match shared.key.sign(&proof_message(token, &url, ticks)) {
-        Ok(signature) => {
-            let proof = base64::engine::general_purpose::STANDARD.encode(signature);
-            request = request
-                .header("X-WOPI-TimeStamp", ticks.to_string())
-                .header("X-WOPI-ProofOld", &proof)
-                .header("X-WOPI-Proof", proof);
-        }
-        Err(err) => tracing::warn!(%err, "stand-in editor: cannot sign CheckFileInfo"),
+    let headers = proof_headers(shared, Signing::AsSuite, token, &url).await;
+    for (name, value) in headers.iter().chain(&suite_headers(shared, token)) {
+        request = request.header(*name, value);
     }
-    request = match (shared.suite, shared.server_id.as_deref()) {
-        (Suite::Collabora, Some(server_id)) => request.header("X-COOL-WOPI-ServerId", server_id),
-        _ => request.header("X-WOPI-ClientVersion", ONLYOFFICE_VERSION),
-    };
     let request = match request.body(Empty::new()) {
         Ok(request) => request,
         Err(err) => return CheckFileInfoOutcome::Failed(format!("bad request: {err}")),
@@ -1294,6 +1385,656 @@ pub fn proof_message(token: &str, url: &str, ticks: u64) -> Vec<u8> {
     message.extend_from_slice(&8_u32.to_be_bytes());
     message.extend_from_slice(&ticks.to_be_bytes());
     message
+}
+
+/// The default time limit of one [`StandInEditor::wopi`] call, body included.
+pub const WOPI_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// [`WopiReply::body`] keeps at most this many bytes; the rest is only hashed.
+pub const REPLY_KEPT: usize = 1 << 20;
+
+/// [`WopiReply::status`] when no answer arrived (transport error, timeout, cut upload).
+/// A 5xx on purpose: "never 200" and "an error or a 5xx" both hold for it.
+pub const NO_ANSWER: u16 = 599;
+
+/// An editing session as the editor page received it: what the real editor would keep
+/// and make every WOPI call with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EditorSession {
+    /// The `WOPISrc` (decoded), exactly as received (query key `WOPISrc`, any case for
+    /// OnlyOffice).
+    pub wopi_src: String,
+    /// The `access_token` (form field, or query for a Collabora GET), exactly as received.
+    pub access_token: String,
+    /// The `access_token_ttl`, as received (empty if none).
+    pub access_token_ttl: String,
+    /// The node that opened it (its base URL).
+    pub node: String,
+}
+
+/// The body of an upload ([`WopiCall::PutFile`], [`WopiCall::PutRelativeFile`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutBody {
+    /// These bytes.
+    Bytes(Vec<u8>),
+    /// This many bytes of [`pattern_stream`], generated as sent (any size).
+    Pattern(u64),
+    /// `Content-Length: declared`, then `sent` pattern bytes, then the editor closes the
+    /// connection: an editor that crashed mid-upload.
+    CutAfter {
+        /// The announced length.
+        declared: u64,
+        /// The bytes actually sent before the connection is closed.
+        sent: u64,
+    },
+}
+
+impl PutBody {
+    /// The length announced in `Content-Length` (and `X-WOPI-Size`).
+    fn declared(&self) -> u64 {
+        match self {
+            Self::Bytes(bytes) => bytes.len() as u64,
+            Self::Pattern(len) => *len,
+            Self::CutAfter { declared, .. } => *declared,
+        }
+    }
+}
+
+/// One WOPI call an editor makes (see `../shared/notes/wopi-protocol.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WopiCall {
+    /// `GET {WOPISrc}`.
+    CheckFileInfo,
+    /// `GET {WOPISrc}/contents`, with `X-WOPI-MaxExpectedSize` if given.
+    GetFile {
+        /// `X-WOPI-MaxExpectedSize`.
+        max_expected_size: Option<u64>,
+    },
+    /// `POST`, `X-WOPI-Override: LOCK`.
+    Lock {
+        /// `X-WOPI-Lock`.
+        lock: String,
+    },
+    /// `POST`, `X-WOPI-Override: UNLOCK`.
+    Unlock {
+        /// `X-WOPI-Lock`.
+        lock: String,
+    },
+    /// `POST`, `X-WOPI-Override: REFRESH_LOCK`.
+    RefreshLock {
+        /// `X-WOPI-Lock`.
+        lock: String,
+    },
+    /// `POST`, `X-WOPI-Override: GET_LOCK`.
+    GetLock,
+    /// `POST`, `X-WOPI-Override: LOCK` with `X-WOPI-OldLock`.
+    UnlockAndRelock {
+        /// `X-WOPI-Lock`, the new lock.
+        lock: String,
+        /// `X-WOPI-OldLock`.
+        old_lock: String,
+    },
+    /// `POST {WOPISrc}/contents`, `X-WOPI-Override: PUT`; Collabora adds its
+    /// `X-COOL-WOPI-*` headers (`Timestamp`: the last `LastModifiedTime` it saw, see
+    /// [`CallOptions::cool_timestamp`]), OnlyOffice `X-WOPI-Editors`.
+    PutFile {
+        /// `X-WOPI-Lock`, if any.
+        lock: Option<String>,
+        /// The new contents.
+        body: PutBody,
+    },
+    /// `POST`, `X-WOPI-Override: PUT_RELATIVE`, `X-WOPI-SuggestedTarget` (UTF-7),
+    /// `X-WOPI-Size`.
+    PutRelativeFile {
+        /// A name, or `.ext` for the same name with another extension.
+        suggested_target: String,
+        /// The new file's contents.
+        body: PutBody,
+    },
+    /// `POST`, `X-WOPI-Override: RENAME_FILE`, `X-WOPI-RequestedName` (UTF-7).
+    RenameFile {
+        /// `X-WOPI-Lock`.
+        lock: String,
+        /// The new name, without extension.
+        name: String,
+    },
+    /// `POST`, `X-WOPI-Override: DELETE`.
+    DeleteFile,
+    /// `POST`, `X-WOPI-Override: PUT_USER_INFO`, this body.
+    PutUserInfo(String),
+    /// `POST`, `X-WOPI-Override: GET_SHARE_URL`, `X-WOPI-UrlType: ReadOnly`.
+    GetShareUrl,
+    /// `GET` of a URL the host handed out (`TemplateSource`, `FileUrl`, a settings `uri`),
+    /// exactly as given and without proof headers, as both suites fetch them.
+    Fetch {
+        /// The URL.
+        url: String,
+    },
+}
+
+impl WopiCall {
+    /// Method, path suffix after `WOPISrc`, `X-WOPI-Override`.
+    fn shape(&self) -> (Method, &'static str, Option<&'static str>) {
+        match self {
+            Self::CheckFileInfo | Self::Fetch { .. } => (Method::GET, "", None),
+            Self::GetFile { .. } => (Method::GET, "/contents", None),
+            Self::PutFile { .. } => (Method::POST, "/contents", Some("PUT")),
+            Self::Lock { .. } | Self::UnlockAndRelock { .. } => (Method::POST, "", Some("LOCK")),
+            Self::Unlock { .. } => (Method::POST, "", Some("UNLOCK")),
+            Self::RefreshLock { .. } => (Method::POST, "", Some("REFRESH_LOCK")),
+            Self::GetLock => (Method::POST, "", Some("GET_LOCK")),
+            Self::PutRelativeFile { .. } => (Method::POST, "", Some("PUT_RELATIVE")),
+            Self::RenameFile { .. } => (Method::POST, "", Some("RENAME_FILE")),
+            Self::DeleteFile => (Method::POST, "", Some("DELETE")),
+            Self::PutUserInfo(_) => (Method::POST, "", Some("PUT_USER_INFO")),
+            Self::GetShareUrl => (Method::POST, "", Some("GET_SHARE_URL")),
+        }
+    }
+}
+
+/// How a call is signed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Signing {
+    /// As the suite does: `X-WOPI-TimeStamp`, `X-WOPI-Proof` and `X-WOPI-ProofOld` (both
+    /// with the node's key) when it signs; OnlyOffice unsigned sends the timestamp only.
+    #[default]
+    AsSuite,
+    /// No proof headers at all.
+    None,
+    /// Signed with a key the node does not publish.
+    WrongKey,
+    /// Correctly signed, with a timestamp 21 minutes old.
+    Stale,
+    /// Signed over another URL than the one called.
+    Tampered,
+}
+
+/// Deviations for one [`StandInEditor::wopi_with`] call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// How to sign.
+    pub signing: Signing,
+    /// Send (and sign) this token instead of the session's.
+    pub token: Option<String>,
+    /// Call (and sign) this exact URL instead of `{WOPISrc}{suffix}?access_token=..`.
+    pub url: Option<String>,
+    /// Collabora's PutFile `X-COOL-WOPI-Timestamp`: this value instead of the last
+    /// `LastModifiedTime` seen; `Some("")` leaves the header out.
+    pub cool_timestamp: Option<String>,
+    /// More request headers, added last.
+    pub extra_headers: Vec<(String, String)>,
+}
+
+/// What a WOPI call got back. Bodies are streamed: hashed whole, kept up to
+/// [`REPLY_KEPT`].
+#[derive(Clone, Debug)]
+pub struct WopiReply {
+    /// The status; [`NO_ANSWER`] (599) when no answer arrived.
+    pub status: StatusCode,
+    /// The response headers (empty without an answer).
+    pub headers: HeaderMap,
+    /// Body bytes received.
+    pub body_len: u64,
+    /// SHA-256 of the body received, lower-case hex.
+    pub body_sha256: String,
+    /// The first [`REPLY_KEPT`] bytes of the body.
+    pub body: Bytes,
+    /// A transport error (refused, reset, timeout, body broken off, the editor's own cut
+    /// upload), even after the status arrived.
+    pub error: Option<String>,
+}
+
+impl WopiReply {
+    /// The body as JSON, if it was received whole and parses.
+    pub fn json(&self) -> Option<serde_json::Value> {
+        if self.error.is_some() || self.body_len > self.body.len() as u64 {
+            return None;
+        }
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The kept body, lossily decoded.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A response header as text (empty if absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// A reply with no answer.
+    fn failed(error: String) -> Self {
+        Self {
+            status: no_answer(),
+            headers: HeaderMap::new(),
+            body_len: 0,
+            body_sha256: hex(&Sha256::digest(b"")),
+            body: Bytes::new(),
+            error: Some(error),
+        }
+    }
+}
+
+/// [`NO_ANSWER`] as a status.
+fn no_answer() -> StatusCode {
+    StatusCode::from_u16(NO_ANSWER).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// What the editor learnt about a session from the host's answers.
+#[derive(Clone, Debug, Default)]
+struct Known {
+    /// The last `LastModifiedTime` (CheckFileInfo, PutFile): Collabora's
+    /// `X-COOL-WOPI-Timestamp`.
+    last_modified: Option<String>,
+    /// CheckFileInfo's `UserId`: OnlyOffice's `X-WOPI-Editors`.
+    user_id: Option<String>,
+}
+
+/// Remembers what a successful answer says, as the editors keep it.
+fn learn(shared: &Shared, wopi_src: &str, token: &str, call: &WopiCall, json: &serde_json::Value) {
+    let mut known = lock(&shared.known);
+    let entry = known
+        .entry((wopi_src.to_owned(), token.to_owned()))
+        .or_default();
+    match call {
+        WopiCall::CheckFileInfo => {
+            entry.last_modified = json["LastModifiedTime"].as_str().map(str::to_owned);
+            entry.user_id = json["UserId"].as_str().map(str::to_owned);
+        }
+        WopiCall::PutFile { .. } => {
+            if let Some(time) = json["LastModifiedTime"].as_str() {
+                entry.last_modified = Some(time.to_owned());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A key no stand-in publishes, for [`Signing::WrongKey`] and unsigned stand-ins.
+async fn spare_key() -> Arc<ProofKey> {
+    static SPARE: tokio::sync::OnceCell<Arc<ProofKey>> = tokio::sync::OnceCell::const_new();
+    Arc::clone(
+        SPARE
+            .get_or_init(|| async { Arc::new(generate_key().await) })
+            .await,
+    )
+}
+
+/// The proof headers for a call to `url` with `token`.
+async fn proof_headers(
+    shared: &Shared,
+    signing: Signing,
+    token: &str,
+    url: &str,
+) -> Vec<(&'static str, String)> {
+    let now = dotnet_ticks_now();
+    if !shared.signing && signing == Signing::AsSuite {
+        // OnlyOffice sends its timestamp even without keys; coolwsd sends nothing.
+        return match shared.suite {
+            Suite::OnlyOffice => vec![("X-WOPI-TimeStamp", now.to_string())],
+            Suite::Collabora => Vec::new(),
+        };
+    }
+    let (key, ticks, signed_url) = match signing {
+        Signing::None => return Vec::new(),
+        Signing::AsSuite => (Arc::clone(&shared.key), now, url.to_owned()),
+        Signing::WrongKey => (spare_key().await, now, url.to_owned()),
+        Signing::Stale => {
+            let stale = now.saturating_sub(21 * 60 * 10_000_000);
+            (Arc::clone(&shared.key), stale, url.to_owned())
+        }
+        Signing::Tampered => (Arc::clone(&shared.key), now, format!("{url}&tampered=1")),
+    };
+    match key.sign(&proof_message(token, &signed_url, ticks)) {
+        Ok(signature) => {
+            let proof = base64::engine::general_purpose::STANDARD.encode(signature);
+            vec![
+                ("X-WOPI-TimeStamp", ticks.to_string()),
+                ("X-WOPI-Proof", proof.clone()),
+                ("X-WOPI-ProofOld", proof),
+            ]
+        }
+        Err(err) => {
+            tracing::warn!(%err, "stand-in editor: cannot sign a WOPI call");
+            Vec::new()
+        }
+    }
+}
+
+/// The headers the suite puts on every WOPI call: coolwsd its server id, OnlyOffice its
+/// `fillStandardHeaders` ones (the session id stands for the token's session).
+fn suite_headers(shared: &Shared, token: &str) -> Vec<(&'static str, String)> {
+    match (shared.suite, shared.server_id.as_deref()) {
+        (Suite::Collabora, Some(server_id)) => {
+            vec![("X-COOL-WOPI-ServerId", server_id.to_owned())]
+        }
+        _ => {
+            let session = hex(&Sha256::digest(token.as_bytes())[..8]);
+            vec![
+                (
+                    "X-WOPI-ClientVersion",
+                    format!("{ONLYOFFICE_VERSION}.{ONLYOFFICE_BUILD}"),
+                ),
+                ("X-WOPI-CorrelationId", random_uuid()),
+                ("X-WOPI-SessionId", session),
+            ]
+        }
+    }
+}
+
+/// A random UUID v4, as `crypto.randomUUID()`.
+fn random_uuid() -> String {
+    let mut bytes = [0_u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).expect("stand-in editor: system RNG failed");
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex = hex(&bytes);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// Lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut hex, byte| {
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    })
+}
+
+/// UTF-7 (RFC 2152), as the editors encode `X-WOPI-SuggestedTarget` and
+/// `X-WOPI-RequestedName`: printable ASCII but `+`, `\` and `~` as is, `+-` for `+`, other
+/// runs as `+<base64 of UTF-16BE, unpadded>-`.
+pub fn utf7_encode(raw: &str) -> String {
+    let direct = |c: char| c.is_ascii_graphic() && !matches!(c, '+' | '\\' | '~') || c == ' ';
+    let mut out = String::with_capacity(raw.len());
+    let mut run: Vec<u16> = Vec::new();
+    let flush = |run: &mut Vec<u16>, out: &mut String| {
+        if run.is_empty() {
+            return;
+        }
+        let bytes: Vec<u8> = run.iter().flat_map(|unit| unit.to_be_bytes()).collect();
+        out.push('+');
+        out.push_str(&base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes));
+        out.push('-');
+        run.clear();
+    };
+    for c in raw.chars() {
+        if direct(c) {
+            flush(&mut run, &mut out);
+            out.push(c);
+        } else if c == '+' {
+            flush(&mut run, &mut out);
+            out.push_str("+-");
+        } else {
+            let mut units = [0_u16; 2];
+            run.extend_from_slice(c.encode_utf16(&mut units));
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+/// `{WOPISrc}{suffix}?access_token=..`: the suffix goes into the path, the token after any
+/// query `WOPISrc` has.
+fn call_url(wopi_src: &str, suffix: &str, token: &str) -> String {
+    let token = encode_uri_component(token);
+    match wopi_src.split_once('?') {
+        Some((path, query)) => format!("{path}{suffix}?{query}&access_token={token}"),
+        None => format!("{wopi_src}{suffix}?access_token={token}"),
+    }
+}
+
+/// Makes one WOPI call for [`StandInEditor::wopi_with`].
+async fn wopi_call(
+    shared: &Shared,
+    session: &EditorSession,
+    call: WopiCall,
+    options: CallOptions,
+) -> WopiReply {
+    let token = options
+        .token
+        .clone()
+        .unwrap_or_else(|| session.access_token.clone());
+    let (method, suffix, wopi_override) = call.shape();
+    let url = match (&call, &options.url) {
+        (WopiCall::Fetch { url }, _) | (_, Some(url)) => url.clone(),
+        _ => call_url(&session.wopi_src, suffix, &token),
+    };
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut add = |name: &str, value: String| headers.push((name.to_owned(), value));
+    if !matches!(call, WopiCall::Fetch { .. }) {
+        for (name, value) in proof_headers(shared, options.signing, &token, &url).await {
+            add(name, value);
+        }
+        for (name, value) in suite_headers(shared, &token) {
+            add(name, value);
+        }
+    }
+    if let Some(wopi_override) = wopi_override {
+        add("X-WOPI-Override", wopi_override.to_owned());
+    }
+    let known = lock(&shared.known)
+        .get(&(session.wopi_src.clone(), token.clone()))
+        .cloned()
+        .unwrap_or_default();
+    let mut body = None;
+    match &call {
+        WopiCall::GetFile { max_expected_size } => {
+            if let Some(max) = max_expected_size {
+                add("X-WOPI-MaxExpectedSize", max.to_string());
+            }
+        }
+        WopiCall::Lock { lock } | WopiCall::Unlock { lock } | WopiCall::RefreshLock { lock } => {
+            add("X-WOPI-Lock", lock.clone())
+        }
+        WopiCall::UnlockAndRelock { lock, old_lock } => {
+            add("X-WOPI-Lock", lock.clone());
+            add("X-WOPI-OldLock", old_lock.clone());
+        }
+        WopiCall::PutFile { lock, body: put } => {
+            if let Some(lock) = lock {
+                add("X-WOPI-Lock", lock.clone());
+            }
+            match shared.suite {
+                Suite::Collabora => {
+                    add("X-COOL-WOPI-IsModifiedByUser", "true".to_owned());
+                    add("X-COOL-WOPI-IsAutosave", "false".to_owned());
+                    add("X-COOL-WOPI-IsExitSave", "false".to_owned());
+                    let timestamp = options.cool_timestamp.clone().or(known.last_modified);
+                    if let Some(timestamp) = timestamp.filter(|t| !t.is_empty()) {
+                        add("X-COOL-WOPI-Timestamp", timestamp);
+                    }
+                }
+                Suite::OnlyOffice => {
+                    let editors = known.user_id.unwrap_or_else(|| "standin-user".to_owned());
+                    add("X-WOPI-Editors", editors);
+                }
+            }
+            body = Some(put.clone());
+        }
+        WopiCall::PutRelativeFile {
+            suggested_target,
+            body: put,
+        } => {
+            add("X-WOPI-SuggestedTarget", utf7_encode(suggested_target));
+            add("X-WOPI-Size", put.declared().to_string());
+            body = Some(put.clone());
+        }
+        WopiCall::RenameFile { lock, name } => {
+            add("X-WOPI-Lock", lock.clone());
+            add("X-WOPI-RequestedName", utf7_encode(name));
+        }
+        WopiCall::PutUserInfo(info) => body = Some(PutBody::Bytes(info.clone().into_bytes())),
+        WopiCall::GetShareUrl => add("X-WOPI-UrlType", "ReadOnly".to_owned()),
+        WopiCall::CheckFileInfo
+        | WopiCall::GetLock
+        | WopiCall::DeleteFile
+        | WopiCall::Fetch { .. } => {}
+    }
+    if body.is_some() {
+        add("Content-Type", "application/octet-stream".to_owned());
+    }
+    headers.extend(options.extra_headers.iter().cloned());
+
+    let timeout = *lock(&shared.wopi_timeout);
+    let exchange = async {
+        if let Some(PutBody::CutAfter { declared, sent }) = body {
+            return cut_upload(&method, &url, &headers, declared, sent).await;
+        }
+        send_call(shared, method, &url, &headers, body).await
+    };
+    let reply = match tokio::time::timeout(timeout, exchange).await {
+        Ok(reply) => reply,
+        Err(_elapsed) => WopiReply::failed(format!("no complete answer within {timeout:?}")),
+    };
+    if reply.status == StatusCode::OK
+        && let Some(json) = reply.json()
+    {
+        learn(shared, &session.wopi_src, &token, &call, &json);
+    }
+    reply
+}
+
+/// Sends a call through the editor's client and streams the answer into a [`WopiReply`].
+async fn send_call(
+    shared: &Shared,
+    method: Method,
+    url: &str,
+    headers: &[(String, String)],
+    body: Option<PutBody>,
+) -> WopiReply {
+    let mut request = Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let body: Body = match body {
+        None => empty(),
+        Some(PutBody::Bytes(bytes)) => {
+            request = request.header(header::CONTENT_LENGTH, bytes.len());
+            Full::new(Bytes::from(bytes))
+                .map_err(|never| match never {})
+                .boxed()
+        }
+        Some(PutBody::Pattern(len) | PutBody::CutAfter { declared: len, .. }) => {
+            request = request.header(header::CONTENT_LENGTH, len);
+            let frames = pattern_stream(len).map(|chunk| Ok::<_, BoxError>(Frame::data(chunk)));
+            BodyExt::boxed(StreamBody::new(frames))
+        }
+    };
+    let request = match request.body(body) {
+        Ok(request) => request,
+        Err(err) => return WopiReply::failed(format!("bad request: {err}")),
+    };
+    let response = match shared.call_client.request(request).await {
+        Ok(response) => response,
+        Err(err) => return WopiReply::failed(error_chain(&err)),
+    };
+    let (parts, mut body) = response.into_parts();
+    let mut hasher = Sha256::new();
+    let mut kept = Vec::new();
+    let mut len = 0_u64;
+    let mut error = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    hasher.update(&data);
+                    len += data.len() as u64;
+                    let room = REPLY_KEPT.saturating_sub(kept.len());
+                    kept.extend_from_slice(&data[..room.min(data.len())]);
+                }
+            }
+            Err(err) => {
+                error = Some(format!(
+                    "body broken off after {len} bytes: {}",
+                    error_chain(&err)
+                ));
+                break;
+            }
+        }
+    }
+    WopiReply {
+        status: parts.status,
+        headers: parts.headers,
+        body_len: len,
+        body_sha256: hex(&hasher.finalize()),
+        body: kept.into(),
+        error,
+    }
+}
+
+/// An upload the editor breaks off: over a raw connection, the request head with
+/// `Content-Length: declared`, `sent` pattern bytes, then the write side is closed (all
+/// `sent` bytes arrive, then EOF). An answer that still comes within a second is read for
+/// its status; the reply always carries the cut as its error.
+async fn cut_upload(
+    method: &Method,
+    url: &str,
+    headers: &[(String, String)],
+    declared: u64,
+    sent: u64,
+) -> WopiReply {
+    let cut = format!("the editor closed the connection after {sent} of {declared} body bytes");
+    let uri: http::Uri = match url.parse() {
+        Ok(uri) => uri,
+        Err(err) => return WopiReply::failed(format!("bad URL: {err}")),
+    };
+    let (Some("http"), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return WopiReply::failed("a cut upload needs an http:// URL".to_owned());
+    };
+    let port = authority.port_u16().unwrap_or(80);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\n");
+    for (name, value) in headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    let _ = write!(head, "Content-Length: {declared}\r\n\r\n");
+    let exchange = async {
+        let mut stream = TcpStream::connect((authority.host(), port)).await?;
+        stream.write_all(head.as_bytes()).await?;
+        let mut chunks = pin!(pattern_stream(sent.min(declared)));
+        while let Some(chunk) = chunks.next().await {
+            stream.write_all(&chunk).await?;
+        }
+        stream.shutdown().await?;
+        let mut answer = Vec::new();
+        let mut buf = [0_u8; 4096];
+        let read_answer = async {
+            while answer.len() < 64 * 1024 {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        let _answered_in_time = tokio::time::timeout(Duration::from_secs(1), read_answer).await;
+        Ok::<_, io::Error>(answer)
+    };
+    match exchange.await {
+        Ok(answer) => {
+            let status = std::str::from_utf8(&answer)
+                .ok()
+                .and_then(|text| text.strip_prefix("HTTP/1.1 "))
+                .and_then(|rest| rest.get(..3))
+                .and_then(|code| code.parse::<u16>().ok())
+                .and_then(|code| StatusCode::from_u16(code).ok());
+            WopiReply {
+                status: status.unwrap_or_else(no_answer),
+                ..WopiReply::failed(cut)
+            }
+        }
+        Err(err) => WopiReply::failed(format!("{cut}; {err}")),
+    }
 }
 
 /// A small static file naming the node and the version it really serves, with
@@ -1627,7 +2368,16 @@ fn random_server_id() -> String {
 /// as the last child of `<wopi-discovery>`. Attributes are alphabetical (Poco DOMWriter)
 /// and old = current, as current coolwsd publishes.
 pub fn collabora_discovery(base: &str, key: &PublicProofKey) -> String {
+    collabora_discovery_with(base, Some(key))
+}
+
+/// [`collabora_discovery`], without `<proof-key>` when `key` is `None` (coolwsd without a
+/// `proof_key` file).
+fn collabora_discovery_with(base: &str, key: Option<&PublicProofKey>) -> String {
     let mut document = COLLABORA_DISCOVERY_TEMPLATE.replace(COLLABORA_FIXTURE_ORIGIN, base);
+    let Some(key) = key else {
+        return document;
+    };
     let (exponent, modulus, value) = key_attributes(key);
     let proof_key = format!(
         "    <proof-key exponent=\"{exponent}\" modulus=\"{modulus}\" oldexponent=\"{exponent}\" \
@@ -1739,6 +2489,12 @@ pub const ONLYOFFICE_BLANK_TEMPLATES: &[&str] = &["docx", "xlsx", "pptx"];
 /// nextcloud connectors", the part Nextcloud reads), `Capabilities`, and the proof key
 /// with old = current, as the Docker image configures it.
 pub fn onlyoffice_discovery(base: &str, key: &PublicProofKey) -> String {
+    onlyoffice_discovery_with(base, Some(key))
+}
+
+/// [`onlyoffice_discovery`], without `<proof-key>` when `key` is `None` (no
+/// `wopi.publicKey` configured).
+fn onlyoffice_discovery_with(base: &str, key: Option<&PublicProofKey>) -> String {
     let mut out = String::from(
         r#"<?xml version="1.0" encoding="utf-8"?><wopi-discovery><net-zone name="external-http">"#,
     );
@@ -1801,11 +2557,15 @@ pub fn onlyoffice_discovery(base: &str, key: &PublicProofKey) -> String {
         r#"<app name="Capabilities"><action ext="" name="getinfo" requires="locks,update" urlsrc="{}"/></app>"#,
         escape(&format!("{base}/hosting/capabilities"))
     );
-    let (exponent, modulus, value) = key_attributes(key);
-    let _ = write!(
-        out,
-        r#"</net-zone><proof-key oldvalue="{value}" oldmodulus="{modulus}" oldexponent="{exponent}" value="{value}" modulus="{modulus}" exponent="{exponent}"/></wopi-discovery>"#
-    );
+    out.push_str("</net-zone>");
+    if let Some(key) = key {
+        let (exponent, modulus, value) = key_attributes(key);
+        let _ = write!(
+            out,
+            r#"<proof-key oldvalue="{value}" oldmodulus="{modulus}" oldexponent="{exponent}" value="{value}" modulus="{modulus}" exponent="{exponent}"/>"#
+        );
+    }
+    out.push_str("</wopi-discovery>");
     out
 }
 

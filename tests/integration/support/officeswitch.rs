@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use officeswitch::app::{self, App, Listeners, MissingKey, Prepared};
 use officeswitch::config::Config;
 use officeswitch::wopi::proof_key::{self, ProofKey};
+use officeswitch::wopi::token;
 
 use super::certs::TestCerts;
 use super::client;
@@ -38,6 +39,8 @@ pub struct Builder {
     sections: Vec<String>,
     /// Organisation rule files: (file stem, contents).
     orgs: Vec<(String, String)>,
+    /// Extra lines per pool: (pool name, TOML line).
+    pool_lines: Vec<(String, String)>,
 }
 
 /// A running officeswitch and the files behind it.
@@ -67,6 +70,7 @@ impl OfficeSwitch {
             top: Vec::new(),
             sections: Vec::new(),
             orgs: Vec::new(),
+            pool_lines: Vec::new(),
         }
     }
 
@@ -156,6 +160,12 @@ impl Builder {
     /// Adds a `[[pool]]` named `name` of `kind` whose nodes are `nodes` (base URLs).
     pub fn pool(mut self, name: &str, kind: &str, nodes: &[String]) -> Self {
         self.pools.push((name.into(), kind.into(), nodes.to_vec()));
+        self
+    }
+
+    /// Adds a settings line to pool `name` (`proof = "required"`).
+    pub fn pool_setting(mut self, name: &str, line: &str) -> Self {
+        self.pool_lines.push((name.into(), line.into()));
         self
     }
 
@@ -274,7 +284,9 @@ impl Builder {
                 certs.key_path.display()
             ));
         }
-        settings.push_str("[keys]\nproof_key = \"keys/proof_key.pem\"\n");
+        settings.push_str(
+            "[keys]\nproof_key = \"keys/proof_key.pem\"\ntoken_secret = \"keys/token.secret\"\n",
+        );
         if self.old_key {
             settings.push_str("old_proof_key = \"keys/old_proof_key.pem\"\n");
             proof_key::write_new_key(&dir.path().join("keys/old_proof_key.pem"), false)
@@ -298,6 +310,10 @@ impl Builder {
                 "[[pool]]\nname = \"{name}\"\nkind = \"{kind}\"\nnodes = [{}]\n",
                 nodes.join(", ")
             ));
+            for (_, line) in self.pool_lines.iter().filter(|(pool, _)| pool == name) {
+                settings.push_str(line);
+                settings.push('\n');
+            }
         }
         std::fs::write(dir.path().join("officeswitch.toml"), settings).expect("write settings");
         write_default_rules(dir.path(), &self.pools);
@@ -306,6 +322,9 @@ impl Builder {
                 .expect("write org rules");
         }
         proof_key::write_new_key(&dir.path().join("keys/proof_key.pem"), false).expect("write key");
+        // Written like the proof key, so that a restart keeps accepting minted tokens.
+        token::write_new_secret(&dir.path().join("keys/token.secret"), false)
+            .expect("write token secret");
         dir
     }
 }

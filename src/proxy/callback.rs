@@ -1,0 +1,366 @@
+//! WOPI callbacks: officeswitch is the WOPI host towards editors and the editor towards
+//! the organisation's Nextcloud.
+//!
+//! A call to `/wopi/files/{id}[/contents]` or `/wopi/links/{id}` runs, in
+//! [`super::Proxy::handle`]'s order:
+//! 1. [`admit`]: the minted token must verify, be unexpired and bound to `{id}` (401
+//!    otherwise); its organisation must still exist and own the host URL it carries (403);
+//!    the editor's proof must verify against the keys in its pool's live discovery, as
+//!    the pool's [`ProofPolicy`] says (500, as the WOPI specification asks); links are
+//!    fetched without proofs, so a link call's proof is checked only when present.
+//!    Nothing is sent to the host before all three hold.
+//! 2. [`host_request`]: the request moves onto the host URL with the host's own token,
+//!    loses the editor's proof, cookies and hop-by-hop headers, and is signed with
+//!    officeswitch's key for exactly the URL sent.
+//! 3. forward (streamed, like editor traffic; the host gets `wopi.host_timeout` to answer).
+//! 4. [`host_response`]: redirects and cookies are dropped; CheckFileInfo and
+//!    PutRelativeFile JSON goes through [`super::translate`]; every other body streams.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use percent_encoding::percent_decode_str;
+use url::Url;
+
+use super::answer::Answer;
+use super::classify::{WopiCall, WopiEndpoint, query_param};
+use super::rewrite::strip_hop_by_hop;
+use crate::config::{PoolConfig, ProofPolicy};
+use crate::discovery::ProofKeyPair;
+use crate::discovery::service::Catalog;
+use crate::rules::RuleSet;
+use crate::wopi::proof::{self, ProofHeaders, Signer};
+use crate::wopi::token::{Grant, GrantKind, TokenKeys};
+
+/// Proof headers: the editor's are checked and dropped, officeswitch's replace them.
+const PROOF_HEADERS: [&str; 3] = ["x-wopi-proof", "x-wopi-proofold", "x-wopi-timestamp"];
+
+/// Request headers never passed to the host: they describe the editor's connection to
+/// officeswitch, not the WOPI call.
+const NOT_FOR_HOST: [HeaderName; 5] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+];
+
+/// What [`admit`] reads.
+pub struct AdmitContext<'a> {
+    /// Token keys.
+    pub tokens: &'a TokenKeys,
+    /// Rules in force.
+    pub rules: &'a RuleSet,
+    /// Discoveries in force: the editors' proof keys.
+    pub catalog: &'a Catalog,
+    /// Configured pools: proof policy per pool.
+    pub pools: &'a [PoolConfig],
+    /// officeswitch's public URL (origin, ending in `/`): the URL editors signed.
+    pub public_url: &'a Url,
+}
+
+/// Checks an editor's WOPI call and returns the grant its token stands for.
+///
+/// # Errors
+/// 401 for a missing, forged, expired or other-file token (or a link token on a file
+/// endpoint and the reverse); 403 when the rules no longer allow the grant's
+/// organisation or host; 500 for a refused proof.
+pub fn admit<B>(
+    call: &WopiCall<'_>,
+    request: &Request<B>,
+    ctx: &AdmitContext<'_>,
+) -> Result<Grant, Answer> {
+    let query = request.uri().query();
+    let raw_token = query
+        .and_then(|q| query_param(q, "access_token"))
+        .map(|t| percent_decode_str(t).decode_utf8_lossy().into_owned())
+        .or_else(|| bearer(request.headers()))
+        .ok_or(Answer::BadToken("missing"))?;
+    let grant = ctx
+        .tokens
+        .check(&raw_token, call.file_id, unix_now())
+        .map_err(|e| Answer::BadToken(e.reason()))?;
+    let link = call.endpoint == WopiEndpoint::Link;
+    if link != (grant.kind == GrantKind::Link) {
+        return Err(Answer::BadToken("wrong_kind"));
+    }
+    let org = ctx
+        .rules
+        .organisation_named(&grant.org)
+        .ok_or_else(|| Answer::HostNotAllowed(format!("organisation {} is gone", grant.org)))?;
+    let owns_host = Url::parse(&grant.url)
+        .ok()
+        .is_some_and(|u| ctx.rules.organisation_for(&u).map(|o| o.name()) == Some(org.name()));
+    if !owns_host {
+        return Err(Answer::HostNotAllowed(format!(
+            "organisation {} no longer owns the file's host",
+            grant.org
+        )));
+    }
+    check_proof(request, &raw_token, &grant, ctx)?;
+    Ok(grant)
+}
+
+/// Applies the pool's proof policy to the editor's proof of this call.
+fn check_proof<B>(
+    request: &Request<B>,
+    token: &str,
+    grant: &Grant,
+    ctx: &AdmitContext<'_>,
+) -> Result<(), Answer> {
+    let policy = ctx
+        .pools
+        .iter()
+        .find(|p| p.name == grant.pool)
+        .map_or(ProofPolicy::Auto, |p| p.proof);
+    let keys = pool_keys(ctx.catalog, &grant.pool);
+    let headers = ProofHeaders::from_headers(request.headers());
+    if headers.is_absent() {
+        // Editors fetch host-provided URLs (TemplateSource, FileUrl, settings) without a
+        // proof, as the WOPI specification says they may; the link token guards them.
+        if grant.kind == GrantKind::Link {
+            return Ok(());
+        }
+        return match policy {
+            ProofPolicy::Optional => Ok(()),
+            ProofPolicy::Auto if keys.is_empty() => Ok(()),
+            ProofPolicy::Auto | ProofPolicy::Required => {
+                Err(Answer::BadProof(proof::ProofError::Missing.to_string()))
+            }
+        };
+    }
+    if keys.is_empty() {
+        // Signed, but the pool publishes no key to check it with.
+        return match policy {
+            ProofPolicy::Required => Err(Answer::BadProof(format!(
+                "pool {} publishes no proof key",
+                grant.pool
+            ))),
+            ProofPolicy::Auto | ProofPolicy::Optional => Ok(()),
+        };
+    }
+    let signed_url = format!(
+        "{}{}",
+        ctx.public_url.as_str().trim_end_matches('/'),
+        request.uri().path_and_query().map_or("/", |pq| pq.as_str())
+    );
+    proof::verify(&headers, token, &signed_url, &keys, proof::ticks_now())
+        .map(|_| ())
+        .map_err(|e| Answer::BadProof(e.to_string()))
+}
+
+/// The proof keys of every node of `pool` that has a discovery (nodes may differ).
+fn pool_keys<'a>(catalog: &'a Catalog, pool: &str) -> Vec<&'a ProofKeyPair> {
+    let Some(state) = catalog.pools.iter().find(|p| p.name == pool) else {
+        return Vec::new();
+    };
+    let mut keys: Vec<&ProofKeyPair> = Vec::new();
+    let sources = state.nodes.iter().flatten().chain(state.source.iter());
+    for pair in sources.filter_map(|s| s.discovery.proof_key.as_ref()) {
+        if !keys.contains(&pair) {
+            keys.push(pair);
+        }
+    }
+    keys
+}
+
+/// The request to send to the host for an admitted call: its URL (the host's, with the
+/// host's token), its headers (cleaned, `Host` set, signed by officeswitch).
+///
+/// # Errors
+/// 502 when the host URL cannot be used or signing fails.
+pub fn host_request<B>(
+    mut request: Request<B>,
+    call: &WopiCall<'_>,
+    grant: &Grant,
+    signer: &Signer,
+) -> Result<Request<B>, Answer> {
+    let url = host_url(call.endpoint, grant, request.uri().query());
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| Answer::HostFailed("the host URL is not a request URI".into()))?;
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .ok_or_else(|| Answer::HostFailed("the host URL has no host".into()))?;
+    let signed_token = uri
+        .query()
+        .and_then(|q| query_param(q, "access_token"))
+        .map(|t| percent_decode_str(t).decode_utf8_lossy().into_owned())
+        .unwrap_or_default();
+    let signed = signer
+        .sign(&signed_token, &url, proof::ticks_now())
+        .map_err(|e| Answer::HostFailed(format!("cannot sign: {e}")))?;
+    let json_expected = call.endpoint == WopiEndpoint::File;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers);
+    for name in PROOF_HEADERS {
+        headers.remove(name);
+    }
+    for name in &NOT_FOR_HOST {
+        headers.remove(name);
+    }
+    headers.remove(header::FORWARDED);
+    if json_expected {
+        // CheckFileInfo and PutRelativeFile bodies are rewritten: ask for them plain.
+        headers.remove(header::ACCEPT_ENCODING);
+    }
+    if let Ok(host) = HeaderValue::from_str(&authority) {
+        headers.insert(header::HOST, host);
+    }
+    signed.apply(headers);
+    Ok(request)
+}
+
+/// The host URL of a call: a file's WOPISrc (plus `/contents`) with the host's token,
+/// or a link's URL as the host gave it; the editor's other query parameters follow.
+fn host_url(endpoint: WopiEndpoint, grant: &Grant, editor_query: Option<&str>) -> String {
+    let mut url = grant.url.clone();
+    if endpoint == WopiEndpoint::Contents {
+        url.push_str("/contents");
+    }
+    let mut separator = if url.contains('?') { '&' } else { '?' };
+    if grant.kind == GrantKind::File {
+        url.push(separator);
+        url.push_str("access_token=");
+        url.push_str(&super::translate::encode(&grant.host_token));
+        separator = '&';
+    }
+    let others = editor_query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            !key.eq_ignore_ascii_case("access_token")
+        });
+    for pair in others {
+        url.push(separator);
+        url.push_str(pair);
+        separator = '&';
+    }
+    url
+}
+
+/// What to do with the host's response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostBody {
+    /// Stream it as it comes.
+    Stream,
+    /// A CheckFileInfo JSON to rewrite.
+    CheckFileInfo,
+    /// A PutRelativeFile JSON to rewrite.
+    PutRelativeFile,
+}
+
+/// Which responses carry URLs the editor would call: successful CheckFileInfo (`GET` on
+/// a file) and PutRelativeFile (`POST` with `X-WOPI-Override: PUT_RELATIVE`).
+pub fn host_body<B>(call: &WopiCall<'_>, request: &Request<B>) -> HostBody {
+    if call.endpoint != WopiEndpoint::File {
+        return HostBody::Stream;
+    }
+    let method = request.method();
+    let is_override = |name: &str| {
+        request
+            .headers()
+            .get("x-wopi-override")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(name))
+    };
+    if method == Method::GET {
+        HostBody::CheckFileInfo
+    } else if method == Method::POST && is_override("PUT_RELATIVE") {
+        HostBody::PutRelativeFile
+    } else {
+        HostBody::Stream
+    }
+}
+
+/// Cleans the host's response headers: hop-by-hop headers, redirects (never followed,
+/// and an editor holding only officeswitch's token could not use them) and cookies go.
+pub fn host_response<B>(mut response: Response<B>) -> Response<B> {
+    let headers = response.headers_mut();
+    strip_hop_by_hop(headers);
+    for name in [
+        header::LOCATION,
+        header::CONTENT_LOCATION,
+        header::SET_COOKIE,
+    ] {
+        headers.remove(name);
+    }
+    response
+}
+
+/// The `Authorization: Bearer` token, which WOPI clients may send besides the query.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(kind: GrantKind, url: &str) -> Grant {
+        Grant {
+            kind,
+            file_id: "F".repeat(32),
+            org: "acme".into(),
+            pool: "collabora".into(),
+            url: url.into(),
+            host_token: "host tok/+".into(),
+            expires_at: 0,
+        }
+    }
+
+    #[test]
+    fn host_urls_carry_the_hosts_token_and_the_editors_other_parameters() {
+        let file = grant(
+            GrantKind::File,
+            "https://nc/index.php/apps/richdocuments/wopi/files/1_oc",
+        );
+        assert_eq!(
+            host_url(WopiEndpoint::File, &file, Some("access_token=minted")),
+            "https://nc/index.php/apps/richdocuments/wopi/files/1_oc?access_token=host%20tok%2F%2B"
+        );
+        assert_eq!(
+            host_url(WopiEndpoint::Contents, &file, Some("access_token=m&x=1")),
+            "https://nc/index.php/apps/richdocuments/wopi/files/1_oc/contents?access_token=host%20tok%2F%2B&x=1"
+        );
+        let link = grant(
+            GrantKind::Link,
+            "https://nc/wopi/settings?type=userconfig&access_token=s",
+        );
+        assert_eq!(
+            host_url(WopiEndpoint::Link, &link, Some("ACCESS_TOKEN=m")),
+            "https://nc/wopi/settings?type=userconfig&access_token=s"
+        );
+    }
+
+    #[test]
+    fn bearer_tokens_are_read() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(bearer(&headers).as_deref(), Some("abc"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&headers), None);
+    }
+}
