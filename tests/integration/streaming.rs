@@ -23,7 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::client::{self, encode};
-use crate::support::editor::{PATTERN_PERIOD, StandInEditor, Suite, pattern_byte, pattern_stream};
+use crate::support::editor::{
+    PATTERN_PERIOD, PutBody, StandInEditor, Suite, WopiCall, pattern_byte, pattern_stream,
+};
 use crate::support::nextcloud::StandInNextcloud;
 use crate::support::officeswitch::OfficeSwitch;
 use crate::support::trace_init;
@@ -91,6 +93,138 @@ async fn a_gibibyte_each_way_streams_byte_for_byte_in_bounded_memory() {
     assert!(
         seen.iter().any(|r| r.path_and_query == download_path(GIB)),
         "the node got no 1 GiB download request"
+    );
+    assert!(
+        after_both.saturating_sub(before) < RSS_BUDGET_KIB,
+        "officeswitch's peak RSS grew by {:.1} MiB (budget {} MiB)",
+        mib(after_both.saturating_sub(before)),
+        RSS_BUDGET_KIB / 1024
+    );
+}
+
+/// The SHA-256 (lower-case hex) of `size` pattern bytes, as [`pattern_stream`] sends them.
+fn pattern_sha256(size: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let period: Vec<u8> = (0..PATTERN_PERIOD).map(pattern_byte).collect();
+    let mut hasher = Sha256::new();
+    let mut left = size;
+    // Whole periods, in blocks of many periods for speed.
+    let block: Vec<u8> = period
+        .iter()
+        .copied()
+        .cycle()
+        .take(period.len() * 4096)
+        .collect();
+    while left >= block.len() as u64 {
+        hasher.update(&block);
+        left -= block.len() as u64;
+    }
+    hasher.update(&block[..usize::try_from(left).expect("fits")]);
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_gibibyte_putfile_and_getfile_stream_through_wopi_in_bounded_memory() {
+    trace_init();
+    let (cool, oo) = tokio::join!(
+        StandInEditor::start(Suite::Collabora),
+        StandInEditor::start(Suite::OnlyOffice),
+    );
+    let nc = StandInNextcloud::start().await;
+    let os = Spawned::start(&cool.url(), &oo.url(), &nc.origin()).await;
+    nc.add_pattern_file("big_oc", "big.odt", GIB);
+    nc.grant("big_oc", "big-token");
+    cool.set_wopi_timeout(TRANSFER_DEADLINE);
+
+    // Open as richdocuments does; the editor is given officeswitch's WOPISrc and token.
+    let (_, xml) = client::get(&format!("http://{}/hosting/discovery", os.addr)).await;
+    let view = crate::support::richdocuments::RichdocumentsView::parse(&xml);
+    let (_, urlsrc) = view
+        .url_src("application/vnd.oasis.opendocument.text")
+        .expect("odt urlsrc");
+    let open = client::post_form(
+        &format!("{urlsrc}WOPISrc={}", encode(&nc.wopi_src("big_oc"))),
+        "access_token=big-token&access_token_ttl=0",
+    )
+    .await;
+    assert_eq!(open.status, StatusCode::OK, "{}", open.body);
+    let session = cool.last_session().expect("session");
+    // Warm up with a small save, then read the baseline.
+    let small = cool
+        .wopi(
+            &session,
+            WopiCall::PutFile {
+                lock: None,
+                body: PutBody::Pattern(1 << 20),
+            },
+        )
+        .await;
+    assert!(small.status.is_success(), "{:?}", small.error);
+    let before = os.status_kib("VmRSS");
+
+    nc.add_pattern_file("big_oc", "big.odt", GIB);
+    let started = Instant::now();
+    let get = cool
+        .wopi(
+            &session,
+            WopiCall::GetFile {
+                max_expected_size: None,
+            },
+        )
+        .await;
+    let get_secs = started.elapsed().as_secs_f64();
+    let after_get = os.status_kib("VmHWM");
+    let started = Instant::now();
+    let put = cool
+        .wopi(
+            &session,
+            WopiCall::PutFile {
+                lock: None,
+                body: PutBody::Pattern(GIB),
+            },
+        )
+        .await;
+    let put_secs = started.elapsed().as_secs_f64();
+    let after_both = os.status_kib("VmHWM");
+
+    let expected = pattern_sha256(GIB);
+    assert!(
+        get.status.is_success(),
+        "GetFile: {} {:?}",
+        get.status,
+        get.error
+    );
+    assert_eq!(
+        (get.body_len, get.body_sha256.as_str()),
+        (GIB, expected.as_str())
+    );
+    assert!(
+        put.status.is_success(),
+        "PutFile: {} {:?}",
+        put.status,
+        put.error
+    );
+    assert!(
+        nc.puts()
+            .contains(&("big_oc".to_string(), GIB, expected.clone())),
+        "Nextcloud got the gigabyte byte for byte"
+    );
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let rate = |secs: f64| GIB as f64 / (1 << 20) as f64 / secs;
+    eprintln!(
+        "wopi streaming: officeswitch VmRSS before {:.1} MiB; VmHWM after 1 GiB GetFile {:.1} MiB, \
+         after 1 GiB PutFile {:.1} MiB (+{:.1}); GetFile {get_secs:.1} s ({:.0} MiB/s), \
+         PutFile {put_secs:.1} s ({:.0} MiB/s)",
+        mib(before),
+        mib(after_get),
+        mib(after_both),
+        mib(after_both.saturating_sub(before)),
+        rate(get_secs),
+        rate(put_secs),
     );
     assert!(
         after_both.saturating_sub(before) < RSS_BUDGET_KIB,
@@ -250,7 +384,7 @@ impl Spawned {
             .arg(&config)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
             .expect("run the officeswitch binary");

@@ -12,11 +12,12 @@ use http::StatusCode;
 use sha2::{Digest, Sha256};
 
 use crate::routing::Lab;
-use crate::support::client::{encode, post_form};
+use crate::support::client::{self, encode, post_form};
 use crate::support::editor::{
-    CallOptions, EditorSession, PutBody, Signing, StandInEditor, WopiCall, WopiReply,
+    CallOptions, EditorSession, PutBody, Signing, StandInEditor, Suite, WopiCall, WopiReply,
 };
 use crate::support::nextcloud::{ProofCheck, PutFault, StandInNextcloud};
+use crate::support::officeswitch::OfficeSwitch;
 use crate::support::richdocuments::RichdocumentsView;
 use officeswitch::wopi::proof_key::PublicProofKey;
 
@@ -501,4 +502,74 @@ async fn a_save_cut_short_by_nextcloud_is_an_error_for_the_editor() {
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(lab.nc.puts().is_empty(), "a truncated save was recorded");
+}
+
+#[tokio::test]
+async fn each_refusal_is_one_log_line_without_tokens() {
+    let cool = StandInEditor::start(Suite::Collabora).await;
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[cool.url()])
+        .org("acme", &[nc.origin()], "")
+        .spawn()
+        .await;
+    os.wait_ready().await;
+    nc.add_file("81_oc", "a.odt", b"a".to_vec());
+    nc.grant("81_oc", "secret-host-token");
+    let (_, xml) = client::get(&format!("{}/hosting/discovery", os.public_url)).await;
+    let view = RichdocumentsView::parse(&xml);
+    let (_, urlsrc) = view.url_src(ODT).expect("odt");
+    let open = post_form(
+        &format!("{urlsrc}WOPISrc={}", encode(&nc.wopi_src("81_oc"))),
+        "access_token=secret-host-token&access_token_ttl=0",
+    )
+    .await;
+    assert_eq!(open.status, StatusCode::OK);
+    let session = cool.last_session().expect("session");
+    let forged = format!("{}x", session.access_token);
+    let cases = [
+        (
+            CallOptions {
+                token: Some(forged.clone()),
+                ..CallOptions::default()
+            },
+            StatusCode::UNAUTHORIZED,
+            "access token refused: ",
+        ),
+        (
+            CallOptions {
+                signing: Signing::Tampered,
+                ..CallOptions::default()
+            },
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "proof refused: ",
+        ),
+    ];
+    for (options, status, reason) in cases {
+        let before = os.log().lines().count();
+        let reply = cool
+            .wopi_with(&session, WopiCall::CheckFileInfo, options)
+            .await;
+        assert_eq!(reply.status, status);
+        // The access line is written when the response ends: give it a moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = os.log();
+        let new: Vec<&str> = log.lines().skip(before).collect();
+        assert_eq!(new.len(), 1, "one line per refusal: {new:#?}");
+        assert!(new[0].contains(reason), "{}", new[0]);
+        assert!(
+            new[0].contains(&format!("status={}", status.as_u16())),
+            "{}",
+            new[0]
+        );
+    }
+    let log = os.log();
+    for secret in [
+        "secret-host-token",
+        session.access_token.as_str(),
+        forged.as_str(),
+        "access_token=",
+    ] {
+        assert!(!log.contains(secret), "the log contains a token:\n{log}");
+    }
 }

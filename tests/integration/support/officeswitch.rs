@@ -138,6 +138,23 @@ impl OfficeSwitchProcess {
         self.dir.path().join("rules")
     }
 
+    /// Everything it has logged so far (its standard output and error).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("officeswitch.log")).unwrap_or_default()
+    }
+
+    /// Waits (10 s at most) until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            let (status, _) = client::get(&format!("http://{}/readyz", self.addr)).await;
+            if status == StatusCode::OK {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("officeswitch not ready within 10 s; log:\n{}", self.log());
+    }
+
     /// Sends `signal` (e.g. "HUP") to the process.
     pub fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
@@ -228,10 +245,13 @@ impl Builder {
         let config =
             Config::from_file(&dir.path().join("officeswitch.toml")).expect("valid settings");
         let addr = config.listen.expect("listen");
+        let log = std::fs::File::create(dir.path().join("officeswitch.log")).expect("log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_officeswitch"))
             .arg("--config")
             .arg(dir.path().join("officeswitch.toml"))
-            .stdout(std::process::Stdio::null())
+            .env_remove("RUST_LOG")
+            .stderr(log.try_clone().expect("log file"))
+            .stdout(log)
             .spawn()
             .expect("run officeswitch");
         for _ in 0..100 {
