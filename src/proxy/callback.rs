@@ -252,12 +252,13 @@ pub enum HostBody {
     Stream,
     /// A CheckFileInfo JSON to rewrite.
     CheckFileInfo,
-    /// A PutRelativeFile JSON to rewrite.
+    /// A PutRelativeFile (or RenameFile) JSON to rewrite: its `Url` names a file.
     PutRelativeFile,
 }
 
 /// Which responses carry URLs the editor would call: successful CheckFileInfo (`GET` on
-/// a file) and PutRelativeFile (`POST` with `X-WOPI-Override: PUT_RELATIVE`).
+/// a file), PutRelativeFile and RenameFile (`POST` with `X-WOPI-Override: PUT_RELATIVE`
+/// or `RENAME_FILE`).
 pub fn host_body<B>(call: &WopiCall<'_>, request: &Request<B>) -> HostBody {
     if call.endpoint != WopiEndpoint::File {
         return HostBody::Stream;
@@ -272,7 +273,9 @@ pub fn host_body<B>(call: &WopiCall<'_>, request: &Request<B>) -> HostBody {
     };
     if method == Method::GET {
         HostBody::CheckFileInfo
-    } else if method == Method::POST && is_override("PUT_RELATIVE") {
+    } else if method == Method::POST && (is_override("PUT_RELATIVE") || is_override("RENAME_FILE"))
+    {
+        // richdocuments answers a rename with the file's `Url` too, carrying a new token.
         HostBody::PutRelativeFile
     } else {
         HostBody::Stream

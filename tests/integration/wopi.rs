@@ -573,3 +573,131 @@ async fn each_refusal_is_one_log_line_without_tokens() {
         assert!(!log.contains(secret), "the log contains a token:\n{log}");
     }
 }
+
+#[tokio::test]
+async fn every_wopi_operation_passes_with_its_status_and_headers() {
+    let lab = verifying_lab().await;
+    lab.nc.add_file("91_oc", "ops.odt", b"ops".to_vec());
+    lab.nc.grant("91_oc", "alice");
+    lab.nc.grant("91_oc", "bob");
+    let (_, alice) = open(&lab, ODT, "91_oc", "alice").await;
+    let (_, bob) = open(&lab, ODT, "91_oc", "bob").await;
+    let editor = editor_of(&lab, &alice);
+    let lock = |l: &str| WopiCall::Lock { lock: l.into() };
+    let status = |reply: &WopiReply| reply.status.as_u16();
+
+    assert_eq!(status(&editor.wopi(&alice, lock("A")).await), 200);
+    // richdocuments' quirks pass through untouched: a lock conflict is 423.
+    assert_eq!(status(&editor.wopi(&bob, lock("B")).await), 423);
+    let refresh = editor
+        .wopi(&alice, WopiCall::RefreshLock { lock: "A".into() })
+        .await;
+    assert_eq!(status(&refresh), 200);
+    let get_lock = editor.wopi(&alice, WopiCall::GetLock).await;
+    assert_eq!(status(&get_lock), 200);
+    assert_eq!(get_lock.header("x-wopi-lock"), "A");
+    let relock = editor
+        .wopi(
+            &alice,
+            WopiCall::UnlockAndRelock {
+                lock: "A2".into(),
+                old_lock: "A".into(),
+            },
+        )
+        .await;
+    assert_eq!(status(&relock), 200);
+    // A save against a changed file: 409 with COOLStatusCode 1010, body intact.
+    let stale = editor
+        .wopi_with(
+            &alice,
+            WopiCall::PutFile {
+                lock: Some("A2".into()),
+                body: PutBody::Bytes(b"late".to_vec()),
+            },
+            CallOptions {
+                cool_timestamp: Some("2001-01-01T00:00:00.000000Z".into()),
+                ..CallOptions::default()
+            },
+        )
+        .await;
+    assert_eq!(status(&stale), 409);
+    assert_eq!(stale.json().unwrap()["COOLStatusCode"], 1010);
+    let renamed = editor
+        .wopi(
+            &alice,
+            WopiCall::RenameFile {
+                lock: "A2".into(),
+                name: "renamed".into(),
+            },
+        )
+        .await;
+    assert_eq!(status(&renamed), 200);
+    let json = renamed.json().unwrap();
+    assert!(
+        json["Name"].as_str().unwrap().starts_with("renamed"),
+        "{json}"
+    );
+    // richdocuments answers a rename with the file's Url and a new token: rewritten.
+    let url = json["Url"].as_str().expect("Url");
+    assert!(
+        url.starts_with(&lab.os.public_url),
+        "rename Url rewritten: {url}"
+    );
+    let unlock = editor
+        .wopi(&alice, WopiCall::Unlock { lock: "A2".into() })
+        .await;
+    assert_eq!(status(&unlock), 200);
+    let user_info = editor
+        .wopi(&alice, WopiCall::PutUserInfo("{\"theme\":\"dark\"}".into()))
+        .await;
+    assert_eq!(status(&user_info), 200);
+    assert_eq!(
+        status(&editor.wopi(&alice, WopiCall::GetShareUrl).await),
+        501
+    );
+    assert_eq!(
+        status(&editor.wopi(&alice, WopiCall::DeleteFile).await),
+        200
+    );
+    assert_eq!(
+        status(&editor.wopi(&alice, WopiCall::CheckFileInfo).await),
+        404
+    );
+}
+
+#[tokio::test]
+async fn a_token_of_one_organisation_opens_nothing_of_another() {
+    let beta_nc = StandInNextcloud::start().await;
+    let beta_origin = beta_nc.origin();
+    let lab = Lab::start(move |b, _| b.org("beta", &[beta_origin], "")).await;
+    lab.nc.add_file("1_oc", "a.odt", b"a".to_vec());
+    lab.nc.grant("1_oc", "acme-token");
+    beta_nc.add_file("1_oc", "b.odt", b"b".to_vec());
+    beta_nc.grant("1_oc", "beta-token");
+    let (_, acme) = open(&lab, ODT, "1_oc", "acme-token").await;
+    let url = format!(
+        "{}WOPISrc={}",
+        lab.urlsrc(ODT).await,
+        encode(&beta_nc.wopi_src("1_oc"))
+    );
+    let reply = post_form(&url, "access_token=beta-token&access_token_ttl=0").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let beta = editor_at(&lab, reply.node().unwrap())
+        .last_session()
+        .unwrap();
+    assert_ne!(
+        acme.wopi_src, beta.wopi_src,
+        "same path, different organisations"
+    );
+    // acme's token on beta's file: refused, and neither Nextcloud hears of it.
+    let crossed = EditorSession {
+        access_token: acme.access_token.clone(),
+        ..beta.clone()
+    };
+    let before = (lab.nc.requests().len(), beta_nc.requests().len());
+    let reply = editor_of(&lab, &crossed)
+        .wopi(&crossed, WopiCall::CheckFileInfo)
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!((lab.nc.requests().len(), beta_nc.requests().len()), before);
+}
