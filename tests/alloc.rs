@@ -312,6 +312,19 @@ fn editor_route_allocates_only_its_target() {
     // The owned `Target` (pool name, node URL, organisation name), nothing else.
     assert!(count <= 3, "routing a WebSocket allocated {count} times");
 
+    // Reading the file id from officeswitch's WOPISrc, as editors send it, allocates nothing.
+    let spellings = [
+        format!("https://os.example/wopi/files/{file_id}"),
+        format!("https%3A%2F%2Fos.example%2Fwopi%2Ffiles%2F{file_id}"),
+    ];
+    let (count, found) = allocations(|| {
+        spellings
+            .iter()
+            .filter(|raw| wopi_src::own_file_id(raw, files_base) == Some(file_id.as_str()))
+            .count()
+    });
+    assert_eq!((count, found), (0, 2));
+
     // A host WOPISrc in editor traffic reaches the same node (its file id is derived).
     let (path, query) = (DOCUMENT_REQUESTS[0].1, DOCUMENT_REQUESTS[0].2);
     let Class::Editor(request) = classify(&method, path, Some(query), true) else {

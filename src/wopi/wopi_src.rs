@@ -17,6 +17,8 @@ use std::str::FromStr;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode, percent_encode};
 use url::Url;
 
+use super::token;
+
 /// Longest accepted WOPISrc (decoded URL). Nextcloud's are about 100 bytes.
 pub const MAX_LEN: usize = 2048;
 
@@ -557,26 +559,27 @@ fn has_control(bytes: &[u8]) -> bool {
 
 /// The file id of a `WOPISrc` officeswitch minted itself, `{files_base}{id}`, where
 /// `files_base` is `{public_url}wopi/files/`; `None` for any other value. `raw` is the
-/// query parameter as it came: plain, or percent-encoded up to three times; the usual
-/// once-encoded form is read without allocating. The id is only taken here, not checked:
-/// the caller checks its form, and the token decides whether it is any good.
+/// query parameter as it came: plain, or percent-encoded up to three times. Only the form
+/// of the id is checked ([`token::is_file_id`]); the token decides whether it is any good.
+///
+/// Every request of an open document carries this, so the usual spellings (plain and
+/// encoded once) are one backward step and one forward pass over the bytes, without
+/// allocating.
 pub fn own_file_id<'a>(raw: &'a str, files_base: &str) -> Option<&'a str> {
-    let usable = |id: &str| !id.is_empty() && !id.contains(['%', '/']);
-    // Plain (`.../files/<id>`) or encoded once (`...%2Ffiles%2F<id>`): no allocation.
-    let slash = raw.rfind('/').map(|i| i + 1);
-    let encoded = raw
-        .rfind("%2F")
-        .max(raw.rfind("%2f"))
-        .map(|i| i + "%2F".len());
-    if let Some(start) = slash.max(encoded) {
-        let id = &raw[start..];
-        if usable(id) && decodes_to(&raw.as_bytes()[..start], files_base) {
-            return Some(id);
-        }
+    // An id is `FILE_ID_LEN` bytes of `[A-Za-z0-9_-]`, the same in every spelling.
+    let start = raw.len().checked_sub(token::FILE_ID_LEN)?;
+    let id = raw.get(start..)?;
+    if !token::is_file_id(id) {
+        return None;
     }
-    // Encoded more than once: decode (allocating) and compare. The id has no `%`, so it
-    // is the same suffix of `raw` in every spelling.
-    let mut decoded = Cow::Borrowed(raw);
+    let prefix = &raw.as_bytes()[..start];
+    if prefix.eq_ignore_ascii_case(files_base.as_bytes())
+        || decodes_to(prefix, files_base.as_bytes())
+    {
+        return Some(id);
+    }
+    // Encoded more than once: decode (allocating) and compare.
+    let mut decoded = Cow::Borrowed(&raw[..start]);
     for _ in 0..MAX_DECODE_ROUNDS {
         if !decoded.contains('%') {
             break;
@@ -587,24 +590,42 @@ pub fn own_file_id<'a>(raw: &'a str, files_base: &str) -> Option<&'a str> {
                 .ok()?
                 .into_owned(),
         );
+        if decoded
+            .as_bytes()
+            .eq_ignore_ascii_case(files_base.as_bytes())
+        {
+            return Some(id);
+        }
     }
-    let start = decoded.rfind('/')? + 1;
-    let id = &decoded[start..];
-    (usable(id) && decodes_to(&decoded.as_bytes()[..start], files_base))
-        .then(|| &raw[raw.len() - id.len()..])
+    None
 }
 
 /// Whether `encoded`, percent-decoded once, is `expected` (ASCII case-insensitive).
-fn decodes_to(encoded: &[u8], expected: &str) -> bool {
-    let mut decoded = percent_decode(encoded);
-    let mut expected = expected.bytes();
-    loop {
-        match (decoded.next(), expected.next()) {
-            (None, None) => return true,
-            (Some(a), Some(b)) if a.eq_ignore_ascii_case(&b) => {}
-            _ => return false,
+fn decodes_to(encoded: &[u8], expected: &[u8]) -> bool {
+    let (mut i, mut j) = (0, 0);
+    while i < encoded.len() {
+        let byte = match encoded[i] {
+            b'%' => match (hex_value(encoded.get(i + 1)), hex_value(encoded.get(i + 2))) {
+                (Some(h), Some(l)) => {
+                    i += 3;
+                    h << 4 | l
+                }
+                _ => return false,
+            },
+            other => {
+                i += 1;
+                other
+            }
+        };
+        if expected
+            .get(j)
+            .is_none_or(|e| !e.eq_ignore_ascii_case(&byte))
+        {
+            return false;
         }
+        j += 1;
     }
+    j == expected.len()
 }
 
 #[cfg(test)]
@@ -633,6 +654,9 @@ mod tests {
             String::new(),
             "%".to_string(),
             "%2".to_string(),
+            format!("https://os.example/wopi/files/x{id}"),
+            "https://os.example/wopi/files/short".to_string(),
+            format!("https%3A%2F%2Fos.example%2Fwopi%2Ffiles%2{id}"),
         ] {
             assert_eq!(own_file_id(&raw, base), None, "{raw}");
         }
