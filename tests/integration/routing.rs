@@ -173,6 +173,9 @@ async fn every_request_of_a_document_reaches_the_node_of_its_open() {
         let own = encode(&own);
         for path in [
             format!("/cool/{own}/download/x.pdf?WOPISrc={own}"),
+            // Collabora's long-polling fallback for browsers without WebSockets.
+            format!("/cool/{own}/ws/4f2a9c/open/0?WOPISrc={own}"),
+            format!("/cool/{own}/ws/4f2a9c/write/1?WOPISrc={own}"),
             format!("/cool/clipboard?WOPISrc={own}&ServerId=x&ViewId=0&Tag=t"),
             format!("/browser/61cf2b4/cool.html?WOPISrc={}", encode(&own)),
             format!("/cool/{enc}/download/report.pdf?WOPISrc={enc}"),

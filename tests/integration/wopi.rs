@@ -505,6 +505,26 @@ async fn a_save_cut_short_by_nextcloud_is_an_error_for_the_editor() {
 }
 
 #[tokio::test]
+async fn a_save_nextcloud_stops_reading_is_a_timeout_for_the_editor() {
+    let lab = Lab::start(|b, _| b.section("[wopi]\nhost_timeout_secs = 2")).await;
+    lab.nc.add_file("72_oc", "a.odt", b"a".to_vec());
+    lab.nc.grant("72_oc", "token-a");
+    let (_, session) = open(&lab, ODT, "72_oc", "token-a").await;
+    lab.nc.set_put_fault(Some(PutFault::StallAfter(64 * 1024)));
+    let reply = editor_of(&lab, &session)
+        .wopi(
+            &session,
+            WopiCall::PutFile {
+                lock: None,
+                body: PutBody::Pattern(8 << 20),
+            },
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{:?}", reply.error);
+    assert!(lab.nc.puts().is_empty(), "no save was recorded");
+}
+
+#[tokio::test]
 async fn each_refusal_is_one_log_line_without_tokens() {
     let cool = StandInEditor::start(Suite::Collabora).await;
     let nc = StandInNextcloud::start().await;
