@@ -141,7 +141,7 @@ impl Proxy {
         };
         let answer = match routed {
             Some(Ok(target)) => {
-                log.target(&target);
+                log.target(&target, &self.pools);
                 match self.forward(request, &target, peer, upgrade, log).await {
                     Ok(response) => return response,
                     Err((answer, returned_log)) => {
@@ -293,8 +293,8 @@ impl Proxy {
         let grant = Grant {
             kind: GrantKind::File,
             file_id: document.file_id.clone(),
-            org: target.org.clone().unwrap_or_default(),
-            pool: target.pool.clone(),
+            org: target.org.as_deref().unwrap_or_default().to_string(),
+            pool: target.pool_in(&self.pools).name.clone(),
             url: document.host_wopi_src.clone(),
             host_token,
             expires_at: expiry.expires_at,
@@ -339,7 +339,9 @@ impl Proxy {
             },
             None => request.map(forward::upstream_body),
         };
-        let request = match rewrite::request(request, target, &self.public_url, peer, upgrade) {
+        let node = target.node_in(&self.pools);
+        let request = match rewrite::request(request, target, node, &self.public_url, peer, upgrade)
+        {
             Ok(r) => r,
             Err(answer) => return Err((answer, log)),
         };
@@ -348,7 +350,7 @@ impl Proxy {
                 Ok(r) => r,
                 Err(answer) => return Err((answer, log)),
             };
-        let mut response = rewrite::response(response, target, &self.public_url);
+        let mut response = rewrite::response(response, node, &self.public_url);
         log.status(response.status().as_u16());
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade

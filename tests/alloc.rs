@@ -280,7 +280,7 @@ fn tokens() -> TokenKeys {
 }
 
 #[test]
-fn editor_route_allocates_only_its_target() {
+fn editor_route_with_officeswitch_wopi_src_allocates_nothing() {
     let pools = pools();
     let rules = Arc::new(rules(&pools));
     let catalog = Catalog::default();
@@ -309,8 +309,8 @@ fn editor_route_allocates_only_its_target() {
         ctx.editor(&request, &path, Some(&own)).expect("routed")
     });
     assert_eq!(target.org.as_deref(), Some("acme"));
-    // The owned `Target` (pool name, node URL, organisation name), nothing else.
-    assert!(count <= 3, "routing a WebSocket allocated {count} times");
+    // The `Target` names pool and node by index and shares the organisation's name.
+    assert_eq!(count, 0, "routing a WebSocket allocated {count} times");
 
     // Reading the file id from officeswitch's WOPISrc, as editors send it, allocates nothing.
     let spellings = [

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::answer::{Answer, BoxError, Fault};
 use super::route::Target;
+use crate::config::PoolConfig;
 
 /// What the access line says about one request.
 #[derive(Debug)]
@@ -51,11 +52,11 @@ impl AccessLog {
         }
     }
 
-    /// Records where the request was routed.
-    pub fn target(&mut self, target: &Target) {
-        self.org.clone_from(&target.org);
-        self.pool = Some(target.pool.clone());
-        self.node = Some(target.node.to_string());
+    /// Records where the request was routed (`pools` as routing was given them).
+    pub fn target(&mut self, target: &Target, pools: &[PoolConfig]) {
+        self.org = target.org.as_deref().map(str::to_string);
+        self.pool = Some(target.pool_in(pools).name.clone());
+        self.node = Some(target.node_in(pools).to_string());
     }
 
     /// Records the host a WOPI call goes to: the grant's organisation and pool, and the

@@ -38,6 +38,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub fn request<B>(
     mut request: Request<B>,
     target: &Target,
+    node: &Url,
     public_url: &Url,
     peer: SocketAddr,
     upgrade: bool,
@@ -47,7 +48,7 @@ pub fn request<B>(
         Some(urlsrc) => open_url(urlsrc, query),
         None => {
             let path = request.uri().path().trim_start_matches('/');
-            let mut url = format!("{}{path}", target.node);
+            let mut url = format!("{node}{path}");
             if let Some(q) = query {
                 url.push('?');
                 url.push_str(q);
@@ -79,7 +80,7 @@ pub fn request<B>(
 }
 
 /// Rewrites a node's response for the client.
-pub fn response<B>(mut response: Response<B>, target: &Target, public_url: &Url) -> Response<B> {
+pub fn response<B>(mut response: Response<B>, node: &Url, public_url: &Url) -> Response<B> {
     let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     let upgrade_to = headers.get(header::UPGRADE).cloned();
@@ -92,7 +93,7 @@ pub fn response<B>(mut response: Response<B>, target: &Target, public_url: &Url)
         let moved = headers
             .get(&name)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| onto_public(v, &target.node, public_url))
+            .and_then(|v| onto_public(v, node, public_url))
             .and_then(|v| HeaderValue::from_str(&v).ok());
         if let Some(value) = moved {
             headers.insert(name, value);

@@ -37,21 +37,34 @@ use crate::sticky::hrw;
 use crate::wopi::token::{self, TokenKeys};
 use crate::wopi::wopi_src::{self, DocRef, WopiSrc};
 
-/// Where a request goes.
+/// Where a request goes. Pool and node are indices into the configured pools (which
+/// live as long as the proxy), so routing a request copies no string.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// Suite of the chosen pool.
     pub suite: SuiteKind,
-    /// Pool name (logs).
-    pub pool: String,
-    /// Base URL of the chosen node.
-    pub node: Url,
+    /// Index of the chosen pool in the configured pools.
+    pub pool: usize,
+    /// Index of the chosen node in that pool's nodes.
+    pub node: usize,
     /// Organisation owning the document, when the request names one.
-    pub org: Option<String>,
+    pub org: Option<Arc<str>>,
     /// For opens: the chosen suite's `urlsrc` on the chosen node (placeholders still in).
     pub urlsrc: Option<String>,
     /// For opens: the document, to mint its officeswitch `WOPISrc` and token.
     pub document: Option<OpenedDocument>,
+}
+
+impl Target {
+    /// The chosen pool, from the `pools` routing was given.
+    pub fn pool_in<'p>(&self, pools: &'p [PoolConfig]) -> &'p PoolConfig {
+        &pools[self.pool]
+    }
+
+    /// The chosen node's base URL, from the `pools` routing was given.
+    pub fn node_in<'p>(&self, pools: &'p [PoolConfig]) -> &'p Url {
+        &pools[self.pool].nodes[self.node]
+    }
 }
 
 /// The document an open names, as token translation needs it.
@@ -161,9 +174,9 @@ impl RouteContext<'_> {
             .ok_or_else(|| Answer::BadGateway(format!("unusable urlsrc {}", action.urlsrc)))?;
         Ok(Target {
             suite: pool.kind,
-            pool: pool.name.clone(),
-            node: node.clone(),
-            org: Some(org.name().to_string()),
+            pool: self.index_of(pool),
+            node: node_index(pool, node).ok_or_else(|| Answer::NoNode(pool.name.clone()))?,
+            org: Some(org.shared_name()),
             urlsrc: Some(urlsrc),
             document: Some(OpenedDocument {
                 file_id: file_id.into_owned(),
@@ -192,11 +205,16 @@ impl RouteContext<'_> {
         let (node, org) = if let Some((org, file_id)) = self.document(query)? {
             let nodes = nodes_for(pool, Some(org));
             let i = hrw::pick(file_id.as_bytes(), nodes).ok_or_else(no_node)?;
-            (nodes[i].clone(), Some(org.name().to_string()))
+            let node = if std::ptr::eq(nodes, pool.nodes.as_slice()) {
+                i
+            } else {
+                node_index(pool, &nodes[i]).ok_or_else(no_node)?
+            };
+            (node, Some(org.shared_name()))
         } else if let Some(shard) = request.key {
             // OnlyOffice's non-WOPI shard key: an opaque document key, same hash.
             let i = hrw::pick(shard.as_bytes(), &pool.nodes).ok_or_else(no_node)?;
-            (pool.nodes[i].clone(), None)
+            (i, None)
         } else {
             let i = match request.kind {
                 Traffic::Stateless => self.spread(pool).ok_or_else(no_node)?,
@@ -204,11 +222,11 @@ impl RouteContext<'_> {
                     .by_version(pool, request.version, path)
                     .ok_or_else(no_node)?,
             };
-            (pool.nodes[i].clone(), None)
+            (i, None)
         };
         Ok(Target {
             suite: pool.kind,
-            pool: pool.name.clone(),
+            pool: self.index_of(pool),
             node,
             org,
             urlsrc: None,
@@ -245,6 +263,14 @@ impl RouteContext<'_> {
         })
         .map_err(|e| Answer::BadWopiSrc(e.to_string()))??;
         Ok(Some((org, Cow::Owned(id))))
+    }
+
+    /// The index of `pool` (one of [`RouteContext::pools`]).
+    fn index_of(&self, pool: &PoolConfig) -> usize {
+        self.pools
+            .iter()
+            .position(|p| std::ptr::eq(p, pool))
+            .unwrap_or_default()
     }
 
     /// The organisation owning the document's origin, or 403.
@@ -335,6 +361,11 @@ fn host_wopi_src(raw: &str) -> Result<String, Answer> {
         Ok(same) if same == parsed && !once.contains('%') => Ok(once.into_owned()),
         _ => Ok(parsed.url().to_string()),
     }
+}
+
+/// The index of `node` among `pool`'s nodes (a pinned node is one of them, equal by URL).
+fn node_index(pool: &PoolConfig, node: &Url) -> Option<usize> {
+    pool.nodes.iter().position(|n| n == node)
 }
 
 /// The nodes `org` may use in `pool`: its pinned subset, else all.
@@ -533,9 +564,9 @@ mod tests {
                 };
                 let target = ctx.editor(&request, &path, None).unwrap();
                 assert!(
-                    serving.contains(&&target.node),
+                    serving.contains(&target.node_in(std::slice::from_ref(&pool))),
                     "{path} went to {}",
-                    target.node
+                    target.node_in(std::slice::from_ref(&pool))
                 );
             }
         }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use toml::Spanned;
 use url::Url;
@@ -18,8 +19,8 @@ use crate::config::{ConfigError, PoolConfig};
 /// pool, then restricts the pool's nodes to [`Organisation::pinned_nodes`] when set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Organisation {
-    /// File stem of its rules file.
-    name: String,
+    /// File stem of its rules file; shared, so routed requests carry it without copying.
+    name: Arc<str>,
     /// Normalised origins, `scheme://host:port` with the port always written.
     origins: Vec<String>,
     /// Pool for every format, if the file sets `all`.
@@ -34,6 +35,11 @@ impl Organisation {
     /// The organisation's name (its rules file without `.toml`), for logs.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The name, shared (a reference count, not a copy).
+    pub fn shared_name(&self) -> Arc<str> {
+        Arc::clone(&self.name)
     }
 
     /// The origins it owns, normalised as `scheme://host:port` (for logs and readiness).
@@ -188,7 +194,7 @@ pub(super) fn compile(
     }
 
     Ok(Organisation {
-        name,
+        name: name.into(),
         origins,
         all,
         extensions,

@@ -227,11 +227,11 @@ fn check_config_names_file_line_and_key_of_each_error() {
     let cases = [
         (
             settings.replace("kind = \"onlyoffice\"", "kind = \"msoffice\""),
-            "officeswitch.toml:34: pool[1].kind: unknown suite `msoffice`",
+            "officeswitch.toml:36: pool[1].kind: unknown suite `msoffice`",
         ),
         (
             settings.replace("format = \"text\"", "format = \"xml\""),
-            "officeswitch.toml:24: log.format",
+            "officeswitch.toml:26: log.format",
         ),
         (
             settings.replace(

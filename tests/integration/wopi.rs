@@ -520,7 +520,12 @@ async fn a_save_nextcloud_stops_reading_is_a_timeout_for_the_editor() {
             },
         )
         .await;
-    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{:?}", reply.error);
+    assert_eq!(
+        reply.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{:?}",
+        reply.error
+    );
     assert!(lab.nc.puts().is_empty(), "no save was recorded");
 }
 
