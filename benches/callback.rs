@@ -77,6 +77,7 @@ async fn setup() -> Setup {
         Listeners {
             plain: Some(listener),
             tls: None,
+            admin: None,
         },
         stop.clone(),
     ));

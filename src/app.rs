@@ -13,12 +13,16 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admin;
 use crate::config::{Config, ConfigError};
 use crate::discovery::{DiscoveryService, ProofKeyPair};
 use crate::proxy::{Proxy, WopiKeys};
 use crate::rules::RuleSet;
 use crate::rules::watch::RulesStore;
 use crate::server;
+use crate::sticky::health::Health;
+use crate::sticky::pins::Stickiness;
+use crate::sticky::store::{self, PinStore, StoreError};
 use crate::upstream::{self, UpstreamClient, UpstreamError};
 use crate::wopi::proof::Signer;
 use crate::wopi::proof_key::{self, KeyError, ProofKey};
@@ -42,6 +46,12 @@ pub enum StartupError {
     /// Upstream CA bundle.
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
+    /// The pin store settings.
+    #[error("pins.store: {0}")]
+    Store(#[from] StoreError),
+    /// The admin token file.
+    #[error("{0}")]
+    Admin(#[from] admin::AdminError),
 }
 
 /// What to do when the configured proof key or token secret file does not exist.
@@ -65,6 +75,10 @@ pub struct Prepared {
     pub signing: SigningKeys,
     /// Mints and checks editor tokens, derives file ids.
     pub tokens: Arc<TokenKeys>,
+    /// Where document pins live (memory, or Redis shared by the instances).
+    pub pin_store: Arc<dyn PinStore>,
+    /// The admin API's bearer token, when `[admin]` is configured.
+    pub admin_token: Option<Arc<str>>,
     /// TLS acceptor when a `[tls]` listener is configured.
     pub tls: Option<TlsAcceptor>,
     /// Client to editor nodes.
@@ -106,12 +120,20 @@ pub fn prepare(config: Config, missing_key: MissingKey) -> Result<Prepared, Star
         .map(|t| server::tls::acceptor(&t.cert, &t.key))
         .transpose()?;
     let client = upstream::client(&config.upstream)?;
+    let pin_store = store::open(&config.pins)?;
+    let admin_token = config
+        .admin
+        .as_ref()
+        .map(|a| admin::load_token(&a.token_file).map(Arc::from))
+        .transpose()?;
     Ok(Prepared {
         config,
         rules,
         keys: ProofKeyPair { current, old },
         signing,
         tokens,
+        pin_store,
+        admin_token,
         tls,
         client,
     })
@@ -180,6 +202,8 @@ pub struct Listeners {
     pub plain: Option<TcpListener>,
     /// TLS (uses [`Prepared::tls`]).
     pub tls: Option<TcpListener>,
+    /// The operators' API (`[admin]`), on its own address.
+    pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -201,7 +225,11 @@ impl Listeners {
             Some(t) => Some(bind(t.listen).await?),
             None => None,
         };
-        Ok(Listeners { plain, tls })
+        let admin = match &config.admin {
+            Some(a) => Some(bind(a.listen).await?),
+            None => None,
+        };
+        Ok(Listeners { plain, tls, admin })
     }
 }
 
@@ -210,6 +238,7 @@ pub struct App {
     prepared: Prepared,
     rules: Arc<RulesStore>,
     discovery: Arc<DiscoveryService>,
+    sticky: Arc<Stickiness>,
 }
 
 impl App {
@@ -218,11 +247,25 @@ impl App {
         let rules = prepared.rules_store();
         let discovery = prepared.discovery_service(rules.clone());
         discovery.load_last_good().await;
+        let config = &prepared.config;
+        let health = Health::new(&config.pools, &config.health);
+        let sticky = Stickiness::new(
+            Arc::clone(&prepared.pin_store),
+            health,
+            config.pools.clone(),
+            config.pins.ttl,
+        );
         App {
             prepared,
             rules,
             discovery,
+            sticky,
         }
+    }
+
+    /// Document pins and node health (for the admin side and tests).
+    pub fn sticky(&self) -> &Arc<Stickiness> {
+        &self.sticky
     }
 
     /// The discovery service (to refresh it on SIGHUP).
@@ -250,8 +293,24 @@ impl App {
                     self.prepared.signing.old.clone(),
                 ),
             },
+            Arc::clone(&self.sticky),
         ));
         let mut tasks = tokio::task::JoinSet::new();
+        let stop = shutdown.clone();
+        tasks.spawn(
+            self.sticky
+                .health()
+                .clone()
+                .run(self.prepared.client.clone(), async move {
+                    stop.cancelled().await
+                }),
+        );
+        let stop = shutdown.clone();
+        tasks.spawn(
+            self.sticky
+                .clone()
+                .run(async move { stop.cancelled().await }),
+        );
         let stop = shutdown.clone();
         tasks.spawn(
             self.discovery
@@ -266,6 +325,14 @@ impl App {
         );
         if config.watch_rules {
             tasks.spawn(self.rules.clone().watch(shutdown.clone()));
+        }
+        if let (Some(listener), Some(token)) = (listeners.admin, &self.prepared.admin_token) {
+            tasks.spawn(admin::serve(
+                listener,
+                Arc::clone(&self.sticky),
+                Arc::clone(token),
+                shutdown.clone(),
+            ));
         }
         let mut servers = Vec::new();
         if let Some(listener) = listeners.plain {

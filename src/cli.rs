@@ -1,4 +1,5 @@
-//! Command line: run the server, check a configuration, generate keys, check or make proofs.
+//! Command line: run the server, check a configuration, generate keys, check or make proofs,
+//! list and drain editor nodes.
 
 use std::path::PathBuf;
 
@@ -36,6 +37,12 @@ pub enum Command {
         #[command(subcommand)]
         action: ProofCommand,
     },
+    /// List the editor nodes (health, draining, pinned documents), or drain one, through the
+    /// admin listener of a running officeswitch.
+    ///
+    /// Exits 0 on success, 1 when the admin API refuses (status and body printed), 2 when the
+    /// admin listener is not configured or cannot be reached.
+    Nodes(NodesArgs),
 }
 
 /// `officeswitch keys ...`.
@@ -136,4 +143,39 @@ pub struct ProofSignArgs {
     /// The previous private key, during a rotation; without it X-WOPI-ProofOld repeats the proof.
     #[arg(long, value_name = "PEM_PATH")]
     pub old_key: Option<PathBuf>,
+}
+
+/// `officeswitch nodes`: where the admin listener is and how to show its answer; implemented
+/// by [`crate::admin::command`].
+#[derive(Debug, Clone, Args)]
+pub struct NodesArgs {
+    /// Drain or undrain a node; without one, list the nodes.
+    #[command(subcommand)]
+    pub action: Option<NodesCommand>,
+    /// The admin listener (`http://127.0.0.1:9091` or `127.0.0.1:9091`); defaults to
+    /// `[admin] listen` of the settings file.
+    #[arg(long, global = true, value_name = "URL")]
+    pub admin: Option<String>,
+    /// The bearer token file; defaults to `[admin] token_file` of the settings file.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// Print the admin API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `officeswitch nodes drain|undrain`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum NodesCommand {
+    /// Keep new documents off a node; its open documents stay. Only on the instance asked:
+    /// with several instances, drain the node on each.
+    Drain {
+        /// The node's base URL, as in the settings (`http://10.0.0.2:9980/`).
+        node: String,
+    },
+    /// Let a drained node take new documents again (on the instance asked).
+    Undrain {
+        /// The node's base URL, as in the settings.
+        node: String,
+    },
 }

@@ -46,6 +46,12 @@ pub struct Config {
     pub server: ServerConfig,
     /// Token lifetime and limits on host calls.
     pub wopi: WopiConfig,
+    /// Active health checks of editor nodes.
+    pub health: HealthConfig,
+    /// Where document pins live.
+    pub pins: PinsConfig,
+    /// The admin listener, if any.
+    pub admin: Option<AdminConfig>,
     /// Log output.
     pub log: LogConfig,
     /// The editor pools, in file order (file order breaks ownership ties).
@@ -125,6 +131,50 @@ pub struct WopiConfig {
     /// Time the host gets to send its response head to a relayed call (`host_timeout_secs`,
     /// default 60 s).
     pub host_timeout: Duration,
+}
+
+/// Active health checks of editor nodes (`[health]`).
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// Time between two checks of one node (`interval_secs`, default 5 s).
+    pub interval: Duration,
+    /// Time one check may take (`timeout_secs`, default 2 s).
+    pub timeout: Duration,
+    /// Consecutive failures, of checks or of proxied requests, that mark a node down
+    /// (`fall`, default 3).
+    pub fall: u32,
+    /// Consecutive successful checks that bring a down node back (`rise`, default 2).
+    pub rise: u32,
+}
+
+/// The operators' listener (`[admin]`): node list and draining, behind a bearer token.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// File holding the bearer token (read at start; surrounding whitespace ignored).
+    pub token_file: PathBuf,
+}
+
+/// Where pins live: one instance's memory, or Redis shared by every instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinStoreConfig {
+    /// In this process (`memory`, the default): enough for one instance.
+    Memory,
+    /// A Redis server (`redis://`, `rediss://`) or Sentinel group (`redis+sentinel://`).
+    Redis(String),
+}
+
+/// Document -> node pins (`[pins]`).
+#[derive(Debug, Clone)]
+pub struct PinsConfig {
+    /// The store (`store`, default `memory`).
+    pub store: PinStoreConfig,
+    /// Life of a pin without a request of its document (`ttl_secs`, default 3600 s).
+    pub ttl: Duration,
+    /// Time one store operation may take before routing goes on without it
+    /// (`timeout_ms`, default 250 ms).
+    pub timeout: Duration,
 }
 
 /// Log format and default level.
@@ -383,6 +433,20 @@ impl Validator<'_> {
             },
         };
         let wopi = self.wopi(&raw.wopi)?;
+        let health = self.health(&raw.health)?;
+        let pins = self.pins(&raw.pins)?;
+        let admin = raw
+            .admin
+            .as_ref()
+            .map(|a| {
+                Ok::<_, ConfigError>(AdminConfig {
+                    listen: a.listen.get_ref().parse().map_err(|e| {
+                        self.err("admin.listen", &a.listen, format!("not an address: {e}"))
+                    })?,
+                    token_file: self.path_value("admin.token_file", &a.token_file)?,
+                })
+            })
+            .transpose()?;
         let log = self.log(&raw.log)?;
         let pools = self.pools(&raw.pool)?;
         Ok(Config {
@@ -398,8 +462,73 @@ impl Validator<'_> {
             upstream,
             server,
             wopi,
+            health,
+            pins,
+            admin,
             log,
             pools,
+        })
+    }
+
+    fn health(&self, raw: &file::FileHealth) -> Result<HealthConfig, ConfigError> {
+        let count = |key: &str, value: Option<&Spanned<u64>>, default: u64| {
+            self.positive(key, value, default)
+                .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+        };
+        Ok(HealthConfig {
+            interval: Duration::from_secs(self.positive(
+                "health.interval_secs",
+                raw.interval_secs.as_ref(),
+                5,
+            )?),
+            timeout: Duration::from_secs(self.positive(
+                "health.timeout_secs",
+                raw.timeout_secs.as_ref(),
+                2,
+            )?),
+            fall: count("health.fall", raw.fall.as_ref(), 3)?,
+            rise: count("health.rise", raw.rise.as_ref(), 2)?,
+        })
+    }
+
+    fn pins(&self, raw: &file::FilePins) -> Result<PinsConfig, ConfigError> {
+        let store = match &raw.store {
+            None => PinStoreConfig::Memory,
+            Some(v) => match v.get_ref().as_str() {
+                "memory" => PinStoreConfig::Memory,
+                url if ["redis://", "rediss://", "redis+sentinel://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme)) =>
+                {
+                    // A Sentinel URL may list several hosts, which `Url` refuses; the
+                    // store checks every form when it is opened (also by check-config).
+                    if !url.starts_with("redis+sentinel://") {
+                        Url::parse(url)
+                            .map_err(|e| self.err("pins.store", v, format!("not a URL: {e}")))?;
+                    }
+                    PinStoreConfig::Redis(url.to_string())
+                }
+                _ => {
+                    return Err(self.err(
+                        "pins.store",
+                        v,
+                        "use \"memory\" or a redis://, rediss:// or redis+sentinel:// URL",
+                    ));
+                }
+            },
+        };
+        Ok(PinsConfig {
+            store,
+            ttl: Duration::from_secs(self.positive(
+                "pins.ttl_secs",
+                raw.ttl_secs.as_ref(),
+                3600,
+            )?),
+            timeout: Duration::from_millis(self.positive(
+                "pins.timeout_ms",
+                raw.timeout_ms.as_ref(),
+                250,
+            )?),
         })
     }
 
@@ -813,6 +942,33 @@ proof = "auto"
         assert!(err.message.contains("same file"), "{err}");
         let err = parse(&with("token_secret = 5")).unwrap_err();
         assert_eq!(err.line, Some(6), "{err}");
+    }
+
+    #[test]
+    fn health_and_pins_sections() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.health.interval, Duration::from_secs(5));
+        assert_eq!((c.health.fall, c.health.rise), (3, 2));
+        assert_eq!(c.pins.store, PinStoreConfig::Memory);
+        assert_eq!(c.pins.ttl, Duration::from_secs(3600));
+        let c = parse(&format!(
+            "{MINIMAL}[health]\ninterval_secs = 1\nfall = 1\n[pins]\nstore = \"redis://127.0.0.1:6379/0\"\nttl_secs = 60\n"
+        ))
+        .unwrap();
+        assert_eq!(c.health.interval, Duration::from_secs(1));
+        assert_eq!(c.health.fall, 1);
+        assert_eq!(
+            c.pins.store,
+            PinStoreConfig::Redis("redis://127.0.0.1:6379/0".into())
+        );
+        for (text, key) in [
+            ("[pins]\nstore = \"postgres://x\"", "pins.store"),
+            ("[pins]\nttl_secs = 0", "pins.ttl_secs"),
+            ("[health]\nrise = 0", "health.rise"),
+        ] {
+            let err = parse(&format!("{MINIMAL}{text}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`cli`]: command line; [`app`]: startup, listeners and shutdown;
+//! - [`admin`]: the operators' listener (node list, draining) and `officeswitch nodes`;
 //! - [`config`]: `officeswitch.toml`, read as written then validated;
 //! - [`rules`]: organisations and which pool owns which format, hot-reloaded;
 //! - [`discovery`]: fetch, keep, merge and publish the pools' discoveries and capabilities;
@@ -28,6 +29,7 @@
 //!    every reply officeswitch makes itself is an [`proxy::answer::Answer`];
 //! 4. one access log line is written when the response ends ([`proxy::access_log`]).
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;

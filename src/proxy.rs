@@ -40,8 +40,10 @@ use url::Url;
 
 use crate::config::{Config, PoolConfig, UpstreamConfig, WopiConfig};
 use crate::discovery::DiscoveryService;
+use crate::discovery::service::Catalog;
 use crate::rules::RuleSet;
 use crate::rules::watch::RulesStore;
+use crate::sticky::pins::Stickiness;
 use crate::upstream::{UpstreamBody, UpstreamClient};
 use crate::wopi::proof::Signer;
 use crate::wopi::token::{Grant, GrantKind, TokenKeys};
@@ -75,6 +77,16 @@ pub struct Proxy {
     files_base: String,
     /// Token lifetime and host limits.
     wopi: WopiConfig,
+    /// Document pins and node health.
+    sticky: Arc<Stickiness>,
+}
+
+/// Rules, discoveries and organisation tags in force when a request started; it keeps
+/// them to the end even if a reload swaps new ones in meanwhile.
+struct Snapshot {
+    rules: Arc<RuleSet>,
+    catalog: Arc<Catalog>,
+    org_tags: Arc<OrgTags>,
 }
 
 /// officeswitch's WOPI identity: token keys and proof signing keys.
@@ -93,6 +105,7 @@ impl Proxy {
         rules: Arc<RulesStore>,
         client: UpstreamClient,
         keys: WopiKeys,
+        sticky: Arc<Stickiness>,
     ) -> Proxy {
         let org_tags = OrgTags::new(rules.current(), &keys.tokens);
         Proxy {
@@ -108,6 +121,7 @@ impl Proxy {
             org_tags: ArcSwap::from_pointee(org_tags),
             files_base: format!("{}wopi/files/", config.public_url),
             wopi: config.wopi.clone(),
+            sticky,
         }
     }
 
@@ -135,8 +149,8 @@ impl Proxy {
             return self.wopi(request, &call, log).await;
         }
         let routed = match &class {
-            Class::Open => Some(self.context(|ctx| ctx.open(path, query))),
-            Class::Editor(editor) => Some(self.context(|ctx| ctx.editor(editor, path, query))),
+            Class::Open => Some(self.route_open(path, query).await),
+            Class::Editor(editor) => Some(self.route_editor(editor, path, query).await),
             _ => None,
         };
         let answer = match routed {
@@ -157,21 +171,92 @@ impl Proxy {
         logged(answer.into_response(), log)
     }
 
-    /// Runs `route` against the rules and discoveries in force now; the request keeps
-    /// them to the end even if a reload swaps new ones in meanwhile.
-    fn context<T>(&self, route: impl FnOnce(&RouteContext<'_>) -> T) -> T {
+    /// The rules and discoveries in force now.
+    fn snapshot(&self) -> Snapshot {
         let rules = self.rules.current();
-        let catalog = self.discovery.catalog();
         let org_tags = self.org_tags(&rules);
-        route(&RouteContext {
+        Snapshot {
+            rules,
+            catalog: self.discovery.catalog(),
+            org_tags,
+        }
+    }
+
+    /// The router over `snapshot`.
+    fn router<'a>(&'a self, snapshot: &'a Snapshot) -> RouteContext<'a> {
+        RouteContext {
             pools: &self.pools,
-            rules: &rules,
-            catalog: &catalog,
+            rules: &snapshot.rules,
+            catalog: &snapshot.catalog,
             spread: &self.spread,
             tokens: &self.tokens,
-            org_tags: &org_tags,
+            org_tags: &snapshot.org_tags,
             files_base: &self.files_base,
-        })
+        }
+    }
+
+    /// Routes an open: a document already open follows its pin (one suite per document,
+    /// whatever the rules say now); a new one goes to the pool the rules give its format
+    /// (or, with the organisation's `failover`, the other suite when that pool has no node
+    /// taking new documents) and is pinned to a node there.
+    async fn route_open(&self, path: &str, query: Option<&str>) -> Result<Target, Answer> {
+        let snapshot = self.snapshot();
+        let router = self.router(&snapshot);
+        let plan = router.open_plan(path, query)?;
+        let file = plan.file;
+        if let Some(pin) = self.sticky.live_pin(file.as_str()).await {
+            return router.open_on(plan, pin.pool, pin.node);
+        }
+        let health = self.sticky.health();
+        let mut pool = plan.pool;
+        let failover = snapshot
+            .rules
+            .organisation_named(&plan.org)
+            .is_some_and(|o| o.failover());
+        if failover
+            && !health.pool_takes_new_documents(pool)
+            && let Some(other) = router.failover_pool(&plan)
+            && health.pool_takes_new_documents(other)
+        {
+            tracing::warn!(
+                org = %plan.org,
+                from = %self.pools[pool].name,
+                to = %self.pools[other].name,
+                "suite failover: no node of the rules' suite takes new documents"
+            );
+            pool = other;
+        }
+        let allowed = router.allowed_nodes(&plan.org, pool);
+        let node = self
+            .sticky
+            .node_for(file.as_str(), pool, allowed)
+            .await
+            .ok_or_else(|| Answer::NoNode(self.pools[pool].name.clone()))?;
+        router.open_on(plan, pool, node)
+    }
+
+    /// Routes editor traffic: by URL space and document hash, then the document's pin.
+    async fn route_editor(
+        &self,
+        editor: &classify::EditorRequest<'_>,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Target, Answer> {
+        let snapshot = self.snapshot();
+        let router = self.router(&snapshot);
+        let mut target = router.editor(editor, path, query)?;
+        if let Some(file) = target.file {
+            let allowed = match &target.org {
+                Some(org) => router.allowed_nodes(org, target.pool),
+                None => &self.pools[target.pool].nodes,
+            };
+            target.node = self
+                .sticky
+                .node_for(file.as_str(), target.pool, allowed)
+                .await
+                .ok_or_else(|| Answer::NoNode(self.pools[target.pool].name.clone()))?;
+        }
+        Ok(target)
     }
 
     /// The organisation tags of `rules`, rebuilt once after each reload.
@@ -345,11 +430,23 @@ impl Proxy {
             Ok(r) => r,
             Err(answer) => return Err((answer, log)),
         };
+        let health = self.sticky.health();
         let response =
             match forward::send(&self.client, request, self.upstream.first_byte_timeout).await {
                 Ok(r) => r,
-                Err(answer) => return Err((answer, log)),
+                Err(answer) => {
+                    // Passive health: a node that refuses or stalls counts towards `fall`.
+                    let why = answer.reason().unwrap_or_default();
+                    health.report_failure(target.pool, target.node, &why);
+                    return Err((answer, log));
+                }
             };
+        if response.status().is_server_error() {
+            let why = format!("answered {}", response.status());
+            health.report_failure(target.pool, target.node, &why);
+        } else {
+            health.report_success(target.pool, target.node);
+        }
         let mut response = rewrite::response(response, node, &self.public_url);
         log.status(response.status().as_u16());
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -385,6 +482,8 @@ impl Proxy {
                 let catalog = self.discovery.catalog();
                 let mut lines = catalog.report();
                 lines.push(rules_line(&self.rules));
+                lines.extend(self.sticky.health().report());
+                lines.push(self.sticky.report());
                 if catalog.is_complete() {
                     Answer::Ready(lines)
                 } else {

@@ -41,6 +41,8 @@ pub struct RuleSet {
     organisations: Vec<Organisation>,
     /// Normalised host (as `Url::host_str` gives it) -> the origins on that host.
     by_host: HashMap<String, Vec<OriginEntry>>,
+    /// Organisation name -> index, for requests that carry the name (tokens, targets).
+    by_name: HashMap<String, usize>,
 }
 
 /// One origin of one organisation, filed under its host in [`RuleSet::by_host`].
@@ -120,11 +122,17 @@ impl RuleSet {
                 organisation: owner.index,
             });
         }
+        let by_name = compiled
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.name().to_string(), i))
+            .collect();
         Ok(RuleSet {
             owners,
             prefer,
             organisations: compiled,
             by_host,
+            by_name,
         })
     }
 
@@ -184,7 +192,7 @@ impl RuleSet {
 
     /// The organisation called `name` (the file it came from, without `.toml`).
     pub fn organisation_named(&self, name: &str) -> Option<&Organisation> {
-        self.organisations.iter().find(|o| o.name() == name)
+        self.organisations.get(*self.by_name.get(name)?)
     }
 
     /// Number of organisations (for logs and readiness).

@@ -40,6 +40,14 @@ pub struct FileConfig {
     /// Token lifetime and limits on what hosts send back.
     #[serde(default)]
     pub wopi: FileWopi,
+    /// Active health checks of editor nodes.
+    #[serde(default)]
+    pub health: FileHealth,
+    /// Where document pins live and how long they last.
+    #[serde(default)]
+    pub pins: FilePins,
+    /// The admin listener (node list, draining).
+    pub admin: Option<FileAdmin>,
     /// One entry per editor suite.
     #[serde(default)]
     pub pool: Vec<FilePool>,
@@ -131,6 +139,42 @@ pub struct FileWopi {
     pub max_json_bytes: Option<Spanned<u64>>,
     /// Seconds the host may take to start answering a relayed WOPI call.
     pub host_timeout_secs: Option<Spanned<u64>>,
+}
+
+/// `[health]`: active checks of every editor node.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    /// Seconds between two checks of one node.
+    pub interval_secs: Option<Spanned<u64>>,
+    /// Seconds one check may take.
+    pub timeout_secs: Option<Spanned<u64>>,
+    /// Consecutive failures (checks or proxied requests) that mark a node down.
+    pub fall: Option<Spanned<u64>>,
+    /// Consecutive successful checks that bring a node back.
+    pub rise: Option<Spanned<u64>>,
+}
+
+/// `[admin]`: a separate listener for operators.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// Address of the admin listener (keep it private: loopback or an internal network).
+    pub listen: Spanned<String>,
+    /// File holding the bearer token admin requests must carry.
+    pub token_file: Spanned<String>,
+}
+
+/// `[pins]`: document -> node pins.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePins {
+    /// `memory` (one instance) or a `redis://`, `rediss://` or `redis+sentinel://` URL.
+    pub store: Option<Spanned<String>>,
+    /// Seconds a pin lives without a request of its document.
+    pub ttl_secs: Option<Spanned<u64>>,
+    /// Milliseconds one store operation may take before officeswitch routes without it.
+    pub timeout_ms: Option<Spanned<u64>>,
 }
 
 /// `[[pool]]`: one editor suite and its nodes.

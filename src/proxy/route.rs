@@ -34,7 +34,7 @@ use crate::discovery::open_url::{FileFormat, OpenUrl};
 use crate::discovery::service::{Catalog, PoolSource, PoolState};
 use crate::rules::{Organisation, RuleSet};
 use crate::sticky::hrw;
-use crate::wopi::token::{self, TokenKeys};
+use crate::wopi::token::{self, FileId, TokenKeys};
 use crate::wopi::wopi_src::{self, DocRef, WopiSrc};
 
 /// Where a request goes. Pool and node are indices into the configured pools (which
@@ -51,8 +51,27 @@ pub struct Target {
     pub org: Option<Arc<str>>,
     /// For opens: the chosen suite's `urlsrc` on the chosen node (placeholders still in).
     pub urlsrc: Option<String>,
+    /// The document's file id, when the request names one: the key of its pin.
+    pub file: Option<FileId>,
     /// For opens: the document, to mint its officeswitch `WOPISrc` and token.
     pub document: Option<OpenedDocument>,
+}
+
+/// An open request, read: what it opens, for whom, and which pool the rules give it.
+#[derive(Debug)]
+pub struct OpenPlan {
+    /// The document.
+    pub file: FileId,
+    /// Its organisation.
+    pub org: Arc<str>,
+    /// The pool the rules give its format.
+    pub pool: usize,
+    /// The extension that decided it.
+    ext: Option<String>,
+    /// The host's `WOPISrc`, as written.
+    host_wopi_src: String,
+    /// Format and action.
+    open: OpenUrl,
 }
 
 impl Target {
@@ -129,13 +148,15 @@ pub struct RouteContext<'a> {
 }
 
 impl RouteContext<'_> {
-    /// Routes an open request (`path` is under `/officeswitch/open/`).
+    /// Reads an open request (`path` is under `/officeswitch/open/`): the format and
+    /// action, the document and its organisation, and the pool the rules give the format.
+    /// The node is chosen afterwards (pins, health), then [`RouteContext::open_on`].
     ///
     /// # Errors
     /// The [`Answer`] to send instead: 404 for a path that is not an open URL or a format
     /// no suite opens, 400 for a missing or malformed WOPISrc, 403 for an origin no rule
-    /// names, 503 when the suite has no node or no discovery.
-    pub fn open(&self, path: &str, query: Option<&str>) -> Result<Target, Answer> {
+    /// names.
+    pub fn open_plan(&self, path: &str, query: Option<&str>) -> Result<OpenPlan, Answer> {
         let open = OpenUrl::parse_path(path).ok_or(Answer::NotFound)?;
         let raw = query
             .and_then(|q| query_param(q, "WOPISrc"))
@@ -149,40 +170,99 @@ impl RouteContext<'_> {
             .document(query)?
             .ok_or(Answer::BadRequest("the open request has no WOPISrc"))?;
         let (pool, ext) = self.pool_for_format(org, &open.format)?;
-        let state = self.pool_state(pool)?;
-        let nodes = nodes_for(pool, Some(org));
-        let index =
-            hrw::pick(file_id.as_bytes(), nodes).ok_or(Answer::NoNode(pool.name.clone()))?;
-        let node = &nodes[index];
-        let source =
-            node_source(pool, state, node).ok_or_else(|| Answer::NoDiscovery(pool.name.clone()))?;
+        Ok(OpenPlan {
+            file: FileId::parse(&file_id).ok_or(Answer::UnknownFile)?,
+            org: org.shared_name(),
+            pool: self.index_of(pool),
+            ext,
+            host_wopi_src: host_wopi_src(raw)?,
+            open,
+        })
+    }
+
+    /// The nodes of pool `pool` the organisation of `plan` may use.
+    pub fn allowed_nodes(&self, org: &str, pool: usize) -> &[Url] {
+        let pool = &self.pools[pool];
+        nodes_for(pool, self.rules.organisation_named(org))
+    }
+
+    /// The other pool that can open the plan's format, for suite failover.
+    pub fn failover_pool(&self, plan: &OpenPlan) -> Option<usize> {
+        let format_ok = |pool: &PoolConfig| {
+            let state = self.pool_state(pool).ok()?;
+            let source = state.source.as_deref()?;
+            find_action(
+                &source.discovery,
+                &plan.open.format,
+                plan.ext.as_deref(),
+                "edit",
+            )
+            .filter(|a| a.name == "edit")
+        };
+        self.pools
+            .iter()
+            .enumerate()
+            .find(|(i, pool)| *i != plan.pool && format_ok(pool).is_some())
+            .map(|(i, _)| i)
+    }
+
+    /// The open of `plan` on node `node` of pool `pool`: the suite's real `urlsrc` there.
+    ///
+    /// # Errors
+    /// 503 when the pool has no discovery yet, 404 when it cannot open the format, 502
+    /// for an unusable `urlsrc`.
+    pub fn open_on(&self, plan: OpenPlan, pool: usize, node: usize) -> Result<Target, Answer> {
+        let config = &self.pools[pool];
+        let node_url = &config.nodes[node];
+        let state = self.pool_state(config)?;
+        let source = node_source(config, state, node_url)
+            .ok_or_else(|| Answer::NoDiscovery(config.name.clone()))?;
+        let open = &plan.open;
         let action = find_action(
             &source.discovery,
             &open.format,
-            ext.as_deref(),
+            plan.ext.as_deref(),
             &open.action,
         )
         .ok_or_else(|| {
             Answer::NoAction(format!(
                 "{} cannot {} {}",
-                pool.name,
+                config.name,
                 open.action,
                 format_name(&open.format)
             ))
         })?;
-        let urlsrc = rebase(&action.urlsrc, &source.node, node)
+        let urlsrc = rebase(&action.urlsrc, &source.node, node_url)
             .ok_or_else(|| Answer::BadGateway(format!("unusable urlsrc {}", action.urlsrc)))?;
         Ok(Target {
-            suite: pool.kind,
-            pool: self.index_of(pool),
-            node: node_index(pool, node).ok_or_else(|| Answer::NoNode(pool.name.clone()))?,
-            org: Some(org.shared_name()),
+            suite: config.kind,
+            pool,
+            node,
+            org: Some(plan.org),
             urlsrc: Some(urlsrc),
+            file: Some(plan.file),
             document: Some(OpenedDocument {
-                file_id: file_id.into_owned(),
-                host_wopi_src: host_wopi_src(raw)?,
+                file_id: plan.file.as_str().to_string(),
+                host_wopi_src: plan.host_wopi_src,
             }),
         })
+    }
+
+    /// Routes an open by rendezvous hashing alone (no pins, no health): what every
+    /// instance would choose for a document with no pin.
+    ///
+    /// # Errors
+    /// As [`RouteContext::open_plan`] and [`RouteContext::open_on`]; 503 when the pool has
+    /// no node.
+    pub fn open(&self, path: &str, query: Option<&str>) -> Result<Target, Answer> {
+        let plan = self.open_plan(path, query)?;
+        let pool = plan.pool;
+        let allowed = self.allowed_nodes(&plan.org, pool);
+        let config = &self.pools[pool];
+        let pick = hrw::pick(plan.file.as_str().as_bytes(), allowed)
+            .and_then(|i| node_index(config, &allowed[i]))
+            .ok_or_else(|| Answer::NoNode(config.name.clone()))?;
+        self.open_on(plan, pool, pick)
     }
 
     /// Routes editor traffic to a node of its suite's pool.
@@ -202,7 +282,9 @@ impl RouteContext<'_> {
             .find(|p| p.kind == request.suite)
             .ok_or(Answer::NotFound)?;
         let no_node = || Answer::NoNode(pool.name.clone());
+        let mut file = None;
         let (node, org) = if let Some((org, file_id)) = self.document(query)? {
+            file = FileId::parse(&file_id);
             let nodes = nodes_for(pool, Some(org));
             let i = hrw::pick(file_id.as_bytes(), nodes).ok_or_else(no_node)?;
             let node = if std::ptr::eq(nodes, pool.nodes.as_slice()) {
@@ -230,6 +312,7 @@ impl RouteContext<'_> {
             node,
             org,
             urlsrc: None,
+            file,
             document: None,
         })
     }

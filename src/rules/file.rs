@@ -34,4 +34,7 @@ pub struct FileOrganisation {
     /// Pool name -> the subset of its nodes this organisation is pinned to.
     #[serde(default)]
     pub nodes: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    /// Open new documents in the other suite when the chosen one has no healthy node.
+    #[serde(default)]
+    pub failover: bool,
 }

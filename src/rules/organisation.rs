@@ -29,6 +29,8 @@ pub struct Organisation {
     extensions: HashMap<String, String>,
     /// Pool name -> the nodes (as in `PoolConfig::nodes`) this organisation may use.
     pins: Vec<(String, Vec<Url>)>,
+    /// Whether new documents may open in the other suite when theirs has no healthy node.
+    failover: bool,
 }
 
 impl Organisation {
@@ -56,6 +58,13 @@ impl Organisation {
             .iter()
             .find(|(p, _)| p == pool)
             .map(|(_, nodes)| nodes.as_slice())
+    }
+
+    /// Whether new documents may open in the other suite when the one the rules give
+    /// them has no node taking new documents (`failover = true`; off by default, since
+    /// the other suite renders some documents differently).
+    pub fn failover(&self) -> bool {
+        self.failover
     }
 
     /// The pool this organisation's own rules give `ext`: extension override, then `all`.
@@ -199,6 +208,7 @@ pub(super) fn compile(
         all,
         extensions,
         pins,
+        failover: raw.failover,
     })
 }
 

@@ -641,6 +641,34 @@ pub fn is_file_id(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A file id held inline, so that a routed request carries it without allocating.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId([u8; FILE_ID_LEN]);
+
+impl FileId {
+    /// `text` as a file id, if it is one ([`is_file_id`]).
+    pub fn parse(text: &str) -> Option<FileId> {
+        if !is_file_id(text) {
+            return None;
+        }
+        let mut bytes = [0u8; FILE_ID_LEN];
+        bytes.copy_from_slice(text.as_bytes());
+        Some(FileId(bytes))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII from `parse` is ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FileId({})", self.as_str())
+    }
+}
+
 /// JWT characters: base64url and the two dots.
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')

@@ -30,3 +30,12 @@ mod streaming;
 
 /// WOPI token translation, proof verification and re-signing (issue 4).
 mod wopi;
+
+/// Pins across node changes, several instances and a Redis outage; one suite per document (issue 5).
+mod sticky;
+
+/// The pin store's contract against memory and a real Redis, Redis outages and Sentinel (issue 5).
+mod store;
+
+/// The admin listener (bearer token, node list, draining) and `officeswitch nodes` (issue 5).
+mod admin;

@@ -186,7 +186,10 @@ async fn every_request_of_a_document_reaches_the_node_of_its_open() {
             let reply = lab.get(&path).await;
             assert_eq!(reply.node(), Some(node.as_str()), "{path}: {}", reply.body);
         }
-        // OnlyOffice document: its assets carry WOPISrc too.
+        // OnlyOffice document (another file: one document lives in one suite): its
+        // assets carry WOPISrc too.
+        let src = lab.nc.wopi_src(&format!("{i}_docx"));
+        let enc = encode(&src);
         let open = lab.open(DOCX, &src).await;
         let node = open.node().expect("node").to_string();
         nodes_used.insert(node.clone());
@@ -224,7 +227,8 @@ async fn an_unknown_wopisrc_origin_is_refused_and_never_contacted() {
             editor
                 .requests()
                 .iter()
-                .all(|r| r.path_and_query.starts_with("/hosting/")),
+                .all(|r| r.path_and_query.starts_with("/hosting/")
+                    || r.path_and_query == "/healthcheck"),
             "an editor got a request for a refused document"
         );
     }

@@ -26,7 +26,8 @@
 //!   PutRelativeFile, with the suite's headers and proofs, bodies streamed both ways), with
 //!   per-call deviations ([`CallOptions`]: no, stale, wrong-key or tampered proofs, another
 //!   token, a cut-off upload);
-//! - can be told to misbehave on the discovery and capabilities endpoints ([`Fault`]);
+//! - can be told to misbehave on the discovery and capabilities endpoints ([`Fault`]), or
+//!   on the health checks alone ([`StandInEditor::set_health_fault`]);
 //! - on [`StandInEditor::stop`] stops accepting and resets every open connection,
 //!   WebSockets included, so clients see a refused or reset connection, as they would if
 //!   the editor crashed.
@@ -186,7 +187,8 @@ impl Suite {
 }
 
 /// A way for `/hosting/discovery` and `/hosting/capabilities` to misbehave, for testing
-/// how officeswitch copes with a broken editor. Other routes are never affected.
+/// how officeswitch copes with a broken editor. Other routes are never affected, except
+/// the health checks under [`StandInEditor::set_health_fault`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Fault {
     /// Answer normally.
@@ -569,6 +571,15 @@ impl StandInEditor {
         *lock(&self.shared.fault) = fault;
     }
 
+    /// Makes the endpoints officeswitch's health checks ask misbehave from the next request
+    /// on, leaving discovery alone: a node that fails its checks while its discovery (and
+    /// its editor traffic) still works. Collabora: `/hosting/capabilities` (this fault wins
+    /// over [`StandInEditor::set_fault`] there) and `GET /`; OnlyOffice: `/healthcheck`.
+    /// [`Fault::None`] makes them answer normally again.
+    pub fn set_health_fault(&self, fault: Fault) {
+        *lock(&self.shared.health_fault) = fault;
+    }
+
     /// The public half of the stand-in's proof key, as published in its discovery (an
     /// unsigned stand-in publishes none; this is then a key it never uses).
     pub fn public_key(&self) -> &PublicProofKey {
@@ -736,6 +747,8 @@ struct Shared {
     capabilities: String,
     /// Misbehaviour currently in force for the discovery and capabilities routes.
     fault: Mutex<Fault>,
+    /// Misbehaviour in force for the health-check routes (capabilities included).
+    health_fault: Mutex<Fault>,
     /// Every request received, in order.
     requests: Mutex<Vec<RecordedRequest>>,
     /// Every CheckFileInfo made, in order.
@@ -787,6 +800,7 @@ impl Shared {
             discovery,
             capabilities,
             fault: Mutex::new(Fault::None),
+            health_fault: Mutex::new(Fault::None),
             requests: Mutex::new(Vec::new()),
             check_file_infos: Mutex::new(Vec::new()),
             open_websockets: AtomicUsize::new(0),
@@ -1135,7 +1149,8 @@ async fn route(
                 // Express adds the charset to the type wopiClient.js sets.
                 Suite::OnlyOffice => "text/xml; charset=utf-8",
             };
-            faultable(shared, &shared.discovery, content_type).await
+            let fault = lock(&shared.fault).clone();
+            faultable(fault, &shared.discovery, content_type).await
         }
         Route::Capabilities => {
             let content_type = match shared.suite {
@@ -1143,13 +1158,20 @@ async fn route(
                 // utils.fillResponseSimple appends "; charset=UTF-8".
                 Suite::OnlyOffice => "application/json; charset=UTF-8",
             };
-            faultable(shared, &shared.capabilities, content_type).await
+            let fault = match lock(&shared.health_fault).clone() {
+                Fault::None => lock(&shared.fault).clone(),
+                health_fault => health_fault,
+            };
+            faultable(fault, &shared.capabilities, content_type).await
         }
-        Route::Health => match shared.suite {
-            Suite::Collabora => whole(StatusCode::OK, "text/plain", "OK"),
-            // `res.send("true")` in DocsCoServer.healthCheck: Express's default type.
-            Suite::OnlyOffice => whole(StatusCode::OK, "text/html; charset=utf-8", "true"),
-        },
+        Route::Health => {
+            let fault = lock(&shared.health_fault).clone();
+            match shared.suite {
+                Suite::Collabora => faultable(fault, "OK", "text/plain").await,
+                // `res.send("true")` in DocsCoServer.healthCheck: Express's default type.
+                Suite::OnlyOffice => faultable(fault, "true", "text/html; charset=utf-8").await,
+            }
+        }
         Route::EditorPage => editor_page(shared, req).await,
         Route::Static => static_file(shared, req.uri().path()),
         Route::WebSocket => accept_websocket(shared, sessions, req),
@@ -2240,9 +2262,8 @@ async fn echo_session(on_upgrade: hyper::upgrade::OnUpgrade, open: OpenWebSocket
     }
 }
 
-/// Serves `document`, or misbehaves as the current [`Fault`] says.
-async fn faultable(shared: &Shared, document: &str, content_type: &'static str) -> Response<Body> {
-    let fault = lock(&shared.fault).clone();
+/// Serves `document`, or misbehaves as `fault` says.
+async fn faultable(fault: Fault, document: &str, content_type: &'static str) -> Response<Body> {
     match fault {
         Fault::None => whole(StatusCode::OK, content_type, document.to_owned()),
         Fault::BrokenXml => {

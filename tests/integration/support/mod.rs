@@ -11,6 +11,7 @@ pub mod editor;
 pub mod logs;
 pub mod nextcloud;
 pub mod officeswitch;
+pub mod redis;
 pub mod richdocuments;
 
 use std::path::PathBuf;

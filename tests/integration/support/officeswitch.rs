@@ -41,6 +41,11 @@ pub struct Builder {
     orgs: Vec<(String, String)>,
     /// Extra lines per pool: (pool name, TOML line).
     pool_lines: Vec<(String, String)>,
+    /// Bearer token of an `[admin]` listener, when built with `.admin(token)`.
+    admin_token: Option<String>,
+    /// Take the proof key and token secret from this instance's directory, as instances
+    /// behind one load balancer share them.
+    keys_from: Option<Arc<tempfile::TempDir>>,
 }
 
 /// A running officeswitch and the files behind it.
@@ -71,6 +76,8 @@ impl OfficeSwitch {
             sections: Vec::new(),
             orgs: Vec::new(),
             pool_lines: Vec::new(),
+            admin_token: None,
+            keys_from: None,
         }
     }
 
@@ -92,6 +99,12 @@ impl OfficeSwitch {
     /// officeswitch's previous proof key, when built `with_old_key`.
     pub fn old_proof_key(&self) -> ProofKey {
         ProofKey::load(&self.dir.path().join("keys/old_proof_key.pem")).expect("old key file")
+    }
+
+    /// The `[admin] listen` address, when built with `.admin(token)`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        let config = Config::from_file(&self.config_path()).expect("valid settings");
+        config.admin.map(|admin| admin.listen)
     }
 
     /// GET `path` over plain HTTP; returns status and body.
@@ -180,6 +193,12 @@ impl Builder {
         self
     }
 
+    /// Shares `other`'s proof key and token secret (instances of one fleet must).
+    pub fn share_keys_with(mut self, other: &OfficeSwitch) -> Self {
+        self.keys_from = Some(Arc::clone(&other.dir));
+        self
+    }
+
     /// Adds a settings line to pool `name` (`proof = "required"`).
     pub fn pool_setting(mut self, name: &str, line: &str) -> Self {
         self.pool_lines.push((name.into(), line.into()));
@@ -207,6 +226,13 @@ impl Builder {
     /// Also configures a previous proof key (`keys.old_proof_key`), as during a rotation.
     pub fn with_old_key(mut self) -> Self {
         self.old_key = true;
+        self
+    }
+
+    /// Adds an `[admin]` listener on a free loopback port whose bearer token is `token`
+    /// (written to `keys/admin.token`).
+    pub fn admin(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.into());
         self
     }
 
@@ -320,6 +346,15 @@ impl Builder {
             settings.push_str(&format!("max_body_bytes = {max}\n"));
         }
         settings.push_str("[log]\nlevel = \"debug\"\n");
+        if let Some(token) = &self.admin_token {
+            let admin_port = free_port().await;
+            settings.push_str(&format!(
+                "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"keys/admin.token\"\n"
+            ));
+            std::fs::create_dir_all(dir.path().join("keys")).expect("keys dir");
+            std::fs::write(dir.path().join("keys/admin.token"), format!("{token}\n"))
+                .expect("write admin token");
+        }
         for section in &self.sections {
             settings.push_str(section);
             settings.push('\n');
@@ -341,10 +376,18 @@ impl Builder {
             std::fs::write(dir.path().join(format!("rules/{name}.toml")), text)
                 .expect("write org rules");
         }
-        proof_key::write_new_key(&dir.path().join("keys/proof_key.pem"), false).expect("write key");
-        // Written like the proof key, so that a restart keeps accepting minted tokens.
-        token::write_new_secret(&dir.path().join("keys/token.secret"), false)
-            .expect("write token secret");
+        if let Some(other) = &self.keys_from {
+            std::fs::create_dir_all(dir.path().join("keys")).expect("keys dir");
+            for file in ["keys/proof_key.pem", "keys/token.secret"] {
+                std::fs::copy(other.path().join(file), dir.path().join(file)).expect("copy key");
+            }
+        } else {
+            proof_key::write_new_key(&dir.path().join("keys/proof_key.pem"), false)
+                .expect("write key");
+            // Written like the proof key, so that a restart keeps accepting minted tokens.
+            token::write_new_secret(&dir.path().join("keys/token.secret"), false)
+                .expect("write token secret");
+        }
         dir
     }
 }
@@ -385,6 +428,10 @@ async fn launch(dir: Arc<tempfile::TempDir>) -> OfficeSwitch {
         Some(t) => Some(bind(t.listen).await),
         None => None,
     };
+    let admin = match &prepared.config.admin {
+        Some(a) => Some(bind(a.listen).await),
+        None => None,
+    };
     let addr = plain.local_addr().expect("addr");
     let tls_addr = tls.as_ref().map(|l| l.local_addr().expect("tls addr"));
     let app = App::new(prepared).await;
@@ -393,6 +440,7 @@ async fn launch(dir: Arc<tempfile::TempDir>) -> OfficeSwitch {
         Listeners {
             plain: Some(plain),
             tls,
+            admin,
         },
         shutdown.clone(),
     ));

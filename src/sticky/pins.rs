@@ -1,0 +1,351 @@
+//! Pins: which node a document is on, kept while nodes join, leave or fail, and shared by
+//! every officeswitch instance through the [`PinStore`].
+//!
+//! Rendezvous hashing alone keeps a document on one node only while the node set never
+//! changes. So the first request of a document picks a node (HRW over the nodes that take
+//! new documents: healthy, not draining) and records the pin; later requests follow the pin
+//! while its node is healthy, whatever joined since. A pin whose node is down is replaced
+//! (compare-and-set, so instances that notice together agree), and pins of a node that
+//! went down are released in the background: its editing sessions are lost anyway.
+//!
+//! Every request refreshes its pin's life, but not with a store write each time: this
+//! instance remembers the pins it has seen and confirms one with the store at most every
+//! `ttl / 8`, so assets and WebSocket traffic cost a map lookup. When the store cannot be
+//! reached, routing goes on with the pins this instance remembers and HRW over healthy
+//! nodes for the rest, logs the transition once, and says so in `/readyz`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use tracing::{info, warn};
+use url::Url;
+
+use super::health::Health;
+use super::hrw;
+use super::store::{Pin, PinStore, StoreError};
+use crate::config::PoolConfig;
+
+/// How often this instance confirms a pin it remembers with the store, as a fraction of
+/// the pin's life.
+const CONFIRM_FRACTION: u32 = 8;
+
+/// A key no document has (file ids never contain `.`), read to see whether the store is
+/// back.
+const PROBE_KEY: &str = "officeswitch.store.probe.0000000";
+
+/// While the store is unreachable, one operation per this period tries it again.
+const RETRY_DOWN_STORE: Duration = Duration::from_secs(1);
+
+/// Document pins, this instance's memory of them, and the nodes' health.
+pub struct Stickiness {
+    store: Arc<dyn PinStore>,
+    health: Arc<Health>,
+    pools: Vec<PoolConfig>,
+    ttl: Duration,
+    /// File id -> pin (pool and node indices) and when the store last confirmed it.
+    local: DashMap<String, Remembered>,
+    /// Whether the last store operation worked (transitions are logged once).
+    store_up: AtomicBool,
+    /// While the store is down, operations are skipped until this many milliseconds
+    /// after `started` (one probe per [`RETRY_DOWN_STORE`]), so requests do not each wait
+    /// for the store's timeout.
+    retry_at_ms: AtomicU64,
+    started: Instant,
+    /// Documents moved off a node that went down.
+    repinned: AtomicU64,
+}
+
+/// A pin as this instance remembers it.
+#[derive(Debug, Clone, Copy)]
+struct Remembered {
+    pool: usize,
+    node: usize,
+    confirmed: Instant,
+}
+
+/// A placed document: indices into the configured pools and that pool's nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// Pool index.
+    pub pool: usize,
+    /// Node index within the pool.
+    pub node: usize,
+}
+
+impl Stickiness {
+    /// Pins kept in `store` for `ttl`, following `health`, over `pools`.
+    pub fn new(
+        store: Arc<dyn PinStore>,
+        health: Arc<Health>,
+        pools: Vec<PoolConfig>,
+        ttl: Duration,
+    ) -> Arc<Stickiness> {
+        Arc::new(Stickiness {
+            store,
+            health,
+            pools,
+            ttl,
+            local: DashMap::new(),
+            store_up: AtomicBool::new(true),
+            retry_at_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            repinned: AtomicU64::new(0),
+        })
+    }
+
+    /// The node health this placement follows.
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// The pin store.
+    pub fn store(&self) -> &Arc<dyn PinStore> {
+        &self.store
+    }
+
+    /// The pin of `file_id` while its node is healthy: an open follows it whatever the
+    /// rules say now, so one document never has live sessions in two suites.
+    pub async fn live_pin(&self, file_id: &str) -> Option<Placement> {
+        let pin = self.current(file_id).await?;
+        self.health.is_healthy(pin.pool, pin.node).then_some(pin)
+    }
+
+    /// The node of pool `pool` that document `file_id` goes to, among `allowed` (the
+    /// organisation's nodes of that pool): its pin while the pinned node is healthy, else
+    /// a new pin by rendezvous hashing over the allowed nodes that take new documents.
+    /// `None` when no allowed node can take it.
+    pub async fn node_for(&self, file_id: &str, pool: usize, allowed: &[Url]) -> Option<usize> {
+        let pinned = self.current(file_id).await;
+        if let Some(pin) = pinned
+            && pin.pool == pool
+            && self.health.is_healthy(pool, pin.node)
+        {
+            return Some(pin.node);
+        }
+        let chosen = self.pick(file_id, pool, allowed)?;
+        let proposal = self.pin_of(chosen);
+        let result = match pinned {
+            // Another suite holds the document: this pool's traffic is routed, not pinned.
+            Some(pin) if pin.pool != pool => return Some(chosen.node),
+            Some(dead) => {
+                let old = self.pin_of(dead);
+                let outcome = self.guarded(self.store.replace(file_id, &old, &proposal, self.ttl));
+                let outcome = outcome.await;
+                if outcome.as_ref().is_ok_and(|p| *p == proposal) {
+                    self.repinned.fetch_add(1, Ordering::Relaxed);
+                    info!(
+                        pool = %proposal.pool,
+                        from = %old.node,
+                        to = %proposal.node,
+                        "document re-pinned: its node is down"
+                    );
+                }
+                outcome
+            }
+            None => {
+                self.guarded(self.store.create(file_id, &proposal, self.ttl))
+                    .await
+            }
+        };
+        let placed = match result {
+            Ok(pin) => self.placement_of(&pin).unwrap_or(chosen),
+            // The store is down: route by hash, and remember it here meanwhile.
+            Err(_) => chosen,
+        };
+        self.remember(file_id, placed);
+        Some(placed.node)
+    }
+
+    /// The pin in force: remembered here and recently confirmed, else from the store
+    /// (which refreshes its life). When the store fails, what this instance remembers.
+    async fn current(&self, file_id: &str) -> Option<Placement> {
+        let remembered = self.local.get(file_id).map(|r| *r);
+        if let Some(r) = remembered
+            && r.confirmed.elapsed() < self.ttl / CONFIRM_FRACTION
+        {
+            return Some(Placement {
+                pool: r.pool,
+                node: r.node,
+            });
+        }
+        match self.guarded(self.store.get(file_id, self.ttl)).await {
+            Ok(Some(pin)) => {
+                let placed = self.placement_of(&pin)?;
+                self.remember(file_id, placed);
+                Some(placed)
+            }
+            Ok(None) => {
+                self.local.remove(file_id);
+                None
+            }
+            Err(_) => remembered.map(|r| Placement {
+                pool: r.pool,
+                node: r.node,
+            }),
+        }
+    }
+
+    /// Rendezvous pick among the allowed nodes of `pool` that take new documents.
+    fn pick(&self, file_id: &str, pool: usize, allowed: &[Url]) -> Option<Placement> {
+        let nodes = &self.pools.get(pool)?.nodes;
+        let index_of = |i: usize| nodes.iter().position(|n| *n == allowed[i]);
+        let takes =
+            |i: usize| index_of(i).is_some_and(|node| self.health.takes_new_documents(pool, node));
+        let i = hrw::pick_where(file_id.as_bytes(), allowed, takes)?;
+        Some(Placement {
+            pool,
+            node: index_of(i)?,
+        })
+    }
+
+    /// Runs a store operation, noting (and logging once) whether the store answers.
+    /// While it does not, most operations are not even tried (see [`RETRY_DOWN_STORE`]).
+    async fn guarded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if !self.store_up.load(Ordering::Relaxed) {
+            let retry_at = self.retry_at_ms.load(Ordering::Relaxed);
+            let next = now_ms + u64::try_from(RETRY_DOWN_STORE.as_millis()).unwrap_or(1000);
+            if now_ms < retry_at
+                || self
+                    .retry_at_ms
+                    .compare_exchange(retry_at, next, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                return Err(StoreError::Unavailable(
+                    "skipped while the store is down".into(),
+                ));
+            }
+        }
+        let result = operation.await;
+        if result.is_err() {
+            let next = now_ms + u64::try_from(RETRY_DOWN_STORE.as_millis()).unwrap_or(1000);
+            self.retry_at_ms.store(next, Ordering::Relaxed);
+        }
+        let up = result.is_ok();
+        if self.store_up.swap(up, Ordering::Relaxed) != up {
+            match &result {
+                Ok(_) => info!(store = self.store.kind(), "pin store reachable again"),
+                Err(e) => warn!(
+                    store = self.store.kind(),
+                    error = %e,
+                    "pin store unreachable: routing by the pins this instance remembers and by hash"
+                ),
+            }
+        }
+        result
+    }
+
+    fn remember(&self, file_id: &str, placed: Placement) {
+        self.local.insert(
+            file_id.to_string(),
+            Remembered {
+                pool: placed.pool,
+                node: placed.node,
+                confirmed: Instant::now(),
+            },
+        );
+    }
+
+    fn pin_of(&self, placed: Placement) -> Pin {
+        let pool = &self.pools[placed.pool];
+        Pin {
+            pool: pool.name.clone(),
+            node: pool.nodes[placed.node].to_string(),
+        }
+    }
+
+    /// The indices of a stored pin; `None` for a pool or node no longer configured.
+    fn placement_of(&self, pin: &Pin) -> Option<Placement> {
+        let pool = self.pools.iter().position(|p| p.name == pin.pool)?;
+        let node = self.pools[pool]
+            .nodes
+            .iter()
+            .position(|n| n.as_str() == pin.node)?;
+        Some(Placement { pool, node })
+    }
+
+    /// Until `shutdown`: releases the pins of nodes that go down (their documents are
+    /// re-pinned on next access), forgets remembered pins past their life, and probes a
+    /// store that went away.
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
+        let mut changes = self.health.subscribe();
+        let mut sweep = tokio::time::interval(self.ttl.min(Duration::from_secs(60)));
+        let mut probe = tokio::time::interval(RETRY_DOWN_STORE);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.release_down_nodes().await;
+                }
+                _ = sweep.tick() => {
+                    let ttl = self.ttl;
+                    self.local.retain(|_, r| r.confirmed.elapsed() < ttl);
+                }
+                _ = probe.tick() => {
+                    // A store that went away is noticed back without waiting for traffic.
+                    if !self.store_reachable() {
+                        let _ = self.guarded(self.store.get(PROBE_KEY, self.ttl)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases every pin on a node that is down, here and in the store.
+    async fn release_down_nodes(&self) {
+        for (p, pool) in self.pools.iter().enumerate() {
+            for (n, node) in pool.nodes.iter().enumerate() {
+                if self.health.is_healthy(p, n) {
+                    continue;
+                }
+                self.local.retain(|_, r| !(r.pool == p && r.node == n));
+                match self
+                    .guarded(self.store.release_node(&pool.name, node.as_str()))
+                    .await
+                {
+                    Ok(0) | Err(_) => {}
+                    Ok(released) => warn!(
+                        pool = %pool.name,
+                        node = %node,
+                        released,
+                        "released the pins of a node that is down; its documents move on next access"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Documents moved off a failed node so far (this instance).
+    pub fn repinned(&self) -> u64 {
+        self.repinned.load(Ordering::Relaxed)
+    }
+
+    /// The `/readyz` line about pins.
+    pub fn report(&self) -> String {
+        let state = if self.store_up.load(Ordering::Relaxed) {
+            "reachable"
+        } else {
+            "UNREACHABLE, routing by remembered pins and hash"
+        };
+        format!(
+            "pins: {} store {state}; {} remembered here, {} re-pinned",
+            self.store.kind(),
+            self.local.len(),
+            self.repinned()
+        )
+    }
+
+    /// Whether the store answered the last operation.
+    pub fn store_reachable(&self) -> bool {
+        self.store_up.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,338 @@
+//! Stickiness that survives nodes joining and failing, several officeswitch instances and a
+//! Redis outage (issue 5).
+//!
+//! A node "joins" by coming up: it is in the settings from the start but down (its port
+//! closed) until the test starts it, which is also how a node added to the settings of a
+//! running fleet behaves once officeswitch sees it healthy.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use http::StatusCode;
+
+use crate::support::client::{self, encode, post_form};
+use crate::support::editor::{StandInEditor, Suite};
+use crate::support::nextcloud::StandInNextcloud;
+use crate::support::officeswitch::{Builder, OfficeSwitch};
+use crate::support::redis::RedisServer;
+use crate::support::richdocuments::RichdocumentsView;
+use crate::support::trace_init;
+
+const ODT: &str = "application/vnd.oasis.opendocument.text";
+const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+
+/// Health checks fast enough for a test: a node is down after 2 failed checks 300 ms apart.
+const FAST_HEALTH: &str = "[health]\ninterval_secs = 1\ntimeout_secs = 1\nfall = 2\nrise = 1";
+
+/// Documents opened in each phase.
+const DOCUMENTS: usize = 200;
+
+/// The `urlsrc` richdocuments would use for `mime` on the officeswitch at `public_url`.
+async fn urlsrc(public_url: &str, mime: &str) -> String {
+    let (status, xml) = client::get(&format!("{public_url}/hosting/discovery")).await;
+    assert_eq!(status, StatusCode::OK, "{xml}");
+    RichdocumentsView::parse(&xml)
+        .url_src(mime)
+        .unwrap_or_else(|| panic!("no {mime}"))
+        .1
+        .to_string()
+}
+
+/// Opens document `id` through `public_url` as user `user`; the node that answered.
+async fn open(public_url: &str, mime: &str, nc: &StandInNextcloud, id: &str, user: &str) -> String {
+    let url = format!(
+        "{}WOPISrc={}",
+        urlsrc(public_url, mime).await,
+        encode(&nc.wopi_src(id))
+    );
+    let reply = post_form(
+        &url,
+        &format!("access_token={user}-{id}&access_token_ttl=0"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{id}: {}", reply.body);
+    reply.node().expect("an editor answered").to_string()
+}
+
+/// Waits (15 s at most) until `/readyz` of `public_url` says whether `node` is down.
+async fn wait_node(public_url: &str, node: &str, down: bool) {
+    for _ in 0..150 {
+        let (_, body) = client::get(&format!("{public_url}/readyz")).await;
+        let listed = body.lines().any(|l| l.contains(node) && l.contains("down"));
+        if listed == down {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{node} never became {}", if down { "down" } else { "up" });
+}
+
+/// Four Collabora nodes, the fourth not started yet.
+struct Nodes {
+    running: Vec<StandInEditor>,
+    fourth: SocketAddr,
+    urls: Vec<String>,
+}
+
+impl Nodes {
+    async fn start() -> Nodes {
+        let mut running = Vec::new();
+        for _ in 0..3 {
+            running.push(StandInEditor::start(Suite::Collabora).await);
+        }
+        // Reserve a port for the node that joins later.
+        let fourth = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let mut urls: Vec<String> = running.iter().map(StandInEditor::url).collect();
+        urls.push(format!("http://{fourth}"));
+        Nodes {
+            running,
+            fourth,
+            urls,
+        }
+    }
+
+    async fn join_fourth(&mut self) {
+        let node = StandInEditor::start_on(Suite::Collabora, self.fourth)
+            .await
+            .expect("start the fourth node");
+        self.running.push(node);
+    }
+}
+
+/// Opens `count` documents `prefix-i` through the officeswitches at `urls` (round robin),
+/// each by two users concurrently, and checks both users reached one node.
+async fn open_many(
+    urls: &[String],
+    nc: &StandInNextcloud,
+    prefix: &str,
+    count: usize,
+) -> HashMap<String, String> {
+    let jobs = (0..count).map(|i| {
+        let id = format!("{prefix}{i}_oc");
+        let a = urls[i % urls.len()].clone();
+        let b = urls[(i + 1) % urls.len()].clone();
+        async move {
+            let (first, second) = tokio::join!(
+                open(&a, ODT, nc, &id, "alice"),
+                open(&b, ODT, nc, &id, "bob")
+            );
+            assert_eq!(first, second, "{id}: two users on two nodes");
+            (id, first)
+        }
+    });
+    futures_util::stream::iter(jobs)
+        .buffer_unordered(16)
+        .collect()
+        .await
+}
+
+/// Re-opens every document of `placed` (as a third user) and returns the fraction moved.
+async fn moved(
+    urls: &[String],
+    nc: &StandInNextcloud,
+    placed: &HashMap<String, String>,
+) -> (usize, HashMap<String, String>) {
+    let jobs = placed.keys().enumerate().map(|(i, id)| {
+        let url = urls[i % urls.len()].clone();
+        async move { (id.clone(), open(&url, ODT, nc, id, "carol").await) }
+    });
+    let now: HashMap<String, String> = futures_util::stream::iter(jobs)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let count = now
+        .iter()
+        .filter(|(id, node)| placed[*id] != **node)
+        .count();
+    (count, now)
+}
+
+/// The whole membership story against officeswitches at `urls` whose nodes are `nodes`.
+async fn membership_story(urls: &[String], nodes: &mut Nodes, nc: &StandInNextcloud, label: &str) {
+    let fourth = nodes.urls[3].clone();
+    for url in urls {
+        wait_node(url, &fourth, true).await;
+    }
+    let placed = open_many(urls, nc, "a", DOCUMENTS).await;
+    let used: HashSet<&String> = placed.values().collect();
+    assert_eq!(
+        used.len(),
+        3,
+        "{label}: 200 documents over the 3 live nodes"
+    );
+
+    // A node joins: no open document moves, new ones spread over all four.
+    nodes.join_fourth().await;
+    for url in urls {
+        wait_node(url, &fourth, false).await;
+    }
+    let (moved_on_join, _) = moved(urls, nc, &placed).await;
+    let fresh = open_many(urls, nc, "b", DOCUMENTS / 2).await;
+    let on_fourth = fresh.values().filter(|n| **n == fourth).count();
+    eprintln!(
+        "{label}: node joined: {moved_on_join}/{} open documents moved (target 0); \
+         {on_fourth}/{} new documents on the new node",
+        placed.len(),
+        fresh.len()
+    );
+    assert_eq!(
+        moved_on_join, 0,
+        "{label}: documents moved when a node joined"
+    );
+    assert!(on_fourth > 0, "{label}: the new node took no new document");
+
+    // A node fails: only its documents move, to live nodes.
+    let victim = nodes.running.remove(1);
+    let victim_url = victim.url();
+    victim.stop().await;
+    for url in urls {
+        wait_node(url, &victim_url, true).await;
+    }
+    let mut all = placed.clone();
+    all.extend(fresh);
+    let on_victim = all.values().filter(|n| **n == victim_url).count();
+    let (moved_on_fail, now) = moved(urls, nc, &all).await;
+    eprintln!(
+        "{label}: node failed: {moved_on_fail}/{} documents moved, {on_victim} were on it \
+         (target: only those)",
+        all.len()
+    );
+    assert_eq!(
+        moved_on_fail, on_victim,
+        "{label}: documents of live nodes moved"
+    );
+    assert!(now.values().all(|n| *n != victim_url));
+}
+
+fn instance(nodes: &Nodes, nc: &StandInNextcloud, store: &str) -> Builder {
+    OfficeSwitch::builder()
+        .pool("collabora", "collabora", &nodes.urls)
+        .org("acme", &[nc.origin()], "")
+        .section(FAST_HEALTH)
+        .section(store)
+}
+
+#[tokio::test]
+async fn one_instance_with_the_embedded_store_keeps_documents_on_their_node() {
+    trace_init();
+    let mut nodes = Nodes::start().await;
+    let nc = StandInNextcloud::start().await;
+    let os = instance(&nodes, &nc, "").start().await;
+    membership_story(
+        std::slice::from_ref(&os.public_url),
+        &mut nodes,
+        &nc,
+        "memory",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn three_instances_sharing_redis_agree_and_survive_a_redis_outage() {
+    trace_init();
+    let redis = RedisServer::start().await;
+    let mut nodes = Nodes::start().await;
+    let nc = StandInNextcloud::start().await;
+    // A generous store timeout: three debug builds share two cores with the test.
+    let store = format!("[pins]\nstore = \"{}\"\ntimeout_ms = 2000", redis.url());
+    // One fleet: the instances share the proof key and token secret (file ids are
+    // derived from it), and the pins in Redis.
+    let first = instance(&nodes, &nc, &store).start().await;
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let next = instance(&nodes, &nc, &store).share_keys_with(&first);
+        instances.push(next.start().await);
+    }
+    instances.insert(0, first);
+    let urls: Vec<String> = instances.iter().map(|o| o.public_url.clone()).collect();
+    membership_story(&urls, &mut nodes, &nc, "redis, 3 instances").await;
+
+    // Redis goes away: every instance keeps serving, and documents keep their node while
+    // the instance that saw them serves them.
+    let known = open_many(&urls[..1], &nc, "c", 20).await;
+    redis.stop().await;
+    let (moved_without_redis, _) = moved(&urls[..1], &nc, &known).await;
+    assert_eq!(
+        moved_without_redis, 0,
+        "documents moved while Redis was down"
+    );
+    let fresh = open_many(&urls, &nc, "d", 10).await;
+    assert_eq!(fresh.len(), 10, "new documents open without Redis");
+    let (_, ready) = client::get(&format!("{}/readyz", urls[0])).await;
+    assert!(ready.contains("UNREACHABLE"), "{ready}");
+
+    // Redis returns: pins are shared again.
+    redis.restart().await;
+    for url in &urls {
+        let mut back = false;
+        for _ in 0..100 {
+            let (_, ready) = client::get(&format!("{url}/readyz")).await;
+            if !ready.contains("UNREACHABLE") {
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(back, "{url} never saw Redis back");
+    }
+    // Shared again: two users of each new document through two instances meet.
+    let again = open_many(&urls, &nc, "e", 20).await;
+    assert_eq!(again.len(), 20);
+}
+
+#[tokio::test]
+async fn an_open_document_stays_in_its_suite_and_failover_opens_new_ones_elsewhere() {
+    trace_init();
+    let cool = StandInEditor::start(Suite::Collabora).await;
+    let oo = StandInEditor::start(Suite::OnlyOffice).await;
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[cool.url()])
+        .pool("onlyoffice", "onlyoffice", &[oo.url()])
+        .org("acme", &[nc.origin()], "failover = true\n")
+        .section(FAST_HEALTH)
+        .start()
+        .await;
+    let url = os.public_url.clone();
+    assert_eq!(open(&url, DOCX, &nc, "1_oc", "alice").await, oo.url());
+
+    // The organisation moves docx to Collabora: the open document stays in OnlyOffice for
+    // a second user, a new docx opens in Collabora.
+    std::fs::write(
+        os.rules_dir().join("acme.toml"),
+        format!(
+            "origins = [\"{}\"]\nfailover = true\n[extensions]\ndocx = \"collabora\"\n",
+            nc.origin()
+        ),
+    )
+    .unwrap();
+    let mut moved_rules = false;
+    for i in 0..50 {
+        // A new document each time: an opened one stays pinned where it opened.
+        if open(&url, DOCX, &nc, &format!("2_{i}_oc"), "alice").await == cool.url() {
+            moved_rules = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(moved_rules, "the rules change never applied");
+    assert_eq!(open(&url, DOCX, &nc, "1_oc", "bob").await, oo.url());
+
+    // Back to the defaults, then OnlyOffice fails: with failover, a new docx opens in
+    // Collabora.
+    std::fs::write(
+        os.rules_dir().join("acme.toml"),
+        format!("origins = [\"{}\"]\nfailover = true\n", nc.origin()),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let oo_url = oo.url();
+    oo.stop().await;
+    wait_node(&url, &oo_url, true).await;
+    assert_eq!(open(&url, DOCX, &nc, "3_oc", "alice").await, cool.url());
+}
