@@ -21,6 +21,7 @@ use crate::rules::RuleSet;
 use crate::rules::watch::RulesStore;
 use crate::server;
 use crate::sticky::health::Health;
+use crate::sticky::persist;
 use crate::sticky::pins::Stickiness;
 use crate::sticky::store::{self, PinStore, StoreError};
 use crate::upstream::{self, UpstreamClient, UpstreamError};
@@ -248,6 +249,7 @@ impl App {
         let discovery = prepared.discovery_service(rules.clone());
         discovery.load_last_good().await;
         let config = &prepared.config;
+        persist::load(&*prepared.pin_store, &persist::file(&config.state_dir));
         let health = Health::new(&config.pools, &config.health);
         let sticky = Stickiness::new(
             Arc::clone(&prepared.pin_store),
@@ -350,10 +352,33 @@ impl App {
                 shutdown.clone(),
             ));
         }
+        let pins_file = persist::file(&config.state_dir);
+        let store = Arc::clone(&self.prepared.pin_store);
+        let stop = shutdown.clone();
+        let saving = pins_file.clone();
+        tasks.spawn(async move {
+            let mut every = tokio::time::interval(persist::SAVE_EVERY);
+            every.tick().await;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = every.tick() => {
+                        if let Err(e) = persist::save(&*store, &saving) {
+                            warn!(path = %saving.display(), error = %e, "cannot save pins");
+                        }
+                    }
+                }
+            }
+        });
         while let Some(result) = tasks.join_next().await {
             if let Err(e) = result {
                 warn!(error = %e, "a server task failed");
             }
+        }
+        match persist::save(&*self.prepared.pin_store, &pins_file) {
+            Ok(0) => {}
+            Ok(n) => info!(path = %pins_file.display(), pins = n, "saved pins for the next start"),
+            Err(e) => warn!(path = %pins_file.display(), error = %e, "cannot save pins"),
         }
         info!("stopped");
     }

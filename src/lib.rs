@@ -13,8 +13,9 @@
 //! - [`rules`]: organisations and which pool owns which format, hot-reloaded;
 //! - [`discovery`]: fetch, keep, merge and publish the pools' discoveries and capabilities;
 //! - [`proxy`]: the life of a request, one phase per file;
-//! - [`sticky`]: which node of a pool serves a document (rendezvous hashing);
-//! - [`wopi`]: WOPI pieces (proof keys, document identity);
+//! - [`sticky`]: which node serves a document: rendezvous hashing, node health, pins
+//!   shared through a store (memory or Redis);
+//! - [`wopi`]: WOPI pieces (proof keys and proofs, minted tokens, document identity);
 //! - [`upstream`]: the pooled HTTP(S) client to editor nodes;
 //! - [`server`]: accept loops, TLS, limits, graceful shutdown;
 //! - [`telemetry`]: log output.
@@ -24,8 +25,9 @@
 //!    [`proxy::Proxy::handle`];
 //! 2. [`proxy::classify`] names what the request is for (method, path, query, upgrade);
 //! 3. officeswitch's own requests are answered from the current [`discovery::Catalog`];
-//!    opens and editor traffic go through [`proxy::route`], [`proxy::rewrite`] and
-//!    [`proxy::forward`] (WebSockets: [`proxy::tunnel`]);
+//!    opens and editor traffic go through [`proxy::route`] (then the document's pin,
+//!    [`sticky::pins`]), [`proxy::rewrite`] and [`proxy::forward`] (WebSockets:
+//!    [`proxy::tunnel`]); WOPI calls from editors go through [`proxy::callback`];
 //!    every reply officeswitch makes itself is an [`proxy::answer::Answer`];
 //! 4. one access log line is written when the response ends ([`proxy::access_log`]).
 

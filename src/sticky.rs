@@ -9,5 +9,6 @@
 
 pub mod health;
 pub mod hrw;
+pub mod persist;
 pub mod pins;
 pub mod store;

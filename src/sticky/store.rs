@@ -135,6 +135,15 @@ pub trait PinStore: Send + Sync {
 
     /// `memory` or `redis`, for logs and readiness.
     fn kind(&self) -> &'static str;
+
+    /// Every live pin with its remaining life, to carry over a restart. Only a store that
+    /// dies with the process (memory) needs this; Redis keeps its pins itself.
+    fn export(&self) -> Vec<(String, Pin, Duration)> {
+        Vec::new()
+    }
+
+    /// Takes back what [`PinStore::export`] gave (after a restart); existing pins win.
+    fn import(&self, _pins: Vec<(String, Pin, Duration)>) {}
 }
 
 /// Opens the configured store: memory needs nothing; Redis connects lazily (officeswitch must

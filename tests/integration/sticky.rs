@@ -13,7 +13,7 @@ use futures_util::StreamExt as _;
 use http::StatusCode;
 
 use crate::support::client::{self, encode, post_form};
-use crate::support::editor::{StandInEditor, Suite};
+use crate::support::editor::{EditorPage, StandInEditor, Suite};
 use crate::support::nextcloud::StandInNextcloud;
 use crate::support::officeswitch::{Builder, OfficeSwitch};
 use crate::support::redis::RedisServer;
@@ -42,17 +42,38 @@ async fn urlsrc(public_url: &str, mime: &str) -> String {
 
 /// Opens document `id` through `public_url` as user `user`; the node that answered.
 async fn open(public_url: &str, mime: &str, nc: &StandInNextcloud, id: &str, user: &str) -> String {
-    let url = format!(
-        "{}WOPISrc={}",
-        urlsrc(public_url, mime).await,
-        encode(&nc.wopi_src(id))
-    );
+    open_page(public_url, mime, nc, id, user).await.0
+}
+
+/// Opens document `id` as [`open`] does; the node and the `WOPISrc` the editor was given.
+async fn open_page(
+    public_url: &str,
+    mime: &str,
+    nc: &StandInNextcloud,
+    id: &str,
+    user: &str,
+) -> (String, String) {
+    // The urlsrc names the fleet's public URL; send it to this instance, as the load
+    // balancer would.
+    let src = urlsrc(public_url, mime).await;
+    let path = &src[src.find("/officeswitch/open/").expect("an open urlsrc")..];
+    let url = format!("{public_url}{path}WOPISrc={}", encode(&nc.wopi_src(id)));
     let reply = post_form(
         &url,
         &format!("access_token={user}-{id}&access_token_ttl=0"),
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{id}: {}", reply.body);
+    let node = reply.node().expect("an editor answered").to_string();
+    (node, EditorPage::parse(&reply.body).wopi_src)
+}
+
+/// The node a Collabora download of the document with officeswitch `WOPISrc` `own`
+/// reaches through `public_url`: editor traffic, not an open.
+async fn editor_request(public_url: &str, own: &str) -> String {
+    let enc = encode(own);
+    let url = format!("{public_url}/cool/{enc}/download/x.pdf?WOPISrc={enc}");
+    let reply = client::send(http::Method::GET, &url, &[], b"").await;
     reply.node().expect("an editor answered").to_string()
 }
 
@@ -117,11 +138,17 @@ async fn open_many(
         let a = urls[i % urls.len()].clone();
         let b = urls[(i + 1) % urls.len()].clone();
         async move {
-            let (first, second) = tokio::join!(
-                open(&a, ODT, nc, &id, "alice"),
+            let ((first, own), second) = tokio::join!(
+                open_page(&a, ODT, nc, &id, "alice"),
                 open(&b, ODT, nc, &id, "bob")
             );
             assert_eq!(first, second, "{id}: two users on two nodes");
+            // The editor's own traffic, through the other instance, meets them there.
+            assert_eq!(
+                editor_request(&b, &own).await,
+                first,
+                "{id}: editor traffic moved"
+            );
             (id, first)
         }
     });
@@ -242,14 +269,21 @@ async fn three_instances_sharing_redis_agree_and_survive_a_redis_outage() {
     let store = format!("[pins]\nstore = \"{}\"\ntimeout_ms = 2000", redis.url());
     // One fleet: the instances share the proof key and token secret (file ids are
     // derived from it), and the pins in Redis.
+    // and the load balancer's public URL (here: the first instance's address).
     let first = instance(&nodes, &nc, &store).start().await;
     let mut instances = Vec::new();
     for _ in 0..2 {
-        let next = instance(&nodes, &nc, &store).share_keys_with(&first);
+        let next = instance(&nodes, &nc, &store)
+            .share_keys_with(&first)
+            .public_url(&first.public_url);
         instances.push(next.start().await);
     }
     instances.insert(0, first);
-    let urls: Vec<String> = instances.iter().map(|o| o.public_url.clone()).collect();
+    // Each instance by its own address, as a load balancer would reach them.
+    let urls: Vec<String> = instances
+        .iter()
+        .map(|o| format!("http://{}", o.addr))
+        .collect();
     membership_story(&urls, &mut nodes, &nc, "redis, 3 instances").await;
 
     // Redis goes away: every instance keeps serving, and documents keep their node while
@@ -335,4 +369,49 @@ async fn an_open_document_stays_in_its_suite_and_failover_opens_new_ones_elsewhe
     oo.stop().await;
     wait_node(&url, &oo_url, true).await;
     assert_eq!(open(&url, DOCX, &nc, "3_oc", "alice").await, cool.url());
+}
+
+#[tokio::test]
+async fn a_restart_to_add_a_node_keeps_open_documents_with_the_memory_store() {
+    trace_init();
+    let mut nodes = Nodes::start().await;
+    nodes.join_fourth().await;
+    let nc = StandInNextcloud::start().await;
+    // Settings name the first three nodes only.
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &nodes.urls[..3])
+        .org("acme", &[nc.origin()], "")
+        .section(FAST_HEALTH)
+        .start()
+        .await;
+    let url = os.public_url.clone();
+    let placed = open_many(std::slice::from_ref(&url), &nc, "r", 60).await;
+
+    // The hoster adds the fourth node to the settings and restarts officeswitch.
+    let settings = std::fs::read_to_string(os.config_path()).unwrap();
+    let three = nodes.urls[..3]
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let four = nodes
+        .urls
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    std::fs::write(os.config_path(), settings.replace(&three, &four)).unwrap();
+    let os = os.restart().await;
+    assert_eq!(os.public_url, url);
+    let (moved_on_restart, _) = moved(std::slice::from_ref(&url), &nc, &placed).await;
+    let fresh = open_many(std::slice::from_ref(&url), &nc, "s", 60).await;
+    let on_fourth = fresh.values().filter(|n| **n == nodes.urls[3]).count();
+    eprintln!(
+        "memory store, restart with a node added: {moved_on_restart}/{} open documents moved \
+         (target 0); {on_fourth}/{} new documents on the new node",
+        placed.len(),
+        fresh.len()
+    );
+    assert_eq!(moved_on_restart, 0, "documents moved over the restart");
+    assert!(on_fourth > 0, "the new node took no new document");
 }

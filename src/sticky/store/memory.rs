@@ -1,5 +1,6 @@
-//! The in-process pin store: enough for a single officeswitch instance (pins are not shared,
-//! and a restart forgets them, after which documents are re-pinned on their next request).
+//! The in-process pin store: enough for a single officeswitch instance (pins are not
+//! shared). A graceful restart carries them over through the state dir
+//! ([`crate::sticky::persist`]); after a crash, documents are re-pinned on their next request.
 //!
 //! A [`DashMap`] (sharded locks: requests for different documents rarely wait on each other)
 //! maps each key to its pin and the instant it expires. Expiry is checked on every read, so
@@ -240,6 +241,21 @@ impl PinStore for MemoryStore {
     fn counts(&self) -> StoreFuture<'_, Vec<(Pin, u64)>> {
         let result = self.counts_now();
         Box::pin(std::future::ready(Ok(result)))
+    }
+
+    fn export(&self) -> Vec<(String, Pin, Duration)> {
+        let now = Instant::now();
+        self.pins
+            .iter()
+            .filter(|e| e.expires > now)
+            .map(|e| (e.key().clone(), e.pin.clone(), e.expires - now))
+            .collect()
+    }
+
+    fn import(&self, pins: Vec<(String, Pin, Duration)>) {
+        for (key, pin, life) in pins {
+            self.create_now(&key, &pin, life);
+        }
     }
 
     fn kind(&self) -> &'static str {

@@ -46,6 +46,9 @@ pub struct Builder {
     /// Take the proof key and token secret from this instance's directory, as instances
     /// behind one load balancer share them.
     keys_from: Option<Arc<tempfile::TempDir>>,
+    /// `public_url` to configure instead of the instance's own address (instances behind
+    /// one load balancer share the balancer's).
+    public_url: Option<String>,
 }
 
 /// A running officeswitch and the files behind it.
@@ -78,6 +81,7 @@ impl OfficeSwitch {
             pool_lines: Vec::new(),
             admin_token: None,
             keys_from: None,
+            public_url: None,
         }
     }
 
@@ -199,6 +203,13 @@ impl Builder {
         self
     }
 
+    /// Configures `url` as `public_url` (the load balancer's, shared by a fleet) instead
+    /// of this instance's own address.
+    pub fn public_url(mut self, url: &str) -> Self {
+        self.public_url = Some(url.to_string());
+        self
+    }
+
     /// Adds a settings line to pool `name` (`proof = "required"`).
     pub fn pool_setting(mut self, name: &str, line: &str) -> Self {
         self.pool_lines.push((name.into(), line.into()));
@@ -314,8 +325,12 @@ impl Builder {
     async fn write(self) -> Arc<tempfile::TempDir> {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let port = free_port().await;
+        let public_url = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
         let mut settings = format!(
-            "public_url = \"http://127.0.0.1:{port}\"\nlisten = \"127.0.0.1:{port}\"\n\
+            "public_url = \"{public_url}\"\nlisten = \"127.0.0.1:{port}\"\n\
              rules_dir = \"rules\"\nstate_dir = \"state\"\n"
         );
         for line in &self.top {
