@@ -26,10 +26,8 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rand::SystemRandom;
@@ -39,6 +37,8 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT};
+
+use super::secret_file::{self, WriteError};
 
 /// Smallest RSA modulus, in bits, officeswitch accepts for signing or verifying.
 const MIN_BITS: usize = 2048;
@@ -180,39 +180,23 @@ impl fmt::Debug for ProofKey {
 /// The key is written to a temporary file in the same directory and then renamed into place, so
 /// `path` never holds a partial key.
 pub fn write_new_key(path: &Path, force: bool) -> Result<ProofKey, KeyError> {
-    let write_error = |error| KeyError::Write {
-        path: path.to_owned(),
-        error,
-    };
-    // Cheap early refusal; the final no-clobber step below closes the race.
-    if !force && fs::symlink_metadata(path).is_ok() {
-        return Err(KeyError::Exists {
+    let written = |result: Result<(), WriteError>| match result {
+        Ok(()) => Ok(()),
+        Err(WriteError::Exists) => Err(KeyError::Exists {
             path: path.to_owned(),
-        });
-    }
-    let file_name = path.file_name().ok_or_else(|| {
-        write_error(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the path does not end in a file name",
-        ))
-    })?;
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
+        }),
+        Err(WriteError::Io(error)) => Err(KeyError::Write {
+            path: path.to_owned(),
+            error,
+        }),
     };
-    fs::create_dir_all(dir).map_err(write_error)?;
-
+    // Cheap early refusal, before generating a key for nothing.
+    written(secret_file::check_absent(path, force))?;
     let key = ProofKey::generate()?;
     let mut pem = key.to_pkcs8_pem()?;
-    let tmp = dir.join(temp_name(file_name));
-    let written = write_private_file(&tmp, pem.as_bytes()).map_err(write_error);
+    let result = secret_file::write_new(path, force, pem.as_bytes());
     wipe_string(&mut pem);
-    let result = written.and_then(|()| install(&tmp, path, force));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(dir);
+    written(result)?;
     Ok(key)
 }
 
@@ -679,77 +663,6 @@ fn wipe(buf: &mut [u8]) {
 fn wipe_string(text: &mut String) {
     let mut bytes = std::mem::take(text).into_bytes();
     wipe(&mut bytes);
-}
-
-/// A fresh hidden name next to the key file for the temporary copy.
-fn temp_name(file_name: &std::ffi::OsStr) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        ".{}.tmp.{}.{}.{}",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Creates `path` (which must not exist) readable by the owner only, and writes `data` durably.
-fn write_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    #[cfg(unix)]
-    {
-        // The umask can only remove bits from 0600, but make the mode exact anyway.
-        use std::os::unix::fs::PermissionsExt as _;
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    file.write_all(data)?;
-    file.sync_all()
-}
-
-/// Moves the finished temporary file to `path`: replacing it if `force`, else only if absent.
-fn install(tmp: &Path, path: &Path, force: bool) -> Result<(), KeyError> {
-    let write_error = |error| KeyError::Write {
-        path: path.to_owned(),
-        error,
-    };
-    if force {
-        return fs::rename(tmp, path).map_err(write_error);
-    }
-    // A hard link fails if `path` exists, so a file created meanwhile is never clobbered.
-    match fs::hard_link(tmp, path) {
-        Ok(()) => {
-            let _ = fs::remove_file(tmp);
-            Ok(())
-        }
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Err(KeyError::Exists {
-            path: path.to_owned(),
-        }),
-        // Filesystems without hard links: check, then rename.
-        Err(_) if fs::symlink_metadata(path).is_ok() => Err(KeyError::Exists {
-            path: path.to_owned(),
-        }),
-        Err(_) => fs::rename(tmp, path).map_err(write_error),
-    }
-}
-
-/// Makes the rename durable (best effort; not all platforms can open a directory).
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(dir) = fs::File::open(dir) {
-        let _ = dir.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 #[cfg(test)]
@@ -1224,21 +1137,6 @@ mod tests {
             let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "mode {mode:o}");
         }
-    }
-
-    #[test]
-    fn install_without_force_never_clobbers_a_file_that_appeared_meanwhile() {
-        let dir = tempfile::tempdir().unwrap();
-        let tmp = dir.path().join(".k.tmp");
-        let path = dir.path().join("k.pem");
-        fs::write(&tmp, "new").unwrap();
-        fs::write(&path, "someone else's").unwrap();
-        let error = install(&tmp, &path, false).unwrap_err();
-        assert!(matches!(error, KeyError::Exists { .. }), "{error:?}");
-        assert_eq!(fs::read_to_string(&path).unwrap(), "someone else's");
-        install(&tmp, &path, true).unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
-        assert!(!tmp.exists());
     }
 
     #[cfg(unix)]

@@ -39,9 +39,8 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
@@ -50,6 +49,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_PAD_INDIFFERENT, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde::{Deserialize, Serialize};
+
+use super::secret_file::{self, WriteError};
 
 /// Fewest secret bytes accepted: the full strength of the 256-bit derived keys.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -164,43 +165,26 @@ impl fmt::Debug for TokenSecret {
 /// # Errors
 /// [`TokenKeyError::Exists`] without `force` when `path` exists; [`TokenKeyError::Write`].
 pub fn write_new_secret(path: &Path, force: bool) -> Result<TokenSecret, TokenKeyError> {
-    let write_error = |error| TokenKeyError::Write {
-        path: path.to_owned(),
-        error,
-    };
-    // Cheap early refusal; the final no-clobber step below closes the race.
-    if !force && fs::symlink_metadata(path).is_ok() {
-        return Err(TokenKeyError::Exists {
+    let written = |result: Result<(), WriteError>| match result {
+        Ok(()) => Ok(()),
+        Err(WriteError::Exists) => Err(TokenKeyError::Exists {
             path: path.to_owned(),
-        });
-    }
-    let file_name = path.file_name().ok_or_else(|| {
-        write_error(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the path does not end in a file name",
-        ))
-    })?;
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
+        }),
+        Err(WriteError::Io(error)) => Err(TokenKeyError::Write {
+            path: path.to_owned(),
+            error,
+        }),
     };
-    fs::create_dir_all(dir).map_err(write_error)?;
-
+    written(secret_file::check_absent(path, force))?;
     let mut bytes = random_secret()?;
     let secret = TokenSecret::from_bytes(&bytes);
     let mut text = STANDARD.encode(bytes).into_bytes();
     wipe(&mut bytes);
     let secret = secret?;
     text.push(b'\n');
-    let tmp = dir.join(temp_name(file_name));
-    let written = write_private_file(&tmp, &text).map_err(write_error);
+    let result = secret_file::write_new(path, force, &text);
     wipe(&mut text);
-    let result = written.and_then(|()| install(&tmp, path, force));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result?;
-    sync_dir(dir);
+    written(result)?;
     Ok(secret)
 }
 
@@ -729,77 +713,6 @@ fn random_secret() -> Result<[u8; GENERATED_SECRET_BYTES], TokenKeyError> {
 fn wipe(buf: &mut [u8]) {
     buf.fill(0);
     std::hint::black_box(&buf);
-}
-
-/// A fresh hidden name next to the secret file for the temporary copy.
-fn temp_name(file_name: &std::ffi::OsStr) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        ".{}.tmp.{}.{}.{}",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Creates `path` (which must not exist) readable by the owner only, and writes `data` durably.
-fn write_private_file(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    #[cfg(unix)]
-    {
-        // The umask can only remove bits from 0600, but make the mode exact anyway.
-        use std::os::unix::fs::PermissionsExt as _;
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    file.write_all(data)?;
-    file.sync_all()
-}
-
-/// Moves the finished temporary file to `path`: replacing it if `force`, else only if absent.
-fn install(tmp: &Path, path: &Path, force: bool) -> Result<(), TokenKeyError> {
-    let write_error = |error| TokenKeyError::Write {
-        path: path.to_owned(),
-        error,
-    };
-    if force {
-        return fs::rename(tmp, path).map_err(write_error);
-    }
-    // A hard link fails if `path` exists, so a file created meanwhile is never clobbered.
-    match fs::hard_link(tmp, path) {
-        Ok(()) => {
-            let _ = fs::remove_file(tmp);
-            Ok(())
-        }
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Err(TokenKeyError::Exists {
-            path: path.to_owned(),
-        }),
-        // Filesystems without hard links: check, then rename.
-        Err(_) if fs::symlink_metadata(path).is_ok() => Err(TokenKeyError::Exists {
-            path: path.to_owned(),
-        }),
-        Err(_) => fs::rename(tmp, path).map_err(write_error),
-    }
-}
-
-/// Makes the rename durable (best effort; not all platforms can open a directory).
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(dir) = fs::File::open(dir) {
-        let _ = dir.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 #[cfg(test)]
