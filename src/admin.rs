@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use url::Url;
 
+use crate::metrics::Scrape;
 use crate::server::first_request::{Deadline, FirstRequest};
 use crate::sticky::health::{Health, NodeStatus};
 use crate::sticky::pins::Stickiness;
@@ -141,12 +142,14 @@ pub fn load_token(path: &Path) -> Result<String, AdminError> {
 pub async fn serve(
     listener: TcpListener,
     sticky: Arc<Stickiness>,
+    scrape: Option<Arc<Scrape>>,
     token: Arc<str>,
     shutdown: CancellationToken,
 ) {
     let admin = Arc::new(Admin {
         token: digest::digest(&SHA256, token.as_bytes()),
         sticky,
+        scrape,
     });
     // Only the digest is kept for the life of the listener.
     drop(token);
@@ -198,6 +201,8 @@ pub async fn serve(
 struct Admin {
     token: Digest,
     sticky: Arc<Stickiness>,
+    /// What `/metrics` reads, when the server has it.
+    scrape: Option<Arc<Scrape>>,
 }
 
 /// Every admin reply; errors carry a message for the operator, sent as `{"error": ...}`.
@@ -205,6 +210,8 @@ struct Admin {
 enum Reply {
     /// A JSON document.
     Json(Vec<u8>),
+    /// The Prometheus (OpenMetrics) exposition.
+    Metrics(String),
     /// No or a wrong bearer token.
     Unauthorized,
     /// Unknown path, or a node no pool configures (why).
@@ -233,6 +240,7 @@ impl Reply {
         };
         let (status, body) = match &self {
             Reply::Json(bytes) => (StatusCode::OK, bytes.clone()),
+            Reply::Metrics(text) => (StatusCode::OK, text.clone().into_bytes()),
             Reply::Unauthorized => error(
                 StatusCode::UNAUTHORIZED,
                 "a valid `Authorization: Bearer <token>` header is required",
@@ -248,10 +256,11 @@ impl Reply {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let content_type = match self {
+            Reply::Metrics(_) => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            _ => "application/json",
+        };
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
             Reply::Unauthorized => {
@@ -320,6 +329,11 @@ impl Admin {
         let reply = match path.as_str() {
             "/admin/nodes" if method == Method::GET => self.nodes().await,
             "/admin/nodes" => Reply::MethodNotAllowed("GET"),
+            "/metrics" if method == Method::GET => match &self.scrape {
+                Some(scrape) => Reply::Metrics(scrape.render()),
+                None => Reply::NotFound("no metrics here".into()),
+            },
+            "/metrics" => Reply::MethodNotAllowed("GET"),
             "/admin/nodes/drain" | "/admin/nodes/undrain" if method == Method::POST => {
                 let draining = path.ends_with("/drain");
                 self.set_draining(request, draining, peer).await

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::admin;
 use crate::config::{Config, ConfigError};
 use crate::discovery::{DiscoveryService, ProofKeyPair};
+use crate::metrics::Scrape;
 use crate::proxy::{Proxy, WopiKeys};
 use crate::rules::RuleSet;
 use crate::rules::watch::RulesStore;
@@ -329,9 +330,15 @@ impl App {
             tasks.spawn(self.rules.clone().watch(shutdown.clone()));
         }
         if let (Some(listener), Some(token)) = (listeners.admin, &self.prepared.admin_token) {
+            let scrape = Arc::new(Scrape {
+                sticky: Arc::clone(&self.sticky),
+                discovery: Arc::clone(&self.discovery),
+                rules: Arc::clone(&self.rules),
+            });
             tasks.spawn(admin::serve(
                 listener,
                 Arc::clone(&self.sticky),
+                Some(scrape),
                 Arc::clone(token),
                 shutdown.clone(),
             ));

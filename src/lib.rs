@@ -18,7 +18,7 @@
 //! - [`wopi`]: WOPI pieces (proof keys and proofs, minted tokens, document identity);
 //! - [`upstream`]: the pooled HTTP(S) client to editor nodes;
 //! - [`server`]: accept loops, TLS, limits, graceful shutdown;
-//! - [`telemetry`]: log output.
+//! - [`telemetry`]: log output; [`metrics`]: Prometheus metrics on the admin listener.
 //!
 //! # Life of a request
 //! 1. [`server`] accepts the connection (TLS if configured) and hands each request to
@@ -36,6 +36,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod discovery;
+pub mod metrics;
 pub mod proxy;
 pub mod rules;
 pub mod server;

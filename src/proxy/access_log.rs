@@ -69,6 +69,11 @@ impl AccessLog {
             .map(|u| u.origin().ascii_serialization());
     }
 
+    /// The pool the request was routed to, if any (metrics).
+    pub fn pool(&self) -> &str {
+        self.pool.as_deref().unwrap_or("")
+    }
+
     /// Records an answer officeswitch made itself.
     pub fn answer(&mut self, answer: &Answer) {
         self.status = answer.status().as_u16();
@@ -83,7 +88,15 @@ impl AccessLog {
 
     /// Writes the line: `bytes` sent to the client, `error` if the exchange broke.
     pub fn write(self, bytes: u64, error: Option<&str>) {
-        let elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let took = self.started.elapsed();
+        let elapsed_ms = took.as_secs_f64() * 1000.0;
+        crate::metrics::global().request(
+            self.class,
+            self.pool.as_deref().unwrap_or(""),
+            self.status,
+            bytes,
+            took,
+        );
         let (method, path, class, status) = (
             self.method.as_str(),
             self.path.as_str(),

@@ -76,27 +76,38 @@ pub fn admit<B>(
         .and_then(|q| query_param(q, "access_token"))
         .map(|t| percent_decode_str(t).decode_utf8_lossy().into_owned())
         .or_else(|| bearer(request.headers()))
-        .ok_or(Answer::BadToken("missing"))?;
+        .ok_or_else(|| refused("token", "missing", Answer::BadToken("missing")))?;
     let grant = ctx
         .tokens
         .check(&raw_token, call.file_id, unix_now())
-        .map_err(|e| Answer::BadToken(e.reason()))?;
+        .map_err(|e| refused("token", e.reason(), Answer::BadToken(e.reason())))?;
     let link = call.endpoint == WopiEndpoint::Link;
     if link != (grant.kind == GrantKind::Link) {
-        return Err(Answer::BadToken("wrong_kind"));
+        return Err(refused(
+            "token",
+            "wrong_kind",
+            Answer::BadToken("wrong_kind"),
+        ));
     }
-    let org = ctx
-        .rules
-        .organisation_named(&grant.org)
-        .ok_or_else(|| Answer::HostNotAllowed(format!("organisation {} is gone", grant.org)))?;
+    let org = ctx.rules.organisation_named(&grant.org).ok_or_else(|| {
+        refused(
+            "rules",
+            "organisation_gone",
+            Answer::HostNotAllowed(format!("organisation {} is gone", grant.org)),
+        )
+    })?;
     let owns_host = Url::parse(&grant.url)
         .ok()
         .is_some_and(|u| ctx.rules.organisation_for(&u).map(|o| o.name()) == Some(org.name()));
     if !owns_host {
-        return Err(Answer::HostNotAllowed(format!(
-            "organisation {} no longer owns the file's host",
-            grant.org
-        )));
+        return Err(refused(
+            "rules",
+            "host_not_owned",
+            Answer::HostNotAllowed(format!(
+                "organisation {} no longer owns the file's host",
+                grant.org
+            )),
+        ));
     }
     check_proof(request, &raw_token, &grant, ctx)?;
     Ok(grant)
@@ -126,17 +137,23 @@ fn check_proof<B>(
             ProofPolicy::Optional => Ok(()),
             ProofPolicy::Auto if keys.is_empty() => Ok(()),
             ProofPolicy::Auto | ProofPolicy::Required => {
-                Err(Answer::BadProof(proof::ProofError::Missing.to_string()))
+                let missing = proof::ProofError::Missing;
+                Err(refused(
+                    "proof",
+                    missing.reason(),
+                    Answer::BadProof(missing.to_string()),
+                ))
             }
         };
     }
     if keys.is_empty() {
         // Signed, but the pool publishes no key to check it with.
         return match policy {
-            ProofPolicy::Required => Err(Answer::BadProof(format!(
-                "pool {} publishes no proof key",
-                grant.pool
-            ))),
+            ProofPolicy::Required => Err(refused(
+                "proof",
+                "no_key",
+                Answer::BadProof(format!("pool {} publishes no proof key", grant.pool)),
+            )),
             ProofPolicy::Auto | ProofPolicy::Optional => Ok(()),
         };
     }
@@ -147,7 +164,13 @@ fn check_proof<B>(
     );
     proof::verify(&headers, token, &signed_url, &keys, proof::ticks_now())
         .map(|_| ())
-        .map_err(|e| Answer::BadProof(e.to_string()))
+        .map_err(|e| refused("proof", e.reason(), Answer::BadProof(e.to_string())))
+}
+
+/// Counts a refusal by the check that made it and why, and passes its answer on.
+fn refused(check: &'static str, reason: &'static str, answer: Answer) -> Answer {
+    crate::metrics::global().rejection(check, reason);
+    answer
 }
 
 /// The proof keys of every node of `pool` that has a discovery (nodes may differ).

@@ -29,6 +29,8 @@ pub async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, log: Ac
             return;
         }
     };
+    let pool = log.pool().to_string();
+    crate::metrics::global().websocket(&pool, 1);
     let activity = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut client = Tracked::new(TokioIo::new(client), activity.clone(), started);
@@ -51,6 +53,7 @@ pub async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, log: Ac
             }
         }
     };
+    crate::metrics::global().websocket(&pool, -1);
     match outcome {
         Ok(to_client) => log.write(to_client, None),
         Err(e) => log.write(client.read_by_peer(), Some(&e)),

@@ -99,6 +99,7 @@ impl AdminServer {
         let task = tokio::spawn(admin::serve(
             listener,
             sticky,
+            None,
             Arc::from(TOKEN),
             shutdown.clone(),
         ));

@@ -39,3 +39,6 @@ mod store;
 
 /// The admin listener (bearer token, node list, draining) and `officeswitch nodes` (issue 5).
 mod admin;
+
+/// Prometheus metrics on the admin listener (issue 6).
+mod metrics;
