@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::admin;
 use crate::config::{Config, ConfigError};
@@ -369,11 +369,7 @@ impl App {
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    _ = every.tick() => {
-                        if let Err(e) = persist::save(&*store, &saving) {
-                            warn!(path = %saving.display(), error = %e, "cannot save pins");
-                        }
-                    }
+                    _ = every.tick() => save_pins(Arc::clone(&store), saving.clone()).await,
                 }
             }
         });
@@ -382,12 +378,24 @@ impl App {
                 warn!(error = %e, "a server task failed");
             }
         }
-        match persist::save(&*self.prepared.pin_store, &pins_file) {
-            Ok(0) => {}
-            Ok(n) => info!(path = %pins_file.display(), pins = n, "saved pins for the next start"),
-            Err(e) => warn!(path = %pins_file.display(), error = %e, "cannot save pins"),
-        }
+        save_pins(Arc::clone(&self.prepared.pin_store), pins_file).await;
         info!("stopped");
+    }
+}
+
+/// Saves the memory store's pins for the next start, on a blocking thread (thousands of
+/// pins are a few milliseconds of file I/O an async worker should not wait on).
+async fn save_pins(store: Arc<dyn PinStore>, path: std::path::PathBuf) {
+    let saved = tokio::task::spawn_blocking(move || {
+        let result = persist::save(&*store, &path);
+        (result, path)
+    })
+    .await;
+    match saved {
+        Ok((Ok(0), _)) => {}
+        Ok((Ok(n), path)) => debug!(path = %path.display(), pins = n, "saved pins"),
+        Ok((Err(e), path)) => warn!(path = %path.display(), error = %e, "cannot save pins"),
+        Err(e) => warn!(error = %e, "saving pins failed"),
     }
 }
 

@@ -112,7 +112,7 @@ impl Metrics {
     pub fn request(
         &self,
         class: &'static str,
-        pool: &str,
+        pool: String,
         status: u16,
         bytes: u64,
         took: Duration,
@@ -120,7 +120,7 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 class,
-                pool: pool.to_string(),
+                pool,
                 status,
             })
             .inc();
@@ -278,7 +278,13 @@ mod tests {
 
     #[test]
     fn events_appear_in_the_exposition() {
-        global().request("page", "collabora", 200, 1234, Duration::from_millis(3));
+        global().request(
+            "page",
+            "collabora".into(),
+            200,
+            1234,
+            Duration::from_millis(3),
+        );
         global().rejection("token", "bad_signature");
         global().websocket("collabora", 1);
         let mut out = String::new();

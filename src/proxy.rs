@@ -46,12 +46,12 @@ use crate::rules::watch::RulesStore;
 use crate::sticky::pins::Stickiness;
 use crate::upstream::{UpstreamBody, UpstreamClient};
 use crate::wopi::proof::Signer;
-use crate::wopi::token::{Grant, GrantKind, TokenKeys};
+use crate::wopi::token::{self, FileId, Grant, GrantKind, TokenKeys};
 use access_log::{AccessLog, LoggedBody};
 use answer::{Answer, ProxyBody};
 use callback::{AdmitContext, HostBody};
 use classify::{Class, WopiCall};
-use route::{OpenedDocument, OrgTags, RouteContext, Target};
+use route::{OrgTags, RouteContext, Target};
 
 /// Largest open form accepted (richdocuments' is a token, a TTL and a few theme
 /// settings: about 2 KiB).
@@ -355,7 +355,8 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         target: &Target,
-        document: &OpenedDocument,
+        file: FileId,
+        host_wopi_src: &str,
     ) -> Result<Request<UpstreamBody>, Answer> {
         let (mut parts, body) = request.into_parts();
         let form = Limited::new(body, MAX_OPEN_FORM)
@@ -372,15 +373,15 @@ impl Proxy {
         let (host_token, host_ttl) = translate::form_token(&form)?;
         let expiry = translate::expiry(
             host_ttl.as_deref(),
-            callback::unix_now(),
+            token::unix_now(),
             self.wopi.max_token_ttl,
         )?;
         let grant = Grant {
             kind: GrantKind::File,
-            file_id: document.file_id.clone(),
+            file_id: file.as_str().to_string(),
             org: target.org.as_deref().unwrap_or_default().to_string(),
             pool: target.pool_in(&self.pools).name.clone(),
-            url: document.host_wopi_src.clone(),
+            url: host_wopi_src.to_string(),
             host_token,
             expires_at: expiry.expires_at,
         };
@@ -388,7 +389,7 @@ impl Proxy {
             .tokens
             .mint(&grant)
             .map_err(|e| Answer::BadGateway(format!("cannot mint a token: {e}")))?;
-        let wopi_src = format!("{}{}", self.files_base, document.file_id);
+        let wopi_src = format!("{}{}", self.files_base, file.as_str());
         let query = translate::open_query(parts.uri.query().unwrap_or_default(), &wopi_src);
         parts.uri = format!("{}?{query}", parts.uri.path())
             .parse()
@@ -417,12 +418,15 @@ impl Proxy {
         mut log: AccessLog,
     ) -> Result<Response<ProxyBody>, (Answer, AccessLog)> {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        let request = match &target.document {
-            Some(document) => match self.translate_open(request, target, document).await {
+        let request = match (&target.host_wopi_src, target.file) {
+            (Some(host_wopi_src), Some(file)) => match self
+                .translate_open(request, target, file, host_wopi_src)
+                .await
+            {
                 Ok(r) => r,
                 Err(answer) => return Err((answer, log)),
             },
-            None => request.map(forward::upstream_body),
+            _ => request.map(forward::upstream_body),
         };
         let node = target.node_in(&self.pools);
         let request = match rewrite::request(request, target, node, &self.public_url, peer, upgrade)

@@ -90,13 +90,6 @@ impl AccessLog {
     pub fn write(self, bytes: u64, error: Option<&str>) {
         let took = self.started.elapsed();
         let elapsed_ms = took.as_secs_f64() * 1000.0;
-        crate::metrics::global().request(
-            self.class,
-            self.pool.as_deref().unwrap_or(""),
-            self.status,
-            bytes,
-            took,
-        );
         let (method, path, class, status) = (
             self.method.as_str(),
             self.path.as_str(),
@@ -145,6 +138,9 @@ impl AccessLog {
                 path, class, org, pool, node, status, bytes, elapsed_ms, "request"
             );
         }
+        // The pool name moves into the metric's labels rather than being copied again.
+        let pool = self.pool.unwrap_or_default();
+        crate::metrics::global().request(class, pool, status, bytes, took);
     }
 }
 

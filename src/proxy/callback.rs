@@ -16,8 +16,6 @@
 //! 4. [`host_response`]: redirects and cookies are dropped; CheckFileInfo and
 //!    PutRelativeFile JSON goes through [`super::translate`]; every other body streams.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use percent_encoding::percent_decode_str;
@@ -31,16 +29,17 @@ use crate::discovery::ProofKeyPair;
 use crate::discovery::service::Catalog;
 use crate::rules::RuleSet;
 use crate::wopi::proof::{self, ProofHeaders, Signer};
-use crate::wopi::token::{Grant, GrantKind, TokenKeys};
+use crate::wopi::token::{Grant, GrantKind, TokenKeys, unix_now};
 
 /// Proof headers: the editor's are checked and dropped, officeswitch's replace them.
 const PROOF_HEADERS: [&str; 3] = ["x-wopi-proof", "x-wopi-proofold", "x-wopi-timestamp"];
 
 /// Request headers never passed to the host: they describe the editor's connection to
 /// officeswitch, not the WOPI call.
-const NOT_FOR_HOST: [HeaderName; 5] = [
+const NOT_FOR_HOST: [HeaderName; 6] = [
     header::AUTHORIZATION,
     header::COOKIE,
+    header::FORWARDED,
     HeaderName::from_static("x-forwarded-for"),
     HeaderName::from_static("x-forwarded-host"),
     HeaderName::from_static("x-forwarded-proto"),
@@ -226,7 +225,6 @@ pub fn host_request<B>(
     for name in &NOT_FOR_HOST {
         headers.remove(name);
     }
-    headers.remove(header::FORWARDED);
     if json_expected {
         // CheckFileInfo and PutRelativeFile bodies are rewritten: ask for them plain.
         headers.remove(header::ACCEPT_ENCODING);
@@ -328,13 +326,6 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim().to_string())
         .filter(|t| !t.is_empty())
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -53,8 +53,9 @@ pub struct Target {
     pub urlsrc: Option<String>,
     /// The document's file id, when the request names one: the key of its pin.
     pub file: Option<FileId>,
-    /// For opens: the document, to mint its officeswitch `WOPISrc` and token.
-    pub document: Option<OpenedDocument>,
+    /// For opens: the host's `WOPISrc` as the host wrote it (decoded once), which
+    /// officeswitch calls and signs for; with [`Target::file`], what translation mints.
+    pub host_wopi_src: Option<String>,
 }
 
 /// An open request, read: what it opens, for whom, and which pool the rules give it.
@@ -84,16 +85,6 @@ impl Target {
     pub fn node_in<'p>(&self, pools: &'p [PoolConfig]) -> &'p Url {
         &pools[self.pool].nodes[self.node]
     }
-}
-
-/// The document an open names, as token translation needs it.
-#[derive(Debug, Clone)]
-pub struct OpenedDocument {
-    /// Its file id (the hash key, the last segment of officeswitch's `WOPISrc`).
-    pub file_id: String,
-    /// The host's `WOPISrc` as the host wrote it (decoded once), which officeswitch
-    /// calls and signs for.
-    pub host_wopi_src: String,
 }
 
 /// Which organisation a file id belongs to: file ids start with their organisation's
@@ -241,10 +232,7 @@ impl RouteContext<'_> {
             org: Some(plan.org),
             urlsrc: Some(urlsrc),
             file: Some(plan.file),
-            document: Some(OpenedDocument {
-                file_id: plan.file.as_str().to_string(),
-                host_wopi_src: plan.host_wopi_src,
-            }),
+            host_wopi_src: Some(plan.host_wopi_src),
         })
     }
 
@@ -313,7 +301,7 @@ impl RouteContext<'_> {
             org,
             urlsrc: None,
             file,
-            document: None,
+            host_wopi_src: None,
         })
     }
 

@@ -351,6 +351,36 @@ mod tests {
         .unwrap()
     }
 
+    /// Keys, rules (acme and beta) and a grant of acme's, as a Minter borrows them.
+    struct Fixture {
+        tokens: TokenKeys,
+        rules: RuleSet,
+        grant: Grant,
+        public_url: Url,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let tokens = tokens();
+            let grant = grant(&tokens);
+            Fixture {
+                tokens,
+                rules: rules(),
+                grant,
+                public_url: Url::parse("https://os.example/").unwrap(),
+            }
+        }
+
+        fn minter(&self) -> Minter<'_> {
+            Minter {
+                tokens: &self.tokens,
+                rules: &self.rules,
+                grant: &self.grant,
+                public_url: &self.public_url,
+            }
+        }
+    }
+
     fn grant(tokens: &TokenKeys) -> Grant {
         Grant {
             kind: GrantKind::File,
@@ -365,15 +395,9 @@ mod tests {
 
     #[test]
     fn check_file_info_links_editor_fetched_urls_and_keeps_browser_ones() {
-        let (tokens, rules) = (tokens(), rules());
-        let grant = grant(&tokens);
-        let public_url = Url::parse("https://os.example/").unwrap();
-        let minter = Minter {
-            tokens: &tokens,
-            rules: &rules,
-            grant: &grant,
-            public_url: &public_url,
-        };
+        let fixture = Fixture::new();
+        let (tokens, grant) = (&fixture.tokens, &fixture.grant);
+        let minter = fixture.minter();
         let template = "https://nc.acme/wopi/template/9?access_token=tpl";
         let mut info = json!({
             "BaseFileName": "a.odt",
@@ -422,15 +446,9 @@ mod tests {
 
     #[test]
     fn put_relative_file_url_becomes_an_officeswitch_file() {
-        let (tokens, rules) = (tokens(), rules());
-        let grant = grant(&tokens);
-        let public_url = Url::parse("https://os.example/").unwrap();
-        let minter = Minter {
-            tokens: &tokens,
-            rules: &rules,
-            grant: &grant,
-            public_url: &public_url,
-        };
+        let fixture = Fixture::new();
+        let (tokens, grant) = (&fixture.tokens, &fixture.grant);
+        let minter = fixture.minter();
         let mut answer = json!({
             "Name": "a.pdf",
             "Url": "https://nc.acme/wopi/files/2?access_token=host-2",

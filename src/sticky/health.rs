@@ -16,7 +16,6 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
 use tokio::sync::watch;
@@ -26,6 +25,7 @@ use url::Url;
 use crate::config::{HealthConfig, PoolConfig, SuiteKind};
 use crate::discovery::fetch;
 use crate::upstream::UpstreamClient;
+use crate::wopi::token::unix_now;
 
 /// Largest health-check body read: Collabora's capabilities are a few KiB, OnlyOffice's
 /// `true` four bytes. Reading the body lets the connection be reused.
@@ -509,13 +509,6 @@ fn truncate(why: &str) -> String {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
-}
-
 /// `HH:MM:SSZ` (UTC) of `unix`, with the date in front (`YYYY-MM-DDT`) when it is more than
 /// a day before `now`, so an old outage does not read as today's.
 fn clock(unix: u64, now: u64) -> String {
@@ -552,6 +545,7 @@ fn civil_date(days: u64) -> (u64, u64, u64) {
 mod tests {
     use std::convert::Infallible;
     use std::net::SocketAddr;
+    use std::time::Duration;
 
     use bytes::Bytes;
     use http::{Request, Response, StatusCode};

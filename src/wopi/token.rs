@@ -697,7 +697,9 @@ struct SealedOwned {
     tok: String,
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch: the clock token expiries, and every other officeswitch
+/// timestamp in seconds, are read on.
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
