@@ -2,19 +2,20 @@
 //!
 //! - An **open** (form POST to an officeswitch `urlsrc`) names its format and action in the
 //!   path and its document in `WOPISrc`: the organisation owning the WOPISrc origin picks
-//!   the suite (its overrides, then the defaults), and rendezvous hashing of the document
-//!   key over the suite's nodes (or the organisation's pinned subset) picks the node.
+//!   the suite (its overrides, then the defaults) in [`RouteContext::open_plan`]; the node
+//!   comes from the document's pin ([`crate::sticky::pins`]), then
+//!   [`RouteContext::open_on`] finds the suite's `urlsrc` on it.
 //! - **Editor traffic** names its suite by its URL space (classify) and its document by
-//!   `WOPISrc` (or OnlyOffice's `shardkey`) in the query: the same hash gives the same node,
-//!   so a document's page, assets, WebSockets and downloads all meet on one node, and
-//!   officeswitch instances agree without talking.
-//!
-//! The hash key of a document is its **file id** ([`TokenKeys::file_id`]): the open names
-//! the host's `WOPISrc`, from which the id is derived; the editor only ever sees
-//! officeswitch's `WOPISrc`, which ends in that id and whose first characters name the
-//! organisation ([`OrgTags`]). A host `WOPISrc` in editor traffic maps to the same id.
+//!   `WOPISrc` (or OnlyOffice's `shardkey`) in the query: rendezvous hashing of the document
+//!   over the suite's nodes (or the organisation's pinned subset) gives the node a document
+//!   goes to when it has no pin yet, the same on every instance.
 //! - Versioned **assets** without a document go to a node that serves that version;
 //!   **stateless** calls (convert-to) are spread over the pool.
+//!
+//! The key of a document is its **file id** ([`TokenKeys::file_id`]): the open names the
+//! host's `WOPISrc`, from which the id is derived; the editor only ever sees officeswitch's
+//! `WOPISrc`, which ends in that id and whose first characters name the organisation
+//! ([`OrgTags`]). A host `WOPISrc` in editor traffic maps to the same id.
 //!
 //! No header or URL is changed here: that is [`super::rewrite`].
 
@@ -234,23 +235,6 @@ impl RouteContext<'_> {
             file: Some(plan.file),
             host_wopi_src: Some(plan.host_wopi_src),
         })
-    }
-
-    /// Routes an open by rendezvous hashing alone (no pins, no health): what every
-    /// instance would choose for a document with no pin.
-    ///
-    /// # Errors
-    /// As [`RouteContext::open_plan`] and [`RouteContext::open_on`]; 503 when the pool has
-    /// no node.
-    pub fn open(&self, path: &str, query: Option<&str>) -> Result<Target, Answer> {
-        let plan = self.open_plan(path, query)?;
-        let pool = plan.pool;
-        let allowed = self.allowed_nodes(&plan.org, pool);
-        let config = &self.pools[pool];
-        let pick = hrw::pick(plan.file.as_str().as_bytes(), allowed)
-            .and_then(|i| node_index(config, &allowed[i]))
-            .ok_or_else(|| Answer::NoNode(config.name.clone()))?;
-        self.open_on(plan, pool, pick)
     }
 
     /// Routes editor traffic to a node of its suite's pool.
