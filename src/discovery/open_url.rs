@@ -67,9 +67,11 @@ impl OpenUrl {
     pub fn parse_path(path: &str) -> Option<OpenUrl> {
         let rest = path.strip_prefix(OPEN_PATH_PREFIX)?;
         let mut parts = rest.split('/');
+        // Segments are split before decoding, so a `/` an editor put in a name (sent as
+        // `%2F` by `to_urlsrc`) comes back as part of that name.
         let decode = |s: &str| -> Option<String> {
             let d = percent_decode_str(s).decode_utf8().ok()?;
-            (!d.is_empty() && !d.contains('/')).then(|| d.into_owned())
+            (!d.is_empty()).then(|| d.into_owned())
         };
         let format = match parts.next()? {
             "ext" => FileFormat::Ext(decode(parts.next()?)?.to_ascii_lowercase()),
@@ -94,6 +96,26 @@ mod tests {
 
     fn public() -> Url {
         Url::parse("https://office.example.org:8443").unwrap()
+    }
+
+    #[test]
+    fn names_with_slashes_round_trip() {
+        // Found by the `discovery` fuzz target: a discovery action named `view/comment`
+        // was offered to Nextcloud with a urlsrc officeswitch could not read back.
+        for open in [
+            OpenUrl {
+                format: FileFormat::Ext("odt".into()),
+                action: "view/comment".into(),
+            },
+            OpenUrl {
+                format: FileFormat::Mime("application/vnd/x".into()),
+                action: "edit".into(),
+            },
+        ] {
+            let src = open.to_urlsrc(&public());
+            let path = Url::parse(&src).unwrap().path().to_string();
+            assert_eq!(OpenUrl::parse_path(&path), Some(open));
+        }
     }
 
     #[test]

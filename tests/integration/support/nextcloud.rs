@@ -34,7 +34,8 @@
 //!
 //! Bodies of rejected POSTs are read and discarded before the answer, as nginx in front of
 //! PHP buffers them, so a client always sees the status rather than a reset.
-//! [`PutFault`] breaks uploads on purpose; every request is recorded
+//! [`PutFault`] breaks uploads on purpose, [`StandInNextcloud::go_down`] and
+//! [`StandInNextcloud::come_back`] restart it on the same port; every request is recorded
 //! ([`StandInNextcloud::requests`]) with the bytes of body received and the status.
 //! Self-contained (external crates and officeswitch's key type only), like `editor.rs`: it
 //! builds the proof bytes itself so it can catch officeswitch's mistakes.
@@ -487,6 +488,43 @@ impl StandInNextcloud {
             std::panic::resume_unwind(err.into_panic());
         }
         tracing::debug!(addr = %self.addr, "stand-in Nextcloud stopped");
+    }
+
+    /// Goes down as a Nextcloud being restarted does: the listener closes and every
+    /// connection is dropped at once, requests in progress (an upload half read) without an
+    /// answer. Files, grants and locks are kept, as Nextcloud's storage and database are,
+    /// for [`StandInNextcloud::come_back`]. Returns once the port is closed.
+    pub async fn go_down(&mut self) {
+        self.shutdown.send_replace(true);
+        if let Some(server) = self.server.take()
+            && let Err(err) = server.await
+            && err.is_panic()
+        {
+            std::panic::resume_unwind(err.into_panic());
+        }
+        tracing::debug!(addr = %self.addr, "stand-in Nextcloud down");
+    }
+
+    /// Listens again on the same address with the same files and grants, after
+    /// [`StandInNextcloud::go_down`]: the restarted Nextcloud. Does nothing while up.
+    ///
+    /// # Errors
+    /// The address cannot be bound again.
+    pub async fn come_back(&mut self) -> std::io::Result<()> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        // tokio sets SO_REUSEADDR, so the connections just closed do not hold the port.
+        let listener = TcpListener::bind(self.addr).await?;
+        let (shutdown, stop) = watch::channel(false);
+        self.shutdown = shutdown;
+        self.server = Some(tokio::spawn(accept_loop(
+            listener,
+            Arc::clone(&self.state),
+            stop,
+        )));
+        tracing::debug!(addr = %self.addr, "stand-in Nextcloud back");
+        Ok(())
     }
 
     fn host(&self) -> MutexGuard<'_, Host> {

@@ -1,0 +1,366 @@
+//! Faults in the middle of editing (issue 6): an editor node dying under a live document
+//! WebSocket, and Nextcloud restarting while a large save is streaming through officeswitch.
+//! Each test drives the whole flow a browser and an editor drive (open form, editor page,
+//! WOPI calls, document WebSocket) against real loopback servers, breaks one of them
+//! mid-way, and checks that nothing hangs, nothing is silently lost, and the document can be
+//! edited again afterwards. Every wait is bounded.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::StatusCode;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::support::client::{encode, post_form};
+use crate::support::editor::{
+    EditorSession, PutBody, StandInEditor, Suite, WopiCall, WopiReply, pattern_byte,
+};
+use crate::support::nextcloud::{PutFault, StandInNextcloud};
+use crate::support::officeswitch::OfficeSwitch;
+use crate::support::richdocuments::RichdocumentsView;
+use crate::support::trace_init;
+
+const ODT: &str = "application/vnd.oasis.opendocument.text";
+
+/// Health checks fast enough for a test: a node is down after 2 failed checks 1 s apart.
+const FAST_HEALTH: &str = "[health]\ninterval_secs = 1\ntimeout_secs = 1\nfall = 2\nrise = 1";
+
+/// How long a client may wait for its WebSocket to end once its node is gone.
+const WEBSOCKET_END_LIMIT: Duration = Duration::from_secs(3);
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens `file_id` (granted to `token`) through officeswitch as richdocuments' frontend
+/// does, on one of `editors`; returns the node that rendered the editor page and the
+/// session it was given.
+async fn open(
+    os: &OfficeSwitch,
+    nc: &StandInNextcloud,
+    editors: &[StandInEditor],
+    file_id: &str,
+    token: &str,
+) -> (String, EditorSession) {
+    let (status, xml) = os.get("/hosting/discovery").await;
+    assert_eq!(status, StatusCode::OK, "{xml}");
+    let view = RichdocumentsView::parse(&xml);
+    let (_, urlsrc) = view.url_src(ODT).expect("an odt urlsrc");
+    let url = format!("{urlsrc}WOPISrc={}&lang=de", encode(&nc.wopi_src(file_id)));
+    let reply = post_form(&url, &format!("access_token={token}&access_token_ttl=0")).await;
+    assert_eq!(reply.status, StatusCode::OK, "open: {}", reply.body);
+    let node = reply.node().expect("an editor answered").to_string();
+    let session = editors
+        .iter()
+        .find(|e| e.url() == node)
+        .unwrap_or_else(|| panic!("opened on an unknown node {node}"))
+        .last_session()
+        .expect("the editor kept the session");
+    (node, session)
+}
+
+/// The editor's document WebSocket for `session`, through officeswitch, as the Collabora
+/// page opens it: `/cool/<WOPISrc>/ws?WOPISrc=<WOPISrc>&compat=/ws`.
+async fn websocket(os: &OfficeSwitch, session: &EditorSession) -> Socket {
+    let enc = encode(&session.wopi_src);
+    let url = format!("ws://{}/cool/{enc}/ws?WOPISrc={enc}&compat=/ws", os.addr);
+    let (socket, response) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("WebSocket handshake within 10 s")
+    .expect("WebSocket through officeswitch");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    socket
+}
+
+/// Sends `count` numbered messages and checks each echo, in order (5 s at most).
+async fn exchange(socket: &mut Socket, tag: &str, count: usize) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        for i in 0..count {
+            let text = format!("{tag} {i}");
+            socket
+                .send(Message::text(text.clone()))
+                .await
+                .expect("send");
+            match socket.next().await {
+                Some(Ok(Message::Text(echo))) => assert_eq!(echo.as_str(), text),
+                other => panic!("{tag}: no echo of message {i}: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("echoes within 5 s");
+}
+
+/// Waits (15 s at most) until officeswitch's `/readyz` lists `node` as down.
+async fn wait_down(os: &OfficeSwitch, node: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = os.get("/readyz").await;
+        if body.lines().any(|l| l.contains(node) && l.contains("down")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{node} never marked down:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_killed_under_a_live_websocket_ends_it_and_the_document_reopens_elsewhere() {
+    trace_init();
+    let (a, b) = tokio::join!(
+        StandInEditor::start(Suite::Collabora),
+        StandInEditor::start(Suite::Collabora)
+    );
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[a.url(), b.url()])
+        .org("acme", &[nc.origin()], "")
+        .section(FAST_HEALTH)
+        .start()
+        .await;
+    nc.add_file("ws_1_oc", "notes.odt", b"first draft".to_vec());
+    nc.grant("ws_1_oc", "nc-token-1");
+
+    let mut editors = vec![a, b];
+    let (node, session) = open(&os, &nc, &editors, "ws_1_oc", "nc-token-1").await;
+    let doomed = editors
+        .iter()
+        .position(|e| e.url() == node)
+        .expect("a known node");
+    let info = editors[doomed]
+        .wopi(&session, WopiCall::CheckFileInfo)
+        .await;
+    assert_ok(&info, "CheckFileInfo before the fault");
+
+    // A live editing session: messages flowing both ways when the node dies.
+    let mut socket = websocket(&os, &session).await;
+    exchange(&mut socket, "before", 20).await;
+    let (mut sink, mut stream) = socket.split();
+    let typing = tokio::spawn(async move {
+        for i in 0.. {
+            if sink
+                .send(Message::text(format!("typing {i}")))
+                .await
+                .is_err()
+            {
+                return i;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        unreachable!("the loop ends when the socket does")
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let echoed_before = editors[doomed].echoed_messages();
+    assert!(
+        echoed_before > 20,
+        "the session was live ({echoed_before} echoes)"
+    );
+
+    let killed_at = Instant::now();
+    editors.remove(doomed).stop().await;
+    let ended = tokio::time::timeout(WEBSOCKET_END_LIMIT, async {
+        loop {
+            match stream.next().await {
+                None | Some(Err(_)) => return "closed",
+                Some(Ok(Message::Close(_))) => return "close frame",
+                Some(Ok(_)) => {} // echoes already on their way
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!("the WebSocket is still open {WEBSOCKET_END_LIMIT:?} after its node died")
+    });
+    eprintln!(
+        "faults: client WebSocket ended ({ended}) {} ms after its node was killed",
+        killed_at.elapsed().as_millis()
+    );
+    let sent = tokio::time::timeout(Duration::from_secs(5), typing)
+        .await
+        .expect("the client's sends fail once the WebSocket is gone")
+        .expect("typing task");
+    assert!(sent > 0);
+
+    wait_down(&os, &node).await;
+
+    // The same document (same Nextcloud WOPISrc, same user) opens again, on the live node,
+    // under the same officeswitch WOPISrc, and its WebSocket and WOPI calls work.
+    let (reopened_on, again) = open(&os, &nc, &editors, "ws_1_oc", "nc-token-1").await;
+    let live = &editors[0];
+    assert_eq!(reopened_on, live.url(), "reopened on the dead node");
+    assert_eq!(
+        again.wopi_src, session.wopi_src,
+        "the document changed identity"
+    );
+    let mut socket = websocket(&os, &again).await;
+    let echoed = live.echoed_messages();
+    exchange(&mut socket, "after", 20).await;
+    assert_eq!(live.echoed_messages(), echoed + 20, "the live node echoed");
+    let info = live.wopi(&again, WopiCall::CheckFileInfo).await;
+    assert_ok(&info, "CheckFileInfo after the reopen");
+    let saved = b"second draft".to_vec();
+    let put = live
+        .wopi(
+            &again,
+            WopiCall::PutFile {
+                lock: None,
+                body: PutBody::Bytes(saved.clone()),
+            },
+        )
+        .await;
+    assert_ok(&put, "PutFile after the reopen");
+    assert_eq!(nc.contents_of("ws_1_oc").as_deref(), Some(&saved[..]));
+    socket.close(None).await.expect("close");
+}
+
+/// Bytes of the save in the Nextcloud restart test: large enough to be streaming (not in
+/// a socket buffer) when Nextcloud goes down.
+const SAVE_BYTES: u64 = 24 << 20;
+
+/// Bytes Nextcloud reads of the first save before it stops reading (its restart begins).
+const READ_BEFORE_RESTART: u64 = 2 << 20;
+
+#[tokio::test]
+async fn nextcloud_restarting_mid_putfile_fails_the_save_and_the_retry_stores_it_whole() {
+    trace_init();
+    let cool = StandInEditor::start(Suite::Collabora).await;
+    let mut nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[cool.url()])
+        .org("acme", &[nc.origin()], "")
+        .start()
+        .await;
+    let original = b"the document as last saved".to_vec();
+    nc.add_file("save_1_oc", "report.odt", original.clone());
+    nc.grant("save_1_oc", "nc-token-1");
+    let (_, session) = open(
+        &os,
+        &nc,
+        std::slice::from_ref(&cool),
+        "save_1_oc",
+        "nc-token-1",
+    )
+    .await;
+    assert_ok(
+        &cool.wopi(&session, WopiCall::CheckFileInfo).await,
+        "CheckFileInfo",
+    );
+
+    // The save starts; Nextcloud has read part of it when its restart begins (it stops
+    // reading, then its listener and connections go away).
+    nc.set_put_fault(Some(PutFault::StallAfter(READ_BEFORE_RESTART)));
+    let save = cool.wopi(
+        &session,
+        WopiCall::PutFile {
+            lock: None,
+            body: PutBody::Pattern(SAVE_BYTES),
+        },
+    );
+    let restart = async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !nc.requests().iter().any(|r| {
+            r.aborted
+                .as_deref()
+                .is_some_and(|a| a.starts_with("stalled"))
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "the save never reached Nextcloud"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let received = nc
+            .requests()
+            .iter()
+            .filter_map(|r| r.body_bytes)
+            .max()
+            .unwrap_or_default();
+        assert!(
+            received < SAVE_BYTES,
+            "the save was not in flight ({received} bytes read)"
+        );
+        nc.go_down().await;
+    };
+    let (reply, ()) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(save, restart)
+    })
+    .await
+    .expect("the interrupted save ends within 60 s");
+    assert!(
+        reply.status.is_server_error() && reply.status.as_u16() != 599,
+        "the interrupted save answered {} ({:?})",
+        reply.status,
+        reply.error
+    );
+
+    // While Nextcloud is down, officeswitch says so rather than hanging.
+    let down = cool.wopi(&session, WopiCall::CheckFileInfo).await;
+    assert_eq!(down.status, StatusCode::BAD_GATEWAY, "{:?}", down.error);
+
+    nc.set_put_fault(None);
+    nc.come_back().await.expect("Nextcloud back on its port");
+    // Nothing of the interrupted save was stored.
+    assert!(
+        nc.puts().is_empty(),
+        "a truncated save was recorded: {:?}",
+        nc.puts()
+    );
+    assert_eq!(nc.version_of("save_1_oc"), Some(1));
+    assert_eq!(nc.contents_of("save_1_oc").as_deref(), Some(&original[..]));
+
+    // The editor's retry goes through and is stored byte for byte.
+    let retry = cool
+        .wopi(
+            &session,
+            WopiCall::PutFile {
+                lock: None,
+                body: PutBody::Pattern(SAVE_BYTES),
+            },
+        )
+        .await;
+    assert_ok(&retry, "the retried PutFile");
+    assert_eq!(
+        nc.puts(),
+        vec![(
+            "save_1_oc".to_string(),
+            SAVE_BYTES,
+            pattern_sha256(SAVE_BYTES)
+        )],
+        "the retry is stored whole"
+    );
+    assert_eq!(nc.version_of("save_1_oc"), Some(2));
+}
+
+/// SHA-256 (hex) of the first `size` bytes of the stand-ins' byte pattern.
+fn pattern_sha256(size: u64) -> String {
+    let mut hasher = Sha256::new();
+    let mut offset = 0;
+    while offset < size {
+        let end = size.min(offset + 64 * 1024);
+        let part: Vec<u8> = (offset..end).map(pattern_byte).collect();
+        hasher.update(&part);
+        offset = end;
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn assert_ok(reply: &WopiReply, what: &str) {
+    assert!(
+        reply.status.is_success(),
+        "{what}: {} {:?} {}",
+        reply.status,
+        reply.error,
+        String::from_utf8_lossy(&reply.body)
+    );
+}
