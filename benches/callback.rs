@@ -13,6 +13,7 @@
 mod nextcloud;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -22,10 +23,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use officeswitch::app::{self, App, Listeners, MissingKey};
 use officeswitch::config::Config;
+use officeswitch::server::drain::Drain;
 use officeswitch::wopi::token::{Grant, GrantKind, TokenKeys, TokenSecret};
 use officeswitch::wopi::wopi_src::WopiSrc;
 
@@ -39,7 +40,7 @@ struct Setup {
     proxied_get: String,
     _nextcloud: StandInNextcloud,
     _dir: tempfile::TempDir,
-    stop: CancellationToken,
+    stop: Arc<Drain>,
 }
 
 async fn setup() -> Setup {
@@ -71,16 +72,13 @@ async fn setup() -> Setup {
     .expect("org rules");
     let config = Config::from_file(&dir.path().join("officeswitch.toml")).expect("settings");
     let prepared = app::prepare(config, MissingKey::GenerateIfAllowed).expect("prepare");
-    let stop = CancellationToken::new();
     let app = App::new(prepared).await;
-    tokio::spawn(app.run(
-        Listeners {
-            plain: Some(listener),
-            tls: None,
-            admin: None,
-        },
-        stop.clone(),
-    ));
+    let stop = app.drain().clone();
+    tokio::spawn(app.run(Listeners {
+        plain: Some(listener),
+        tls: None,
+        admin: None,
+    }));
 
     // A token as officeswitch mints it at open time, made with the same secret.
     let secret = TokenSecret::load(&dir.path().join("keys/token.secret")).expect("secret");
@@ -153,7 +151,7 @@ fn bench(c: &mut Criterion) {
         group.bench_function(name, |b| b.iter(|| runtime.block_on(get(&client, url))));
     }
     group.finish();
-    setup.stop.cancel();
+    setup.stop.request_stop();
 }
 
 criterion_group!(benches, bench);

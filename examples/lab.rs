@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 
 use editor::{StandInEditor, Suite};
 use officeswitch::app::{self, App, Listeners, MissingKey};
@@ -96,13 +95,14 @@ async fn main() -> ExitCode {
     println!("  curl -s {public}/hosting/capabilities");
     println!("Ctrl-C stops the lab.\n");
     let app = App::new(prepared).await;
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
+    let drain = app.drain().clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        stop.cancel();
+        // The first Ctrl-C drains, a second one ends at once.
+        while tokio::signal::ctrl_c().await.is_ok() {
+            drain.request_stop();
+        }
     });
-    app.run(listeners, shutdown).await;
+    app.run(listeners).await;
     for e in editors {
         e.stop().await;
     }

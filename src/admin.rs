@@ -4,8 +4,11 @@
 //! It is separate from the public listener because browsers, editors and Nextcloud reach
 //! that one from anywhere, while only operators should reach this one: bind it to loopback
 //! or an internal network (`[admin] listen`). Every request needs
-//! `Authorization: Bearer <token>` (the token is `[admin] token_file`, see [`load_token`]):
+//! `Authorization: Bearer <token>` (the token is `[admin] token_file`, see [`load_token`]),
+//! except `GET /metrics` with `[admin] metrics_need_token = false` (Prometheus in
+//! Kubernetes often scrapes pods without credentials; the metrics carry no token):
 //!
+//! - `GET /metrics`: the Prometheus exposition ([`crate::metrics`]);
 //! - `GET /admin/nodes`: every node with its health, draining and pinned documents, and
 //!   whether the pin store answered;
 //! - `POST /admin/nodes/drain`, `POST /admin/nodes/undrain` with `{"node": URL}` (or
@@ -138,18 +141,21 @@ pub fn load_token(path: &Path) -> Result<String, AdminError> {
 }
 
 /// Serves the admin API on `listener` until `shutdown` is cancelled, then lets open
-/// requests finish (a few seconds at most).
+/// requests finish (a few seconds at most). `GET /metrics` needs the bearer token too
+/// unless `metrics_need_token` is false (`[admin] metrics_need_token`).
 pub async fn serve(
     listener: TcpListener,
     sticky: Arc<Stickiness>,
     scrape: Option<Arc<Scrape>>,
     token: Arc<str>,
+    metrics_need_token: bool,
     shutdown: CancellationToken,
 ) {
     let admin = Arc::new(Admin {
         token: digest::digest(&SHA256, token.as_bytes()),
         sticky,
         scrape,
+        metrics_need_token,
     });
     // Only the digest is kept for the life of the listener.
     drop(token);
@@ -203,6 +209,8 @@ struct Admin {
     sticky: Arc<Stickiness>,
     /// What `/metrics` reads, when the server has it.
     scrape: Option<Arc<Scrape>>,
+    /// Whether `GET /metrics` needs the token like every other request.
+    metrics_need_token: bool,
 }
 
 /// Every admin reply; errors carry a message for the operator, sent as `{"error": ...}`.
@@ -322,7 +330,8 @@ impl Admin {
     async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        if let Err(reason) = self.authorize(request.headers()) {
+        let open = !self.metrics_need_token && path == "/metrics" && method == Method::GET;
+        if !open && let Err(reason) = self.authorize(request.headers()) {
             warn!(%peer, %method, path, reason, "admin request refused");
             return Reply::Unauthorized.into_response();
         }
@@ -330,7 +339,7 @@ impl Admin {
             "/admin/nodes" if method == Method::GET => self.nodes().await,
             "/admin/nodes" => Reply::MethodNotAllowed("GET"),
             "/metrics" if method == Method::GET => match &self.scrape {
-                Some(scrape) => Reply::Metrics(scrape.render()),
+                Some(scrape) => Reply::Metrics(scrape.render().await),
                 None => Reply::NotFound("no metrics here".into()),
             },
             "/metrics" => Reply::MethodNotAllowed("GET"),
@@ -371,17 +380,7 @@ impl Admin {
     async fn nodes(&self) -> Reply {
         let statuses = self.sticky.health().nodes();
         let store = self.sticky.store();
-        let counts = match tokio::time::timeout(COUNTS_TIMEOUT, store.counts()).await {
-            Ok(Ok(counts)) => Some(counts),
-            Ok(Err(e)) => {
-                debug!(error = %e, "admin: pin counts unavailable");
-                None
-            }
-            Err(_) => {
-                debug!("admin: pin store did not count in time");
-                None
-            }
-        };
+        let counts = self.sticky.count_pins(COUNTS_TIMEOUT).await;
         let pinned = |status: &NodeStatus| {
             counts.as_ref().map(|counts| {
                 counts

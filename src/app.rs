@@ -3,7 +3,7 @@
 //! [`prepare`] does every check that needs no network (settings, rules, keys, TLS files,
 //! CA bundle); `check-config` runs exactly it, so the server refuses to start on
 //! exactly the errors `check-config` reports. [`App::run`] takes listeners bound by the
-//! caller (tests bind port 0) and a shutdown token.
+//! caller (tests bind port 0) and serves until [`App::drain`] is asked to stop.
 
 use std::io;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use crate::proxy::{Proxy, WopiKeys};
 use crate::rules::RuleSet;
 use crate::rules::watch::RulesStore;
 use crate::server;
+use crate::server::drain::Drain;
 use crate::sticky::health::Health;
 use crate::sticky::persist;
 use crate::sticky::pins::Stickiness;
@@ -241,6 +242,7 @@ pub struct App {
     rules: Arc<RulesStore>,
     discovery: Arc<DiscoveryService>,
     sticky: Arc<Stickiness>,
+    drain: Arc<Drain>,
 }
 
 impl App {
@@ -258,12 +260,20 @@ impl App {
             config.pools.clone(),
             config.pins.ttl,
         );
+        let drain = Arc::new(Drain::new(config.drain.clone()));
         App {
             prepared,
             rules,
             discovery,
             sticky,
+            drain,
         }
+    }
+
+    /// The stop handle: [`Drain::request_stop`] starts a graceful stop (SIGTERM), a second
+    /// call ends it at once.
+    pub fn drain(&self) -> &Arc<Drain> {
+        &self.drain
     }
 
     /// Document pins and node health (for the admin side and tests).
@@ -281,8 +291,12 @@ impl App {
         &self.rules
     }
 
-    /// Serves until `shutdown` is cancelled, then drains and returns.
-    pub async fn run(self, listeners: Listeners, shutdown: CancellationToken) {
+    /// Serves until [`App::drain`] is asked to stop, follows the drain timeline and
+    /// returns when the process may exit.
+    pub async fn run(self, listeners: Listeners) {
+        // Background work (health checks, discovery, rules, pins, admin) runs to the very
+        // end of the drain: a draining instance still routes and answers operators.
+        let shutdown = CancellationToken::new();
         let config = &self.prepared.config;
         let proxy = Arc::new(Proxy::new(
             config,
@@ -297,6 +311,7 @@ impl App {
                 ),
             },
             Arc::clone(&self.sticky),
+            Arc::clone(&self.drain),
         ));
         let mut tasks = tokio::task::JoinSet::new();
         let stop = shutdown.clone();
@@ -340,6 +355,7 @@ impl App {
                 Arc::clone(&self.sticky),
                 Some(scrape),
                 Arc::clone(token),
+                config.admin.as_ref().is_none_or(|a| a.metrics_need_token),
                 shutdown.clone(),
             ));
         }
@@ -350,13 +366,14 @@ impl App {
         if let (Some(listener), Some(acceptor)) = (listeners.tls, self.prepared.tls.clone()) {
             servers.push((listener, Some(acceptor)));
         }
+        let mut accept_loops = tokio::task::JoinSet::new();
         for (listener, tls) in servers {
-            tasks.spawn(server::serve(
+            accept_loops.spawn(server::serve(
                 listener,
                 tls,
                 proxy.clone(),
                 config.server.clone(),
-                shutdown.clone(),
+                Arc::clone(&self.drain),
             ));
         }
         let pins_file = persist::file(&config.state_dir);
@@ -373,9 +390,19 @@ impl App {
                 }
             }
         });
+        self.drain
+            .run(async {
+                while let Some(result) = accept_loops.join_next().await {
+                    if let Err(e) = result {
+                        warn!(error = %e, "an accept loop failed");
+                    }
+                }
+            })
+            .await;
+        shutdown.cancel();
         while let Some(result) = tasks.join_next().await {
             if let Err(e) = result {
-                warn!(error = %e, "a server task failed");
+                warn!(error = %e, "a background task failed");
             }
         }
         save_pins(Arc::clone(&self.prepared.pin_store), pins_file).await;

@@ -50,6 +50,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// Where document pins live.
     pub pins: PinsConfig,
+    /// What SIGTERM does before the process exits.
+    pub drain: DrainConfig,
     /// The admin listener, if any.
     pub admin: Option<AdminConfig>,
     /// Log output.
@@ -147,6 +149,20 @@ pub struct HealthConfig {
     pub rise: u32,
 }
 
+/// Graceful stop (`[drain]`). SIGTERM turns `/readyz` to 503 at once so load balancers
+/// stop sending new clients; the listeners close after `delay`; requests in flight finish;
+/// WebSockets run on until `deadline` (counted from SIGTERM) and are then closed with a
+/// close frame (1001, going away) that makes editors reconnect through another instance.
+#[derive(Debug, Clone)]
+pub struct DrainConfig {
+    /// Time between SIGTERM and closing the listeners (`delay_secs`, default 5 s; 0 closes
+    /// them at once): long enough for a load balancer to see `/readyz` fail.
+    pub delay: Duration,
+    /// Time from SIGTERM to closing what is still open and exiting (`deadline_secs`,
+    /// default 25 s, at least `delay_secs`): under Kubernetes' default 30 s grace period.
+    pub deadline: Duration,
+}
+
 /// The operators' listener (`[admin]`): node list and draining, behind a bearer token.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
@@ -154,6 +170,10 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// File holding the bearer token (read at start; surrounding whitespace ignored).
     pub token_file: PathBuf,
+    /// Whether `GET /metrics` needs the bearer token (`metrics_need_token`, default true).
+    /// False lets Prometheus scrape without credentials, as it often does in Kubernetes;
+    /// the other admin endpoints always need the token.
+    pub metrics_need_token: bool,
 }
 
 /// Where pins live: one instance's memory, or Redis shared by every instance.
@@ -435,6 +455,7 @@ impl Validator<'_> {
         let wopi = self.wopi(&raw.wopi)?;
         let health = self.health(&raw.health)?;
         let pins = self.pins(&raw.pins)?;
+        let drain = self.drain(&raw.drain)?;
         let admin = raw
             .admin
             .as_ref()
@@ -444,6 +465,7 @@ impl Validator<'_> {
                         self.err("admin.listen", &a.listen, format!("not an address: {e}"))
                     })?,
                     token_file: self.path_value("admin.token_file", &a.token_file)?,
+                    metrics_need_token: a.metrics_need_token.unwrap_or(true),
                 })
             })
             .transpose()?;
@@ -464,9 +486,29 @@ impl Validator<'_> {
             wopi,
             health,
             pins,
+            drain,
             admin,
             log,
             pools,
+        })
+    }
+
+    fn drain(&self, raw: &file::FileDrain) -> Result<DrainConfig, ConfigError> {
+        let delay = raw.delay_secs.as_ref().map_or(5, |v| *v.get_ref());
+        let deadline = match &raw.deadline_secs {
+            None => delay.max(25),
+            Some(v) if *v.get_ref() < delay => {
+                return Err(self.err(
+                    "drain.deadline_secs",
+                    v,
+                    format!("must be at least drain.delay_secs ({delay})"),
+                ));
+            }
+            Some(v) => *v.get_ref(),
+        };
+        Ok(DrainConfig {
+            delay: Duration::from_secs(delay),
+            deadline: Duration::from_secs(deadline),
         })
     }
 
@@ -879,6 +921,9 @@ max_header_bytes = 65536
 max_token_ttl_secs = 36000
 max_json_bytes = 1048576
 host_timeout_secs = 60
+[drain]
+delay_secs = 5
+deadline_secs = 25
 [log]
 format = "text"
 level = "info"
@@ -965,10 +1010,32 @@ proof = "auto"
             ("[pins]\nstore = \"postgres://x\"", "pins.store"),
             ("[pins]\nttl_secs = 0", "pins.ttl_secs"),
             ("[health]\nrise = 0", "health.rise"),
+            (
+                "[drain]\ndelay_secs = 10\ndeadline_secs = 3",
+                "drain.deadline_secs",
+            ),
         ] {
             let err = parse(&format!("{MINIMAL}{text}\n")).unwrap_err();
             assert!(err.to_string().contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn drain_defaults_fit_kubernetes_grace_period() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.drain.delay, Duration::from_secs(5));
+        assert_eq!(c.drain.deadline, Duration::from_secs(25));
+        let c = parse(&format!(
+            "{MINIMAL}[drain]\ndelay_secs = 0\ndeadline_secs = 2\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.drain.delay, c.drain.deadline),
+            (Duration::ZERO, Duration::from_secs(2))
+        );
+        // A long delay without a deadline moves the deadline along.
+        let c = parse(&format!("{MINIMAL}[drain]\ndelay_secs = 40\n")).unwrap();
+        assert_eq!(c.drain.deadline, Duration::from_secs(40));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use officeswitch::app::{self, App, Listeners, MissingKey};
@@ -112,20 +111,20 @@ fn run(path: &std::path::Path) -> ExitCode {
             }
         };
         let app = App::new(prepared).await;
-        let shutdown = CancellationToken::new();
         tokio::spawn(signals(
-            shutdown.clone(),
+            app.drain().clone(),
             app.rules().clone(),
             app.discovery().clone(),
         ));
-        app.run(listeners, shutdown).await;
+        app.run(listeners).await;
         ExitCode::SUCCESS
     })
 }
 
-/// SIGTERM/SIGINT start a graceful shutdown; SIGHUP reloads rules and refreshes discovery.
+/// SIGTERM/SIGINT start a graceful drain and a second one ends it at once; SIGHUP reloads
+/// rules and refreshes discovery.
 async fn signals(
-    shutdown: CancellationToken,
+    drain: std::sync::Arc<officeswitch::server::drain::Drain>,
     rules: std::sync::Arc<officeswitch::rules::watch::RulesStore>,
     discovery: std::sync::Arc<officeswitch::discovery::DiscoveryService>,
 ) {
@@ -139,8 +138,8 @@ async fn signals(
     };
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => drain.request_stop(),
+            _ = tokio::signal::ctrl_c() => drain.request_stop(),
             _ = hup.recv() => {
                 info!("SIGHUP: reloading rules and refreshing discovery");
                 // Reading the rules dir blocks: off the async workers. A failed reload
@@ -151,6 +150,4 @@ async fn signals(
             }
         }
     }
-    info!("shutting down: no new connections, finishing open requests");
-    shutdown.cancel();
 }

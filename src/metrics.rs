@@ -2,31 +2,48 @@
 //!
 //! Counters and histograms that requests move live in one process-wide [`Metrics`]
 //! (Prometheus describes a process; one registry keeps every call site a one-liner).
-//! Values that are state rather than events (node health, pins, discovery age, rules
-//! reload failures) are read when scraped ([`Scrape::render`]), so they can never drift
-//! from what `/readyz` says.
+//! Values that are state rather than events (node health, pins, discovery age and
+//! fetches, rules reloads, pin store errors) are kept by the component that owns them and
+//! read when scraped ([`Scrape::render`]), so they can never drift from what `/readyz`
+//! says.
+//!
+//! Every family writes its `# HELP` and `# TYPE` lines on every scrape, even before its
+//! first sample: dashboards, alert rules and the packaging lint take the exported names
+//! from a fresh instance. The exposition is OpenMetrics text, so a counter's `# TYPE`
+//! line names it without its `_total` suffix (`# TYPE officeswitch_requests counter`,
+//! samples `officeswitch_requests_total{...}`).
 
-use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::discovery::DiscoveryService;
 use crate::rules::watch::RulesStore;
 use crate::sticky::pins::Stickiness;
+use crate::sticky::store::Pin;
+
+/// Prefix of every exported name.
+const PREFIX: &str = "officeswitch";
+
+/// Time a scrape gives the pin store to count pins; past it the `pins` samples are left
+/// out (a scrape must answer within Prometheus' scrape timeout, 10 s by default).
+const PIN_COUNT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Labels of a finished request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     class: &'static str,
     pool: String,
+    node: String,
     status: u16,
 }
 
@@ -42,6 +59,20 @@ struct PoolLabel {
     pool: String,
 }
 
+/// A node of a pool.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    pool: String,
+    node: String,
+}
+
+/// Which way WebSocket bytes went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    pool: String,
+    direction: &'static str,
+}
+
 /// Why a WOPI call was refused: which check, and its reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -49,14 +80,62 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// The running version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+/// How an attempt ended (`ok`, `error`, `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// A pool and how an attempt ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolResultLabels {
+    pool: String,
+    result: &'static str,
+}
+
+/// A pin store operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
+}
+
+/// A metric whose `# HELP`/`# TYPE` lines are written even while it has no sample:
+/// prometheus-client leaves empty families out of the exposition.
+#[derive(Debug)]
+struct Described<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Described<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
+/// Registers `metric` so that it is always described.
+fn register(registry: &mut Registry, name: &str, help: &str, metric: impl Metric) {
+    registry.register(name, help, Described(metric));
+}
+
 /// The process-wide event metrics.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: Family<ClassLabel, Histogram, fn() -> Histogram>,
-    bytes: Family<ClassLabel, Counter>,
-    websockets: Family<PoolLabel, Gauge>,
+    response_bytes: Family<ClassLabel, Counter>,
+    request_bytes: Family<ClassLabel, Counter>,
+    websockets: Family<NodeLabels, Gauge>,
+    websocket_bytes: Family<DirectionLabels, Counter>,
     rejections: Family<ReasonLabel, Counter>,
+    shutting_down: Gauge,
 }
 
 /// Latency buckets: 1 ms to about 33 s, doubling.
@@ -66,53 +145,98 @@ fn latency_histogram() -> Histogram {
 
 impl Metrics {
     fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("officeswitch");
+        let mut registry = Registry::with_prefix(PREFIX);
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
             "requests",
-            "Requests answered, by class (discovery, page, websocket, wopi_file...), pool and status",
+            "Requests answered, by class (discovery, open, page, websocket, wopi_file...), \
+             pool, node (empty when no editor node was involved) and status",
             requests.clone(),
         );
         let duration: Family<ClassLabel, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
-        registry.register(
+        register(
+            &mut registry,
             "request_duration_seconds",
             "Time from request to the end of its response (WebSockets: to their close), by class",
             duration.clone(),
         );
-        let bytes = Family::<ClassLabel, Counter>::default();
-        registry.register(
+        let response_bytes = Family::<ClassLabel, Counter>::default();
+        register(
+            &mut registry,
             "response_bytes",
             "Body bytes sent to clients (WebSockets: bytes to the client), by class",
-            bytes.clone(),
+            response_bytes.clone(),
         );
-        let websockets = Family::<PoolLabel, Gauge>::default();
-        registry.register(
+        let request_bytes = Family::<ClassLabel, Counter>::default();
+        register(
+            &mut registry,
+            "request_bytes",
+            "Body bytes received from clients and passed on (uploads, PutFile), by class, \
+             counted as they stream",
+            request_bytes.clone(),
+        );
+        let websockets = Family::<NodeLabels, Gauge>::default();
+        register(
+            &mut registry,
             "websockets_open",
-            "WebSocket tunnels open now, by pool",
+            "WebSocket tunnels open now, by pool and node",
             websockets.clone(),
         );
+        let websocket_bytes = Family::<DirectionLabels, Counter>::default();
+        register(
+            &mut registry,
+            "websocket_bytes",
+            "Bytes carried by WebSocket tunnels, by pool and direction (to_client, to_node)",
+            websocket_bytes.clone(),
+        );
         let rejections = Family::<ReasonLabel, Counter>::default();
-        registry.register(
+        register(
+            &mut registry,
             "wopi_rejections",
             "WOPI calls refused before reaching the host, by check (token, proof, rules) and reason",
             rejections.clone(),
+        );
+        let shutting_down = Gauge::default();
+        register(
+            &mut registry,
+            "shutting_down",
+            "1 while the process drains after SIGTERM",
+            shutting_down.clone(),
+        );
+        let build = Family::<VersionLabel, Gauge>::default();
+        build
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        register(
+            &mut registry,
+            "build_info",
+            "Always 1; the version label is the running officeswitch's",
+            build,
         );
         Metrics {
             registry,
             requests,
             duration,
-            bytes,
+            response_bytes,
+            request_bytes,
             websockets,
+            websocket_bytes,
             rejections,
+            shutting_down,
         }
     }
 
-    /// Records a finished request (the access log line's facts).
+    /// Records a finished request (the access log line's facts). `pool` and `node` are
+    /// empty when the request reached no pool or node.
     pub fn request(
         &self,
         class: &'static str,
         pool: String,
+        node: String,
         status: u16,
         bytes: u64,
         took: Duration,
@@ -121,6 +245,7 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 class,
                 pool,
+                node,
                 status,
             })
             .inc();
@@ -128,16 +253,42 @@ impl Metrics {
         self.duration
             .get_or_create(&class)
             .observe(took.as_secs_f64());
-        self.bytes.get_or_create(&class).inc_by(bytes);
+        self.response_bytes.get_or_create(&class).inc_by(bytes);
     }
 
-    /// A WebSocket tunnel of `pool` opened (`+1`) or closed (`-1`).
-    pub fn websocket(&self, pool: &str, delta: i64) {
-        self.websockets
-            .get_or_create(&PoolLabel {
+    /// The counter of request body bytes of `class`: resolved once per request, then
+    /// moved by each chunk as it streams.
+    pub fn request_bytes(&self, class: &'static str) -> Counter {
+        self.request_bytes
+            .get_or_create(&ClassLabel { class })
+            .clone()
+    }
+
+    /// A WebSocket tunnel of `pool` to `node` (its configured base URL) opened. The
+    /// returned handles count its bytes without a lookup per chunk; dropping them counts
+    /// the tunnel as closed.
+    pub fn websocket_opened(&self, pool: &str, node: &str) -> WebSocketMetrics {
+        let open = self
+            .websockets
+            .get_or_create(&NodeLabels {
                 pool: pool.to_string(),
+                node: node.to_string(),
             })
-            .inc_by(delta);
+            .clone();
+        open.inc();
+        let direction = |direction| {
+            self.websocket_bytes
+                .get_or_create(&DirectionLabels {
+                    pool: pool.to_string(),
+                    direction,
+                })
+                .clone()
+        };
+        WebSocketMetrics {
+            to_client: direction("to_client"),
+            to_node: direction("to_node"),
+            open,
+        }
     }
 
     /// A WOPI call refused by `check` (`token`, `proof`, `rules`) for `reason` (a short
@@ -146,6 +297,38 @@ impl Metrics {
         self.rejections
             .get_or_create(&ReasonLabel { check, reason })
             .inc();
+    }
+
+    /// Sets `officeswitch_shutting_down`: 1 from SIGTERM on, while the process drains.
+    pub fn shutting_down(&self, on: bool) {
+        self.shutting_down.set(i64::from(on));
+    }
+}
+
+/// One open WebSocket tunnel's metrics: label children resolved once, so counting a
+/// chunk is one atomic add. Dropping it counts the tunnel as closed.
+#[derive(Debug)]
+pub struct WebSocketMetrics {
+    open: Gauge,
+    to_client: Counter,
+    to_node: Counter,
+}
+
+impl WebSocketMetrics {
+    /// `bytes` went from the node to the client.
+    pub fn to_client(&self, bytes: u64) {
+        self.to_client.inc_by(bytes);
+    }
+
+    /// `bytes` went from the client to the node.
+    pub fn to_node(&self, bytes: u64) {
+        self.to_node.inc_by(bytes);
+    }
+}
+
+impl Drop for WebSocketMetrics {
+    fn drop(&mut self) {
+        self.open.dec();
     }
 }
 
@@ -157,152 +340,281 @@ pub fn global() -> &'static Metrics {
 
 /// What a scrape reads besides the event metrics.
 pub struct Scrape {
-    /// Node health and pins.
+    /// Node health, pins and pin store errors.
     pub sticky: Arc<Stickiness>,
-    /// Discoveries.
+    /// Discoveries and their fetches.
     pub discovery: Arc<DiscoveryService>,
-    /// Rules.
+    /// Rules and their reloads.
     pub rules: Arc<RulesStore>,
 }
 
 impl Scrape {
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// The OpenMetrics text exposition of every metric. Asks the pin store to count pins
+    /// (at most [`PIN_COUNT_TIMEOUT`]).
+    pub async fn render(&self) -> String {
+        let pins = self.sticky.count_pins(PIN_COUNT_TIMEOUT).await;
+        let state = self.state(pins.as_deref());
         let mut out = String::new();
         // Encoding into a String cannot fail.
-        let _ = encode(&mut out, &global().registry);
-        // `encode` ends with `# EOF`; the state gauges go before it.
-        if let Some(stripped) = out.strip_suffix("# EOF\n") {
-            out.truncate(stripped.len());
-        }
-        self.state(&mut out);
-        out.push_str("# EOF\n");
+        let _ = encode_registry(&mut out, &global().registry);
+        let _ = encode_registry(&mut out, &state);
+        let _ = encode_eof(&mut out);
         out
     }
 
-    /// Gauges read from the current state.
-    fn state(&self, out: &mut String) {
+    /// The state metrics as of now, in a registry of their own; `pins` as counted, `None`
+    /// when the store did not answer.
+    fn state(&self, pins: Option<&[(Pin, u64)]>) -> Registry {
+        let mut registry = Registry::with_prefix(PREFIX);
         let health = self.sticky.health();
         let nodes = health.nodes();
-        gauge_header(
-            out,
-            "officeswitch_node_up",
+        let up = Family::<NodeLabels, Gauge>::default();
+        let draining = Family::<NodeLabels, Gauge>::default();
+        for n in nodes {
+            let labels = NodeLabels {
+                pool: n.pool,
+                node: n.node,
+            };
+            up.get_or_create(&labels).set(i64::from(n.healthy));
+            draining.get_or_create(&labels).set(i64::from(n.draining));
+        }
+        register(
+            &mut registry,
+            "node_up",
             "1 when the node passes its health checks",
+            up,
         );
-        for n in &nodes {
-            let _ = writeln!(
-                out,
-                "officeswitch_node_up{{pool=\"{}\",node=\"{}\"}} {}",
-                n.pool,
-                n.node,
-                u8::from(n.healthy)
-            );
-        }
-        gauge_header(
-            out,
-            "officeswitch_node_draining",
+        register(
+            &mut registry,
+            "node_draining",
             "1 when the node takes no new documents",
+            draining,
         );
-        for n in &nodes {
-            let _ = writeln!(
-                out,
-                "officeswitch_node_draining{{pool=\"{}\",node=\"{}\"}} {}",
-                n.pool,
-                n.node,
-                u8::from(n.draining)
-            );
-        }
-        gauge_header(
-            out,
-            "officeswitch_pin_store_up",
+
+        let store_up = Gauge::<i64, AtomicI64>::default();
+        store_up.set(i64::from(self.sticky.store_reachable()));
+        register(
+            &mut registry,
+            "pin_store_up",
             "1 when the pin store answered its last call",
+            store_up,
         );
-        let _ = writeln!(
-            out,
-            "officeswitch_pin_store_up {}",
-            u8::from(self.sticky.store_reachable())
-        );
-        counter_header(
-            out,
-            "officeswitch_documents_repinned",
-            "Documents moved off a node that went down (this instance)",
-        );
-        let _ = writeln!(
-            out,
-            "officeswitch_documents_repinned_total {}",
-            self.sticky.repinned()
-        );
-        gauge_header(
-            out,
-            "officeswitch_discovery_age_seconds",
-            "Age of the discovery each pool is served from",
+        let store_errors = Family::<OperationLabel, Counter>::default();
+        for (operation, n) in self.sticky.store_errors() {
+            store_errors
+                .get_or_create(&OperationLabel { operation })
+                .inc_by(n);
+        }
+        register(
+            &mut registry,
+            "pin_store_errors",
+            "Pin store calls that failed or timed out (this instance), by operation",
+            store_errors,
         );
         let catalog = self.discovery.catalog();
+        let pinned = Family::<PoolLabel, Gauge>::default();
+        if let Some(pins) = pins {
+            for pool in &catalog.pools {
+                let n: u64 = pins
+                    .iter()
+                    .filter(|(pin, _)| pin.pool == pool.name)
+                    .map(|(_, n)| n)
+                    .sum();
+                pinned
+                    .get_or_create(&PoolLabel {
+                        pool: pool.name.clone(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        register(
+            &mut registry,
+            "pins",
+            "Documents pinned to a node, by pool, as the pin store counts them \
+             (no sample when it did not answer)",
+            pinned,
+        );
+        let repinned = Counter::<u64, AtomicU64>::default();
+        repinned.inc_by(self.sticky.repinned());
+        register(
+            &mut registry,
+            "documents_repinned",
+            "Documents moved off a node that went down (this instance)",
+            repinned,
+        );
+
+        let age = Family::<PoolLabel, Gauge<f64, AtomicU64>>::default();
         let now = SystemTime::now();
         for pool in &catalog.pools {
             if let Some(source) = &pool.source {
-                let age = now
+                let seconds = now
                     .duration_since(source.fetched_at)
                     .map_or(0.0, |d| d.as_secs_f64());
-                let _ = writeln!(
-                    out,
-                    "officeswitch_discovery_age_seconds{{pool=\"{}\"}} {age}",
-                    pool.name
-                );
+                age.get_or_create(&PoolLabel {
+                    pool: pool.name.clone(),
+                })
+                .set(seconds);
             }
         }
-        counter_header(
-            out,
-            "officeswitch_rules_reload_failures",
-            "Rules reloads that failed and kept the previous rules",
+        register(
+            &mut registry,
+            "discovery_age_seconds",
+            "Age of the discovery each pool is served from",
+            age,
         );
-        let _ = writeln!(
-            out,
-            "officeswitch_rules_reload_failures_total {}",
-            self.rules.failures()
+        let fetches = Family::<PoolResultLabels, Counter>::default();
+        for (pool, ok, error) in self.discovery.fetches() {
+            for (result, n) in [("ok", ok), ("error", error)] {
+                fetches
+                    .get_or_create(&PoolResultLabels {
+                        pool: pool.to_string(),
+                        result,
+                    })
+                    .inc_by(n);
+            }
+        }
+        register(
+            &mut registry,
+            "discovery_fetches",
+            "Discovery fetches from editor nodes (this instance), by pool and result (ok, error)",
+            fetches,
         );
+
+        let reloads = Family::<ResultLabel, Counter>::default();
+        for (result, n) in [
+            ("ok", self.rules.reloads()),
+            ("failed", self.rules.failures()),
+        ] {
+            reloads.get_or_create(&ResultLabel { result }).inc_by(n);
+        }
+        register(
+            &mut registry,
+            "rules_reloads",
+            "Rules loads (start-up, file watch, SIGHUP), by result (ok; failed: the previous \
+             rules stay in force)",
+            reloads,
+        );
+        registry
     }
-}
-
-fn gauge_header(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} gauge");
-}
-
-fn counter_header(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
 }
 
 #[cfg(test)]
 mod tests {
+    use prometheus_client::encoding::text::encode;
+
     use super::*;
+
+    fn exposition(metrics: &Metrics) -> String {
+        let mut out = String::new();
+        encode(&mut out, &metrics.registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn every_family_is_described_before_its_first_sample() {
+        let out = exposition(&Metrics::new());
+        for family in [
+            "requests counter",
+            "request_duration_seconds histogram",
+            "response_bytes counter",
+            "request_bytes counter",
+            "websockets_open gauge",
+            "websocket_bytes counter",
+            "wopi_rejections counter",
+            "shutting_down gauge",
+            "build_info gauge",
+        ] {
+            assert!(
+                out.contains(&format!("# TYPE officeswitch_{family}\n")),
+                "{family} missing:\n{out}"
+            );
+        }
+        assert!(
+            out.contains(&format!(
+                "officeswitch_build_info{{version=\"{}\"}} 1\n",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{out}"
+        );
+        assert!(out.ends_with("# EOF\n"), "{out}");
+    }
 
     #[test]
     fn events_appear_in_the_exposition() {
-        global().request(
+        let metrics = Metrics::new();
+        metrics.request(
             "page",
             "collabora".into(),
+            "http://127.0.0.1:9980/".into(),
             200,
             1234,
             Duration::from_millis(3),
         );
-        global().rejection("token", "bad_signature");
-        global().websocket("collabora", 1);
-        let mut out = String::new();
-        encode(&mut out, &global().registry).unwrap();
+        metrics.request(
+            "discovery",
+            String::new(),
+            String::new(),
+            200,
+            10,
+            Duration::ZERO,
+        );
+        metrics.rejection("token", "bad_signature");
+        let upload = metrics.request_bytes("wopi_contents");
+        upload.inc_by(100);
+        metrics.request_bytes("wopi_contents").inc_by(23);
+        let out = exposition(&metrics);
+        for line in [
+            "officeswitch_requests_total{class=\"page\",pool=\"collabora\",\
+             node=\"http://127.0.0.1:9980/\",status=\"200\"} 1\n",
+            "officeswitch_requests_total{class=\"discovery\",pool=\"\",node=\"\",status=\"200\"} 1\n",
+            "officeswitch_request_duration_seconds_count{class=\"page\"} 1\n",
+            "officeswitch_response_bytes_total{class=\"page\"} 1234\n",
+            "officeswitch_request_bytes_total{class=\"wopi_contents\"} 123\n",
+            "officeswitch_wopi_rejections_total{check=\"token\",reason=\"bad_signature\"} 1\n",
+        ] {
+            assert!(out.contains(line), "{line} missing:\n{out}");
+        }
+    }
+
+    #[test]
+    fn websocket_handles_count_bytes_and_close_on_drop() {
+        let metrics = Metrics::new();
+        let node = "http://127.0.0.1:9980/";
+        let first = metrics.websocket_opened("collabora", node);
+        let second = metrics.websocket_opened("collabora", node);
+        first.to_client(10);
+        second.to_client(5);
+        first.to_node(7);
+        let open = |n: u8| {
+            format!("officeswitch_websockets_open{{pool=\"collabora\",node=\"{node}\"}} {n}\n")
+        };
+        let out = exposition(&metrics);
+        assert!(out.contains(&open(2)), "{out}");
         assert!(
             out.contains(
-                "officeswitch_requests_total{class=\"page\",pool=\"collabora\",status=\"200\"}"
+                "officeswitch_websocket_bytes_total{pool=\"collabora\",direction=\"to_client\"} 15\n"
             ),
             "{out}"
         );
         assert!(
-            out.contains("officeswitch_request_duration_seconds_bucket"),
+            out.contains(
+                "officeswitch_websocket_bytes_total{pool=\"collabora\",direction=\"to_node\"} 7\n"
+            ),
             "{out}"
         );
-        assert!(out.contains(
-            "officeswitch_wopi_rejections_total{check=\"token\",reason=\"bad_signature\"}"
-        ));
-        assert!(out.contains("officeswitch_websockets_open{pool=\"collabora\"}"));
-        global().websocket("collabora", -1);
+        drop(first);
+        assert!(exposition(&metrics).contains(&open(1)));
+        drop(second);
+        assert!(exposition(&metrics).contains(&open(0)));
+    }
+
+    #[test]
+    fn shutting_down_moves_both_ways() {
+        let metrics = Metrics::new();
+        assert!(exposition(&metrics).contains("officeswitch_shutting_down 0\n"));
+        metrics.shutting_down(true);
+        assert!(exposition(&metrics).contains("officeswitch_shutting_down 1\n"));
+        metrics.shutting_down(false);
+        assert!(exposition(&metrics).contains("officeswitch_shutting_down 0\n"));
     }
 }

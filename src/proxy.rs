@@ -43,6 +43,7 @@ use crate::discovery::DiscoveryService;
 use crate::discovery::service::Catalog;
 use crate::rules::RuleSet;
 use crate::rules::watch::RulesStore;
+use crate::server::drain::Drain;
 use crate::sticky::pins::Stickiness;
 use crate::upstream::{UpstreamBody, UpstreamClient};
 use crate::wopi::proof::Signer;
@@ -79,6 +80,8 @@ pub struct Proxy {
     wopi: WopiConfig,
     /// Document pins and node health.
     sticky: Arc<Stickiness>,
+    /// The stop timeline: readiness and tunnels follow it.
+    drain: Arc<Drain>,
 }
 
 /// Rules, discoveries and organisation tags in force when a request started; it keeps
@@ -106,6 +109,7 @@ impl Proxy {
         client: UpstreamClient,
         keys: WopiKeys,
         sticky: Arc<Stickiness>,
+        drain: Arc<Drain>,
     ) -> Proxy {
         let org_tags = OrgTags::new(rules.current(), &keys.tokens);
         Proxy {
@@ -122,6 +126,7 @@ impl Proxy {
             files_base: format!("{}wopi/files/", config.public_url),
             wopi: config.wopi.clone(),
             sticky,
+            drain,
         }
     }
 
@@ -308,7 +313,8 @@ impl Proxy {
         };
         log.wopi(&grant);
         let body_kind = callback::host_body(call, &request);
-        let request = request.map(forward::upstream_body);
+        let class = log.class();
+        let request = request.map(|body| forward::upstream_body(body, class));
         let request = callback::host_request(request, call, &grant, &self.signer)?;
         let response = forward::send(&self.client, request, self.wopi.host_timeout)
             .await
@@ -370,6 +376,10 @@ impl Proxy {
                 }
             })?
             .to_bytes();
+        // Read whole (it is small), then passed on rewritten: count what the client sent.
+        crate::metrics::global()
+            .request_bytes(Class::Open.as_str())
+            .inc_by(form.len() as u64);
         let (host_token, host_ttl) = translate::form_token(&form)?;
         let expiry = translate::expiry(
             host_ttl.as_deref(),
@@ -426,7 +436,10 @@ impl Proxy {
                 Ok(r) => r,
                 Err(answer) => return Err((answer, log)),
             },
-            _ => request.map(forward::upstream_body),
+            _ => {
+                let class = log.class();
+                request.map(|body| forward::upstream_body(body, class))
+            }
         };
         let node = target.node_in(&self.pools);
         let request = match rewrite::request(request, target, node, &self.public_url, peer, upgrade)
@@ -457,8 +470,13 @@ impl Proxy {
             && let Some(client_upgrade) = client_upgrade
         {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            let idle = self.upstream.websocket_idle_timeout;
-            tokio::spawn(tunnel::run(client_upgrade, upstream_upgrade, idle, log));
+            let settings = tunnel::TunnelSettings {
+                idle: self.upstream.websocket_idle_timeout,
+                websocket: is_websocket(response.headers()),
+                closing: self.drain.closing_token(),
+            };
+            self.drain
+                .spawn_tunnel(tunnel::run(client_upgrade, upstream_upgrade, settings, log));
             return Ok(response.map(|_| Empty::new().map_err(|never| match never {}).boxed()));
         }
         Ok(logged(response.map(forward::client_body), log))
@@ -484,11 +502,17 @@ impl Proxy {
             Class::Health => Answer::Alive,
             Class::Ready => {
                 let catalog = self.discovery.catalog();
-                let mut lines = catalog.report();
+                let mut lines = Vec::new();
+                if self.drain.is_draining() {
+                    lines.push(
+                        "draining: this instance is stopping; send new clients elsewhere".into(),
+                    );
+                }
+                lines.extend(catalog.report());
                 lines.push(rules_line(&self.rules));
                 lines.extend(self.sticky.health().report());
                 lines.push(self.sticky.report());
-                if catalog.is_complete() {
+                if catalog.is_complete() && !self.drain.is_draining() {
                     Answer::Ready(lines)
                 } else {
                     Answer::NotReady(lines)
@@ -522,6 +546,13 @@ fn is_upgrade<B>(request: &Request<B>) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Whether a 101 answer switched to WebSocket (`Upgrade: websocket`).
+fn is_websocket(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 /// A whole body, as officeswitch sends it.

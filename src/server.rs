@@ -1,8 +1,9 @@
 //! Accept loops: TCP (and TLS) connections served by hyper, HTTP/1.1 and HTTP/2.
 //!
-//! [`serve`] runs until its shutdown token is cancelled, then stops accepting and lets
-//! open connections finish their requests (bounded by a drain deadline).
+//! [`serve`] accepts until the [`Drain`] says stop, then lets open connections finish
+//! their requests until the drain deadline.
 
+pub mod drain;
 pub mod first_request;
 pub mod tls;
 
@@ -15,26 +16,24 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::proxy::Proxy;
+use drain::Drain;
 use first_request::{Deadline, FirstRequest};
-
-/// How long connections get to finish after shutdown starts.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Time a client gets to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `listener` (through `tls` when given) until `shutdown` is cancelled.
+/// Serves `listener` (through `tls` when given) until `drain` stops accepting; returns
+/// when the connections it accepted are done or the drain closes them.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
     limits: ServerConfig,
-    shutdown: CancellationToken,
+    drain: Arc<Drain>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -53,7 +52,7 @@ pub async fn serve(
     }
     loop {
         let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = drain.accepting_stopped() => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -115,9 +114,10 @@ pub async fn serve(
         }
     }
     drop(listener);
+    // Idle keep-alive connections close now; busy ones after their request.
     tokio::select! {
         () = graceful.shutdown() => debug!(scheme, "all connections closed"),
-        () = tokio::time::sleep(DRAIN_DEADLINE) => warn!(scheme, "drain deadline passed; closing remaining connections"),
+        () = drain.closing() => warn!(scheme, "drain deadline passed; closing remaining connections"),
     }
 }
 

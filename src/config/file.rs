@@ -46,6 +46,9 @@ pub struct FileConfig {
     /// Where document pins live and how long they last.
     #[serde(default)]
     pub pins: FilePins,
+    /// How a stopping instance drains.
+    #[serde(default)]
+    pub drain: FileDrain,
     /// The admin listener (node list, draining).
     pub admin: Option<FileAdmin>,
     /// One entry per editor suite.
@@ -155,6 +158,16 @@ pub struct FileHealth {
     pub rise: Option<Spanned<u64>>,
 }
 
+/// `[drain]`: what SIGTERM does before the process exits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDrain {
+    /// Seconds between SIGTERM and closing the listeners, while `/readyz` answers 503.
+    pub delay_secs: Option<Spanned<u64>>,
+    /// Seconds after SIGTERM when WebSockets still open are closed and the process exits.
+    pub deadline_secs: Option<Spanned<u64>>,
+}
+
 /// `[admin]`: a separate listener for operators.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,6 +176,8 @@ pub struct FileAdmin {
     pub listen: Spanned<String>,
     /// File holding the bearer token admin requests must carry.
     pub token_file: Spanned<String>,
+    /// Whether `GET /metrics` needs the bearer token too (default true).
+    pub metrics_need_token: Option<bool>,
 }
 
 /// `[pins]`: document -> node pins.

@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -122,6 +123,17 @@ pub struct DiscoveryService {
     generation: watch::Sender<u64>,
     /// Serialises [`DiscoveryService::publish`] between refreshes and rules reloads.
     publishing: std::sync::Mutex<()>,
+    /// Fetches of each pool's nodes so far, in settings order (for metrics).
+    fetches: Vec<FetchCounts>,
+}
+
+/// How one pool's discovery fetches went.
+#[derive(Debug, Default)]
+struct FetchCounts {
+    /// A node gave a valid discovery.
+    ok: AtomicU64,
+    /// A node failed to (refused, timed out, bad status, invalid document).
+    error: AtomicU64,
 }
 
 impl DiscoveryService {
@@ -161,6 +173,11 @@ impl DiscoveryService {
             wake: Notify::new(),
             generation: watch::Sender::new(0),
             publishing: std::sync::Mutex::new(()),
+            fetches: config
+                .pools
+                .iter()
+                .map(|_| FetchCounts::default())
+                .collect(),
         };
         service.publish(pools);
         Arc::new(service)
@@ -185,6 +202,22 @@ impl DiscoveryService {
         // Timing out is fine: the caller serves what there is.
         let _ = tokio::time::timeout(wait, generation.changed()).await;
         self.catalog()
+    }
+
+    /// Discovery fetches so far, per pool in settings order: (pool, valid answers,
+    /// failures). Each node asked in a refresh counts once.
+    pub fn fetches(&self) -> Vec<(&str, u64, u64)> {
+        self.pools
+            .iter()
+            .zip(&self.fetches)
+            .map(|(pool, counts)| {
+                (
+                    pool.name.as_str(),
+                    counts.ok.load(Ordering::Relaxed),
+                    counts.error.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     /// Asks the background loop for a refresh now (SIGHUP, admin).
@@ -256,20 +289,32 @@ impl DiscoveryService {
             .pools
             .iter()
             .zip(previous.pools.iter())
-            .map(|(config, state)| self.refresh_pool(config, state));
+            .zip(&self.fetches)
+            .map(|((config, state), counts)| self.refresh_pool(config, state, counts));
         let pools = join_all(rounds).await;
         self.publish(pools);
         self.generation.send_modify(|g| *g += 1);
     }
 
-    async fn refresh_pool(&self, config: &PoolConfig, state: &PoolState) -> PoolState {
+    async fn refresh_pool(
+        &self,
+        config: &PoolConfig,
+        state: &PoolState,
+        counts: &FetchCounts,
+    ) -> PoolState {
         let answers = join_all(config.nodes.iter().map(|n| self.fetch_node(n))).await;
         let mut failures = Vec::new();
         let mut good: Vec<(usize, NodeAnswer)> = Vec::new();
         for (i, (node, answer)) in config.nodes.iter().zip(answers).enumerate() {
             match answer {
-                Ok(answer) => good.push((i, answer)),
-                Err(e) => failures.push(format!("{node}: {e}")),
+                Ok(answer) => {
+                    counts.ok.fetch_add(1, Ordering::Relaxed);
+                    good.push((i, answer));
+                }
+                Err(e) => {
+                    counts.error.fetch_add(1, Ordering::Relaxed);
+                    failures.push(format!("{node}: {e}"));
+                }
             }
         }
         if good.is_empty() {

@@ -27,7 +27,10 @@ pub struct AccessLog {
     probe: bool,
     org: Option<String>,
     pool: Option<String>,
+    /// The editor node (configured base URL) or, for a WOPI call, the host's origin.
     node: Option<String>,
+    /// Whether `node` is an editor node (metrics label only those).
+    editor_node: bool,
     status: u16,
     fault: Fault,
     reason: Option<String>,
@@ -45,6 +48,7 @@ impl AccessLog {
             org: None,
             pool: None,
             node: None,
+            editor_node: false,
             status: 0,
             fault: Fault::None,
             reason: None,
@@ -57,6 +61,7 @@ impl AccessLog {
         self.org = target.org.as_deref().map(str::to_string);
         self.pool = Some(target.pool_in(pools).name.clone());
         self.node = Some(target.node_in(pools).to_string());
+        self.editor_node = true;
     }
 
     /// Records the host a WOPI call goes to: the grant's organisation and pool, and the
@@ -67,11 +72,26 @@ impl AccessLog {
         self.node = url::Url::parse(&grant.url)
             .ok()
             .map(|u| u.origin().ascii_serialization());
+        self.editor_node = false;
+    }
+
+    /// The request's class (metrics).
+    pub fn class(&self) -> &'static str {
+        self.class
     }
 
     /// The pool the request was routed to, if any (metrics).
     pub fn pool(&self) -> &str {
         self.pool.as_deref().unwrap_or("")
+    }
+
+    /// The editor node (its configured base URL) the request was routed to, if any
+    /// (metrics; a WOPI call's host is no node).
+    pub fn node(&self) -> &str {
+        match &self.node {
+            Some(node) if self.editor_node => node,
+            _ => "",
+        }
     }
 
     /// Records an answer officeswitch made itself.
@@ -138,9 +158,13 @@ impl AccessLog {
                 path, class, org, pool, node, status, bytes, elapsed_ms, "request"
             );
         }
-        // The pool name moves into the metric's labels rather than being copied again.
+        // Pool and node move into the metric's labels rather than being copied again.
         let pool = self.pool.unwrap_or_default();
-        crate::metrics::global().request(class, pool, status, bytes, took);
+        let node = match self.node {
+            Some(node) if self.editor_node => node,
+            _ => String::new(),
+        };
+        crate::metrics::global().request(class, pool, node, status, bytes, took);
     }
 }
 

@@ -3,7 +3,8 @@
 //! Bodies are never collected: the request body streams to the node as the client sends
 //! it and the response body streams back as the node sends it, with hyper's flow control
 //! as backpressure. Dropping the response (the client went away) drops the upstream
-//! exchange, which cancels it.
+//! exchange, which cancels it. Request body bytes are counted for metrics as each chunk
+//! passes, so a long upload shows on `/metrics` while it streams.
 
 use std::time::Duration;
 
@@ -32,12 +33,24 @@ pub async fn send(
     }
 }
 
-/// A client request body, as the upstream client sends it.
-pub fn upstream_body<B>(body: B) -> UpstreamBody
+/// A client request body of a `class` request, as the upstream client sends it, counted
+/// into `officeswitch_request_bytes_total` chunk by chunk.
+pub fn upstream_body<B>(body: B, class: &'static str) -> UpstreamBody
 where
     B: hyper::body::Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
 {
-    body.boxed()
+    // Most requests have no body: no counter, no per-frame closure.
+    if body.is_end_stream() {
+        return body.boxed();
+    }
+    let counter = crate::metrics::global().request_bytes(class);
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            counter.inc_by(data.len() as u64);
+        }
+        frame
+    })
+    .boxed()
 }
 
 /// A node's response body, as officeswitch sends it on.

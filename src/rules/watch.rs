@@ -4,7 +4,8 @@
 //! A reload compiles the whole directory; only a fully valid directory replaces the
 //! rules in force. A broken file keeps the previous rules, costs one error log line with
 //! the precise `file:line: key: message`, and is counted ([`RulesStore::failures`],
-//! [`RulesStore::last_error`]) so readiness and metrics can show it. Requests hold the
+//! [`RulesStore::last_error`]) so readiness and metrics can show it; loads that worked
+//! are counted too ([`RulesStore::reloads`]). Requests hold the
 //! `Arc<RuleSet>` they loaded, so requests in flight finish on the rules they started with.
 
 use std::path::{Path, PathBuf};
@@ -42,6 +43,8 @@ pub struct RulesStore {
     pools: Vec<PoolConfig>,
     /// Rules in force.
     current: ArcSwap<RuleSet>,
+    /// Successful loads since start, the start-up load included.
+    reloads: AtomicU64,
     /// Failed reloads since start.
     failures: AtomicU64,
     /// Message of the last failed reload, cleared by a successful one.
@@ -53,13 +56,15 @@ pub struct RulesStore {
 }
 
 impl RulesStore {
-    /// A store serving `initial` (compiled at startup from `dir` against `pools`).
+    /// A store serving `initial` (compiled at startup from `dir` against `pools`): that
+    /// load counts as the first successful one.
     pub fn new(dir: PathBuf, pools: Vec<PoolConfig>, initial: RuleSet) -> Arc<RulesStore> {
         let (generation, _) = watch::channel(0);
         Arc::new(RulesStore {
             dir,
             pools,
             current: ArcSwap::from_pointee(initial),
+            reloads: AtomicU64::new(1),
             failures: AtomicU64::new(0),
             last_error: Mutex::new(None),
             generation,
@@ -91,6 +96,7 @@ impl RulesStore {
             Ok(rules) => {
                 let organisations = rules.organisations();
                 self.current.store(Arc::new(rules));
+                self.reloads.fetch_add(1, Ordering::Relaxed);
                 *self.lock_last_error() = None;
                 let mut generation = 0;
                 self.generation.send_modify(|g| {
@@ -116,6 +122,11 @@ impl RulesStore {
                 Err(err)
             }
         }
+    }
+
+    /// Successful loads since start, the start-up load included (for metrics).
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
     }
 
     /// Failed reloads since start (for metrics and readiness).
@@ -352,6 +363,8 @@ mod tests {
         assert_eq!(store.current().organisations(), 2);
         assert_eq!(*generation.borrow(), 2);
         assert_eq!((store.failures(), store.last_error()), (0, None));
+        // The start-up load and both reloads.
+        assert_eq!(store.reloads(), 3);
     }
 
     #[test]
@@ -368,7 +381,7 @@ mod tests {
         assert_eq!((err.key.as_str(), err.line), ("extensions.docx", Some(3)));
         assert_eq!(acme_docx(&store.current()).as_deref(), Some("onlyoffice"));
         assert_eq!(*generation.borrow(), 0);
-        assert_eq!(store.failures(), 1);
+        assert_eq!((store.reloads(), store.failures()), (1, 1));
         let message = store.last_error().unwrap();
         assert!(
             message.ends_with("acme.toml:3: extensions.docx: no pool named `msoffice` (pools: collabora, onlyoffice)"),
@@ -385,6 +398,7 @@ mod tests {
         store.reload().unwrap();
         assert_eq!(acme_docx(&store.current()).as_deref(), Some("collabora"));
         assert_eq!((store.failures(), store.last_error()), (2, None));
+        assert_eq!(store.reloads(), 2);
         assert_eq!(*generation.borrow(), 1);
     }
 

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use url::Url;
 
 use super::health::Health;
@@ -55,6 +55,49 @@ pub struct Stickiness {
     started: Instant,
     /// Documents moved off a node that went down.
     repinned: AtomicU64,
+    /// Failed store calls, by [`StoreOp`].
+    store_errors: [AtomicU64; StoreOp::ALL.len()],
+}
+
+/// The store calls this instance makes, as the errors metric names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Reading a document's pin.
+    Get,
+    /// Pinning a new document.
+    Create,
+    /// Re-pinning a document whose node is down.
+    Replace,
+    /// Releasing the pins of a node that went down.
+    Release,
+    /// Counting pins (metrics, node list).
+    Count,
+    /// Trying whether a store that went away is back.
+    Probe,
+}
+
+impl StoreOp {
+    /// Every operation, in label order.
+    pub const ALL: [StoreOp; 6] = [
+        StoreOp::Get,
+        StoreOp::Create,
+        StoreOp::Replace,
+        StoreOp::Release,
+        StoreOp::Count,
+        StoreOp::Probe,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreOp::Get => "get",
+            StoreOp::Create => "create",
+            StoreOp::Replace => "replace",
+            StoreOp::Release => "release",
+            StoreOp::Count => "count",
+            StoreOp::Probe => "probe",
+        }
+    }
 }
 
 /// A pin as this instance remembers it.
@@ -92,6 +135,7 @@ impl Stickiness {
             retry_at_ms: AtomicU64::new(0),
             started: Instant::now(),
             repinned: AtomicU64::new(0),
+            store_errors: Default::default(),
         })
     }
 
@@ -131,7 +175,10 @@ impl Stickiness {
             Some(pin) if pin.pool != pool => return Some(chosen.node),
             Some(dead) => {
                 let old = self.pin_of(dead);
-                let outcome = self.guarded(self.store.replace(file_id, &old, &proposal, self.ttl));
+                let outcome = self.guarded(
+                    StoreOp::Replace,
+                    self.store.replace(file_id, &old, &proposal, self.ttl),
+                );
                 let outcome = outcome.await;
                 if outcome.as_ref().is_ok_and(|p| *p == proposal) {
                     self.repinned.fetch_add(1, Ordering::Relaxed);
@@ -145,8 +192,11 @@ impl Stickiness {
                 outcome
             }
             None => {
-                self.guarded(self.store.create(file_id, &proposal, self.ttl))
-                    .await
+                self.guarded(
+                    StoreOp::Create,
+                    self.store.create(file_id, &proposal, self.ttl),
+                )
+                .await
             }
         };
         let placed = match result {
@@ -170,7 +220,10 @@ impl Stickiness {
                 node: r.node,
             });
         }
-        match self.guarded(self.store.get(file_id, self.ttl)).await {
+        match self
+            .guarded(StoreOp::Get, self.store.get(file_id, self.ttl))
+            .await
+        {
             Ok(Some(pin)) => {
                 let placed = self.placement_of(&pin)?;
                 self.remember(file_id, placed);
@@ -200,10 +253,12 @@ impl Stickiness {
         })
     }
 
-    /// Runs a store operation, noting (and logging once) whether the store answers.
-    /// While it does not, most operations are not even tried (see [`RETRY_DOWN_STORE`]).
+    /// Runs a store operation, noting (and logging once) whether the store answers, and
+    /// counting its failures by `op`. While the store does not answer, most operations
+    /// are not even tried (see [`RETRY_DOWN_STORE`]); those are not counted.
     async fn guarded<T>(
         &self,
+        op: StoreOp,
         operation: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -223,6 +278,7 @@ impl Stickiness {
         }
         let result = operation.await;
         if result.is_err() {
+            self.count_error(op);
             let next = now_ms + u64::try_from(RETRY_DOWN_STORE.as_millis()).unwrap_or(1000);
             self.retry_at_ms.store(next, Ordering::Relaxed);
         }
@@ -293,7 +349,8 @@ impl Stickiness {
                 _ = probe.tick() => {
                     // A store that went away is noticed back without waiting for traffic.
                     if !self.store_reachable() {
-                        let _ = self.guarded(self.store.get(PROBE_KEY, self.ttl)).await;
+                        let probe = self.store.get(PROBE_KEY, self.ttl);
+                        let _ = self.guarded(StoreOp::Probe, probe).await;
                     }
                 }
             }
@@ -309,7 +366,10 @@ impl Stickiness {
                 }
                 self.local.retain(|_, r| !(r.pool == p && r.node == n));
                 match self
-                    .guarded(self.store.release_node(&pool.name, node.as_str()))
+                    .guarded(
+                        StoreOp::Release,
+                        self.store.release_node(&pool.name, node.as_str()),
+                    )
                     .await
                 {
                     Ok(0) | Err(_) => {}
@@ -320,6 +380,41 @@ impl Stickiness {
                         "released the pins of a node that is down; its documents move on next access"
                     ),
                 }
+            }
+        }
+    }
+
+    fn count_error(&self, op: StoreOp) {
+        // `ALL` lists every variant in declaration order.
+        self.store_errors[op as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed store calls so far (this instance), for every operation.
+    pub fn store_errors(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        StoreOp::ALL.iter().map(|&op| {
+            (
+                op.as_str(),
+                self.store_errors[op as usize].load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Live pins per pool and node as the store counts them, or `None` when it fails or
+    /// takes longer than `within` (counted as a failed `count`). Not skipped while the
+    /// store is down, and it leaves the store's up/down state alone: an operator or a
+    /// scrape asks for it, not a request.
+    pub async fn count_pins(&self, within: Duration) -> Option<Vec<(Pin, u64)>> {
+        match tokio::time::timeout(within, self.store.counts()).await {
+            Ok(Ok(counts)) => Some(counts),
+            Ok(Err(e)) => {
+                debug!(error = %e, "pin store could not count pins");
+                self.count_error(StoreOp::Count);
+                None
+            }
+            Err(_) => {
+                debug!("pin store did not count pins in time");
+                self.count_error(StoreOp::Count);
+                None
             }
         }
     }

@@ -101,6 +101,7 @@ impl AdminServer {
             sticky,
             None,
             Arc::from(TOKEN),
+            true,
             shutdown.clone(),
         ));
         AdminServer {

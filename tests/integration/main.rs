@@ -42,3 +42,12 @@ mod admin;
 
 /// Prometheus metrics on the admin listener (issue 6).
 mod metrics;
+
+/// Docker, Kubernetes, systemd, Grafana and Prometheus files agree with the binary (issue 6).
+mod packaging;
+
+// Graceful stop: readiness, listeners, saves in flight, WebSocket close frames, SIGTERM.
+mod drain;
+
+/// Faults mid-editing: a node killed under a live WebSocket, Nextcloud restarting mid-save (issue 6).
+mod faults;

@@ -649,6 +649,11 @@ impl StandInEditor {
         self.shared.echoed_messages.load(Ordering::SeqCst)
     }
 
+    /// Status codes of the close frames WebSocket clients sent, in order.
+    pub fn close_codes(&self) -> Vec<u16> {
+        self.shared.close_codes.lock().expect("close codes").clone()
+    }
+
     /// The discovery document served when no fault is set.
     pub fn discovery_xml(&self) -> &str {
         &self.shared.discovery
@@ -757,6 +762,8 @@ struct Shared {
     open_websockets: AtomicUsize,
     /// Messages echoed over all WebSocket sessions.
     echoed_messages: AtomicU64,
+    /// Status codes of the close frames clients sent.
+    close_codes: Mutex<Vec<u16>>,
 }
 
 impl Shared {
@@ -805,6 +812,7 @@ impl Shared {
             check_file_infos: Mutex::new(Vec::new()),
             open_websockets: AtomicUsize::new(0),
             echoed_messages: AtomicU64::new(0),
+            close_codes: Mutex::new(Vec::new()),
         }
     }
 
@@ -1449,6 +1457,14 @@ pub enum PutBody {
         /// The bytes actually sent before the connection is closed.
         sent: u64,
     },
+    /// `len` bytes of [`pattern_stream`], spread evenly over `over`: an upload still in
+    /// flight while something else happens (a drain, a restart).
+    Paced {
+        /// The bytes sent (and announced).
+        len: u64,
+        /// Time the upload takes.
+        over: Duration,
+    },
 }
 
 impl PutBody {
@@ -1458,6 +1474,7 @@ impl PutBody {
             Self::Bytes(bytes) => bytes.len() as u64,
             Self::Pattern(len) => *len,
             Self::CutAfter { declared, .. } => *declared,
+            Self::Paced { len, .. } => *len,
         }
     }
 }
@@ -1952,6 +1969,16 @@ async fn send_call(
             let frames = pattern_stream(len).map(|chunk| Ok::<_, BoxError>(Frame::data(chunk)));
             BodyExt::boxed(StreamBody::new(frames))
         }
+        Some(PutBody::Paced { len, over }) => {
+            request = request.header(header::CONTENT_LENGTH, len);
+            let chunks = len.div_ceil(pattern_chunk().len() as u64).max(1);
+            let pause = over / u32::try_from(chunks).unwrap_or(u32::MAX);
+            let frames = pattern_stream(len).then(move |chunk| async move {
+                tokio::time::sleep(pause).await;
+                Ok::<_, BoxError>(Frame::data(chunk))
+            });
+            BodyExt::boxed(StreamBody::new(frames))
+        }
     };
     let request = match request.body(body) {
         Ok(request) => request,
@@ -2250,6 +2277,10 @@ async fn echo_session(on_upgrade: hyper::upgrade::OnUpgrade, open: OpenWebSocket
                     break;
                 }
                 open.0.echoed_messages.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(Message::Close(frame)) => {
+                let code = frame.map_or(1005, |f| u16::from(f.code));
+                open.0.close_codes.lock().expect("close codes").push(code);
             }
             // Pings are answered and a close is acknowledged by tungstenite itself, on
             // the next read (which then ends the stream).

@@ -15,10 +15,10 @@ use std::time::Duration;
 use http::StatusCode;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use officeswitch::app::{self, App, Listeners, MissingKey, Prepared};
 use officeswitch::config::Config;
+use officeswitch::server::drain::Drain;
 use officeswitch::wopi::proof_key::{self, ProofKey};
 use officeswitch::wopi::token;
 
@@ -49,6 +49,8 @@ pub struct Builder {
     /// `public_url` to configure instead of the instance's own address (instances behind
     /// one load balancer share the balancer's).
     public_url: Option<String>,
+    /// `[drain]` delay and deadline in seconds (tests stop at once unless they test it).
+    drain: (u64, u64),
 }
 
 /// A running officeswitch and the files behind it.
@@ -61,7 +63,7 @@ pub struct OfficeSwitch {
     pub public_url: String,
     /// Temp dir with `officeswitch.toml`, `rules/`, `keys/` and `state/`.
     pub dir: Arc<tempfile::TempDir>,
-    shutdown: CancellationToken,
+    drain: Arc<Drain>,
     task: JoinHandle<()>,
 }
 
@@ -82,6 +84,7 @@ impl OfficeSwitch {
             admin_token: None,
             keys_from: None,
             public_url: None,
+            drain: (0, 10),
         }
     }
 
@@ -116,9 +119,19 @@ impl OfficeSwitch {
         client::get(&format!("http://{}{path}", self.addr)).await
     }
 
+    /// The stop handle (what SIGTERM drives in the binary).
+    pub fn drain(&self) -> &Arc<Drain> {
+        &self.drain
+    }
+
+    /// Whether the server task has ended.
+    pub fn has_stopped(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// Stops it (graceful drain) and waits until it has stopped.
     pub async fn stop(self) -> Arc<tempfile::TempDir> {
-        self.shutdown.cancel();
+        self.drain.request_stop();
         tokio::time::timeout(Duration::from_secs(40), self.task)
             .await
             .expect("officeswitch stops within its drain deadline")
@@ -172,6 +185,18 @@ impl OfficeSwitchProcess {
         panic!("officeswitch not ready within 10 s; log:\n{}", self.log());
     }
 
+    /// Waits (up to `limit`) for the process to exit; `None` if it is still running.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < until {
+            if let Some(status) = self.child.try_wait().expect("process status") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     /// Sends `signal` (e.g. "HUP") to the process.
     pub fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
@@ -194,6 +219,12 @@ impl Builder {
     /// Adds a `[[pool]]` named `name` of `kind` whose nodes are `nodes` (base URLs).
     pub fn pool(mut self, name: &str, kind: &str, nodes: &[String]) -> Self {
         self.pools.push((name.into(), kind.into(), nodes.to_vec()));
+        self
+    }
+
+    /// Sets the drain delay and deadline (seconds); the default is 0 and 10.
+    pub fn drain(mut self, delay_secs: u64, deadline_secs: u64) -> Self {
+        self.drain = (delay_secs, deadline_secs);
         self
     }
 
@@ -360,6 +391,10 @@ impl Builder {
         if let Some(max) = self.max_body_bytes {
             settings.push_str(&format!("max_body_bytes = {max}\n"));
         }
+        settings.push_str(&format!(
+            "[drain]\ndelay_secs = {}\ndeadline_secs = {}\n",
+            self.drain.0, self.drain.1
+        ));
         settings.push_str("[log]\nlevel = \"debug\"\n");
         if let Some(token) = &self.admin_token {
             let admin_port = free_port().await;
@@ -450,21 +485,18 @@ async fn launch(dir: Arc<tempfile::TempDir>) -> OfficeSwitch {
     let addr = plain.local_addr().expect("addr");
     let tls_addr = tls.as_ref().map(|l| l.local_addr().expect("tls addr"));
     let app = App::new(prepared).await;
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run(
-        Listeners {
-            plain: Some(plain),
-            tls,
-            admin,
-        },
-        shutdown.clone(),
-    ));
+    let drain = app.drain().clone();
+    let task = tokio::spawn(app.run(Listeners {
+        plain: Some(plain),
+        tls,
+        admin,
+    }));
     OfficeSwitch {
         addr,
         tls_addr,
         public_url,
         dir,
-        shutdown,
+        drain,
         task,
     }
 }
