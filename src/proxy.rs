@@ -36,7 +36,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
-use url::Url;
 
 use crate::config::{Config, PoolConfig, UpstreamConfig, WopiConfig};
 use crate::discovery::DiscoveryService;
@@ -63,7 +62,8 @@ pub struct Proxy {
     discovery: Arc<DiscoveryService>,
     rules: Arc<RulesStore>,
     pools: Vec<PoolConfig>,
-    public_url: Url,
+    /// `public_url` and the forwarding headers that name it.
+    public: rewrite::PublicOrigin,
     client: UpstreamClient,
     upstream: UpstreamConfig,
     /// Round-robin position for stateless requests.
@@ -116,7 +116,7 @@ impl Proxy {
             discovery,
             rules,
             pools: config.pools.clone(),
-            public_url: config.public_url.clone(),
+            public: rewrite::PublicOrigin::new(&config.public_url),
             client,
             upstream: config.upstream.clone(),
             spread: AtomicUsize::new(0),
@@ -307,7 +307,7 @@ impl Proxy {
                     rules: &rules,
                     catalog: &catalog,
                     pools: &self.pools,
-                    public_url: &self.public_url,
+                    public_url: self.public.url(),
                 },
             )?
         };
@@ -340,7 +340,7 @@ impl Proxy {
             tokens: &self.tokens,
             rules: &rules,
             grant: &grant,
-            public_url: &self.public_url,
+            public_url: self.public.url(),
         };
         match body_kind {
             HostBody::CheckFileInfo => translate::check_file_info(&mut json, &minter)?,
@@ -442,8 +442,7 @@ impl Proxy {
             }
         };
         let node = target.node_in(&self.pools);
-        let request = match rewrite::request(request, target, node, &self.public_url, peer, upgrade)
-        {
+        let request = match rewrite::request(request, target, node, &self.public, peer, upgrade) {
             Ok(r) => r,
             Err(answer) => return Err((answer, log)),
         };
@@ -464,7 +463,7 @@ impl Proxy {
         } else {
             health.report_success(target.pool, target.node);
         }
-        let mut response = rewrite::response(response, node, &self.public_url);
+        let mut response = rewrite::response(response, node, &self.public);
         log.status(response.status().as_u16());
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade

@@ -49,6 +49,48 @@ pub struct PoolSource {
     pub fetched_at: SystemTime,
     /// Loaded from the state dir rather than fetched by this process.
     pub from_disk: bool,
+    /// The asset versions the node serves, read once here rather than per asset request.
+    pub assets: ServedAssets,
+}
+
+/// What tells which static assets a node serves: Collabora puts its version hash in every
+/// `urlsrc` path (`/browser/<hash>/`), OnlyOffice names its `productVersion` in the
+/// capabilities.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServedAssets {
+    /// Every distinct path segment of the discovery's `urlsrc`s, sorted.
+    pub urlsrc_segments: Vec<Box<str>>,
+    /// The capabilities' `productVersion`, if any.
+    pub product_version: Option<String>,
+}
+
+impl ServedAssets {
+    /// Reads them from a node's discovery and capabilities.
+    pub fn of(discovery: &Discovery, capabilities: Option<&Map<String, Value>>) -> ServedAssets {
+        let mut urlsrc_segments: Vec<Box<str>> = discovery
+            .apps
+            .iter()
+            .flat_map(|a| &a.actions)
+            .filter_map(|a| Url::parse(&a.urlsrc).ok())
+            .flat_map(|u| {
+                u.path()
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(Box::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        urlsrc_segments.sort_unstable();
+        urlsrc_segments.dedup();
+        let product_version = capabilities
+            .and_then(|c| c.get("productVersion"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        ServedAssets {
+            urlsrc_segments,
+            product_version,
+        }
+    }
 }
 
 /// One configured pool and what officeswitch knows of it.
@@ -406,6 +448,7 @@ impl DiscoveryService {
         Ok(NodeAnswer {
             source: PoolSource {
                 node: node.clone(),
+                assets: ServedAssets::of(&parsed, capabilities.as_ref()),
                 discovery: parsed,
                 raw,
                 capabilities,
@@ -498,6 +541,7 @@ fn source_from_saved(saved: SavedPool) -> Result<PoolSource, String> {
     let discovery = Discovery::parse(saved.discovery.as_bytes()).map_err(|e| e.to_string())?;
     Ok(PoolSource {
         node,
+        assets: ServedAssets::of(&discovery, saved.capabilities.as_ref()),
         discovery,
         raw: saved.discovery,
         capabilities: saved.capabilities,

@@ -31,6 +31,42 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// officeswitch's public origin as the forwarding headers spell it, rendered once at start
+/// instead of on every request.
+pub struct PublicOrigin {
+    /// `public_url`.
+    url: Url,
+    /// `X-Forwarded-Proto`.
+    proto: HeaderValue,
+    /// `X-Forwarded-Host`: host and port as clients wrote them.
+    host: HeaderValue,
+    /// The `Forwarded` element after `for=...`: `;proto=https;host="office.example.org"`.
+    forwarded_tail: String,
+}
+
+impl PublicOrigin {
+    /// The forwarding headers for `public_url`.
+    pub fn new(public_url: &Url) -> PublicOrigin {
+        let host = match public_url.port() {
+            Some(port) => format!("{}:{port}", public_url.host_str().unwrap_or_default()),
+            None => public_url.host_str().unwrap_or_default().to_string(),
+        };
+        let proto = public_url.scheme();
+        PublicOrigin {
+            url: public_url.clone(),
+            proto: HeaderValue::from_str(proto).unwrap_or(HeaderValue::from_static("http")),
+            // A `Url`'s host and port are valid header text.
+            host: HeaderValue::from_str(&host).unwrap_or(HeaderValue::from_static("")),
+            forwarded_tail: format!(";proto={proto};host=\"{host}\""),
+        }
+    }
+
+    /// `public_url`.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+}
+
 /// Rewrites `request` for `target`. `upgrade` keeps `Connection: upgrade` and `Upgrade`.
 ///
 /// # Errors
@@ -39,7 +75,7 @@ pub fn request<B>(
     mut request: Request<B>,
     target: &Target,
     node: &Url,
-    public_url: &Url,
+    public: &PublicOrigin,
     peer: SocketAddr,
     upgrade: bool,
 ) -> Result<Request<B>, Answer> {
@@ -48,7 +84,11 @@ pub fn request<B>(
         Some(urlsrc) => open_url(urlsrc, query),
         None => {
             let path = request.uri().path().trim_start_matches('/');
-            let mut url = format!("{node}{path}");
+            let mut url = String::with_capacity(
+                node.as_str().len() + path.len() + query.map_or(0, |q| q.len() + 1),
+            );
+            url.push_str(node.as_str());
+            url.push_str(path);
             if let Some(q) = query {
                 url.push('?');
                 url.push_str(q);
@@ -59,9 +99,9 @@ pub fn request<B>(
     let uri: Uri = url
         .parse()
         .map_err(|e| Answer::BadGateway(format!("node URL {url} is not a request URI: {e}")))?;
-    let authority = uri
+    let host = uri
         .authority()
-        .map(|a| a.as_str().to_string())
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         .ok_or_else(|| Answer::BadGateway(format!("node URL {url} has no host")))?;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
@@ -72,15 +112,13 @@ pub fn request<B>(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
     }
-    if let Ok(host) = HeaderValue::from_str(&authority) {
-        headers.insert(header::HOST, host);
-    }
-    forwarded(headers, public_url, peer);
+    headers.insert(header::HOST, host);
+    forwarded(headers, public, peer);
     Ok(request)
 }
 
 /// Rewrites a node's response for the client.
-pub fn response<B>(mut response: Response<B>, node: &Url, public_url: &Url) -> Response<B> {
+pub fn response<B>(mut response: Response<B>, node: &Url, public: &PublicOrigin) -> Response<B> {
     let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     let upgrade_to = headers.get(header::UPGRADE).cloned();
@@ -93,7 +131,7 @@ pub fn response<B>(mut response: Response<B>, node: &Url, public_url: &Url) -> R
         let moved = headers
             .get(&name)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| onto_public(v, node, public_url))
+            .and_then(|v| onto_public(v, node, &public.url))
             .and_then(|v| HeaderValue::from_str(&v).ok());
         if let Some(value) = moved {
             headers.insert(name, value);
@@ -104,12 +142,20 @@ pub fn response<B>(mut response: Response<B>, node: &Url, public_url: &Url) -> R
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Browsers send `Connection: keep-alive` (or `upgrade`): names removed below anyway,
+    // so the common request collects nothing.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|n| {
+            !["keep-alive", "close", "upgrade"]
+                .iter()
+                .any(|known| n.eq_ignore_ascii_case(known))
+        })
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
@@ -119,37 +165,41 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Adds `X-Forwarded-For/-Proto/-Host` and `Forwarded` naming the client and
 /// officeswitch's public origin, so editors build URLs back through officeswitch.
-fn forwarded(headers: &mut HeaderMap, public_url: &Url, peer: SocketAddr) {
+fn forwarded(headers: &mut HeaderMap, public: &PublicOrigin, peer: SocketAddr) {
     let client = peer.ip().to_string();
     let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {client}"),
         None => client.clone(),
     };
-    let host = match public_url.port() {
-        Some(port) => format!("{}:{port}", public_url.host_str().unwrap_or_default()),
-        None => public_url.host_str().unwrap_or_default().to_string(),
-    };
-    let proto = public_url.scheme();
-    let node = if peer.is_ipv6() {
-        format!("\"[{client}]\"")
+    let mut element = String::with_capacity(client.len() + public.forwarded_tail.len() + 8);
+    element.push_str("for=");
+    if peer.is_ipv6() {
+        element.push_str("\"[");
+        element.push_str(&client);
+        element.push_str("]\"");
     } else {
-        client
-    };
-    let element = format!("for={node};proto={proto};host=\"{host}\"");
+        element.push_str(&client);
+    }
+    element.push_str(&public.forwarded_tail);
     let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {element}"),
         None => element,
     };
-    for (name, value) in [
-        ("x-forwarded-for", chain),
-        ("x-forwarded-proto", proto.to_string()),
-        ("x-forwarded-host", host),
-        ("forwarded", forwarded),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
+    // The client address and earlier proxies' values are header text already.
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
     }
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, value);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        public.proto.clone(),
+    );
+    headers.insert(
+        HeaderName::from_static("x-forwarded-host"),
+        public.host.clone(),
+    );
 }
 
 /// The open request's URL on the node: the suite's `urlsrc` with its `<name=PLACEHOLDER&>`
@@ -278,7 +328,7 @@ mod tests {
     fn forwarded_headers_name_the_public_origin_and_extend_the_chain() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        let public = Url::parse("https://office.example.org").unwrap();
+        let public = PublicOrigin::new(&Url::parse("https://office.example.org").unwrap());
         forwarded(&mut h, &public, "[2001:db8::1]:5000".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 2001:db8::1");
         assert_eq!(h["x-forwarded-proto"], "https");

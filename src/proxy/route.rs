@@ -500,27 +500,17 @@ fn rebase(urlsrc: &str, from: &Url, to: &Url) -> Option<String> {
 
 /// Whether `source` (a node's discovery) serves asset `version`.
 fn serves_version(suite: SuiteKind, source: &PoolSource, version: &str) -> bool {
+    let assets = &source.assets;
     match suite {
         // `/browser/<hash>/` in every urlsrc.
-        SuiteKind::Collabora => source
-            .discovery
-            .apps
-            .iter()
-            .flat_map(|a| &a.actions)
-            .any(|a| {
-                Url::parse(&a.urlsrc)
-                    .ok()
-                    .is_some_and(|u| u.path().split('/').any(|segment| segment == version))
-            }),
+        SuiteKind::Collabora => assets
+            .urlsrc_segments
+            .binary_search_by(|s| (**s).cmp(version))
+            .is_ok(),
         // `/<productVersion>-<build>/`: the version part must match the node's capabilities.
         SuiteKind::OnlyOffice => {
             let wanted = version.split('-').next().unwrap_or(version);
-            source
-                .capabilities
-                .as_ref()
-                .and_then(|c| c.get("productVersion"))
-                .and_then(|v| v.as_str())
-                .is_some_and(|v| v == wanted)
+            assets.product_version.as_deref() == Some(wanted)
         }
     }
 }
@@ -539,6 +529,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
+    use crate::discovery::service::ServedAssets;
     use crate::proxy::classify::{Class, classify};
 
     /// A Collabora node whose discovery serves assets of `hash`.
@@ -546,9 +537,11 @@ mod tests {
         let xml = format!(
             r#"<wopi-discovery><net-zone><app name="writer"><action name="edit" ext="odt" urlsrc="{url}browser/{hash}/cool.html?"/></app></net-zone></wopi-discovery>"#
         );
+        let discovery = Discovery::parse(xml.as_bytes()).unwrap();
         Some(Arc::new(PoolSource {
             node: url.clone(),
-            discovery: Discovery::parse(xml.as_bytes()).unwrap(),
+            assets: ServedAssets::of(&discovery, None),
+            discovery,
             raw: xml,
             capabilities: None,
             fetched_at: SystemTime::now(),
