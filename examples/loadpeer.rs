@@ -51,7 +51,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use officeswitch::proxy::translate::encode as uri_component;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -363,21 +363,6 @@ fn ws_config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-/// `encodeURIComponent`, as Collabora's page encodes `WOPISrc`.
-fn encode(raw: &str) -> String {
-    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'!')
-        .remove(b'~')
-        .remove(b'*')
-        .remove(b'\'')
-        .remove(b'(')
-        .remove(b')');
-    utf8_percent_encode(raw, COMPONENT).to_string()
-}
-
 // --- node -----------------------------------------------------------------------------
 
 type NodeBody = Either<Full<Bytes>, PatternBody>;
@@ -624,7 +609,7 @@ fn host_wopi_src(seed: &str, i: usize) -> String {
 async fn document_keys(target: &Target, count: usize) -> anyhow::Result<Vec<String>> {
     match target.wopisrc {
         KeyMode::Host => Ok((0..count)
-            .map(|i| encode(&host_wopi_src(&target.seed, i)))
+            .map(|i| uri_component(&host_wopi_src(&target.seed, i)))
             .collect()),
         KeyMode::Open => {
             let lanes = count.clamp(1, 8);
@@ -664,7 +649,7 @@ async fn open_document(
 ) -> anyhow::Result<String> {
     let uri = format!(
         "{OPEN_PATH}?WOPISrc={}&lang=en",
-        encode(&host_wopi_src(&target.seed, i))
+        uri_component(&host_wopi_src(&target.seed, i))
     );
     let request = Request::post(uri)
         .header(header::HOST, target.addr.to_string())

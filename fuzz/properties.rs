@@ -20,12 +20,13 @@ use officeswitch::discovery::document::{Discovery, ProofKeyPair};
 use officeswitch::discovery::merge::{PoolDiscovery, merge};
 use officeswitch::discovery::open_url::{FileFormat, OPEN_PATH_PREFIX, OpenUrl};
 use officeswitch::proxy::classify::{Class, Traffic, classify, query_param};
+use officeswitch::proxy::translate;
 use officeswitch::rules::RuleSet;
 use officeswitch::wopi::token::{
     FILE_ID_LEN, FileId, Grant, GrantKind, TokenError, TokenKeys, TokenSecret, is_file_id,
 };
 use officeswitch::wopi::wopi_src::{self, WopiSrc, WopiSrcError};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use url::Url;
 
 /// A target's check: panics when the input breaks a property.
@@ -41,18 +42,6 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("wopi_src", wopi_src),
     ("classify", classify_request),
 ];
-
-/// What `encodeURIComponent` escapes.
-const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'!')
-    .remove(b'~')
-    .remove(b'*')
-    .remove(b'\'')
-    .remove(b'(')
-    .remove(b')');
 
 /// officeswitch's public URL in every target.
 const PUBLIC_URL: &str = "https://office.example.org/";
@@ -623,8 +612,8 @@ pub fn wopi_src(data: &[u8]) {
     // Encoded as encodeURIComponent (and PHP, Java, Python) do: id characters stay as
     // they are, which `own_file_id` relies on.
     let own = format!("{FILES_BASE}{id}");
-    let once = utf8_percent_encode(&own, URI_COMPONENT).to_string();
-    let twice = utf8_percent_encode(&once, URI_COMPONENT).to_string();
+    let once = utf8_percent_encode(&own, translate::URI_COMPONENT).to_string();
+    let twice = utf8_percent_encode(&once, translate::URI_COMPONENT).to_string();
     for spelling in [&own, &once, &twice] {
         assert_eq!(
             wopi_src::own_file_id(spelling, FILES_BASE),

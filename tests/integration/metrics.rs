@@ -53,6 +53,22 @@ const STORE_OPERATIONS: [&str; 6] = ["get", "create", "replace", "release", "cou
 /// A fast health check, so a failing node is down within a few seconds.
 const FAST_HEALTH: &str = "[health]\ninterval_secs = 1\ntimeout_secs = 1\nfall = 2\nrise = 1";
 
+/// One Collabora node, a Nextcloud owned by `acme`, officeswitch with an admin listener
+/// (returned last).
+async fn instance() -> (StandInEditor, StandInNextcloud, OfficeSwitch, SocketAddr) {
+    trace_init();
+    let cool = StandInEditor::start(Suite::Collabora).await;
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[cool.url()])
+        .org("acme", &[nc.origin()], "")
+        .admin(TOKEN)
+        .start()
+        .await;
+    let admin = os.admin_addr().expect("admin listener");
+    (cool, nc, os, admin)
+}
+
 /// Scrapes `/metrics` on the admin listener at `admin`, with the bearer token.
 async fn scrape(admin: SocketAddr) -> String {
     let reply = client::send(
@@ -125,16 +141,7 @@ async fn open(public_url: &str, nc: &StandInNextcloud, file_id: &str, host_token
 
 #[tokio::test]
 async fn metrics_appear_and_move_with_traffic() {
-    trace_init();
-    let cool = StandInEditor::start(Suite::Collabora).await;
-    let nc = StandInNextcloud::start().await;
-    let os = OfficeSwitch::builder()
-        .pool("collabora", "collabora", &[cool.url()])
-        .org("acme", &[nc.origin()], "")
-        .admin(TOKEN)
-        .start()
-        .await;
-    let admin = os.admin_addr().expect("admin listener");
+    let (cool, nc, os, admin) = instance().await;
     let node = node_label(&cool);
     // Unauthenticated scrapes are refused like every admin request (the default).
     let anonymous = client::get(&format!("http://{admin}/metrics")).await;
@@ -298,16 +305,7 @@ async fn metrics_appear_and_move_with_traffic() {
 
 #[tokio::test]
 async fn an_upload_is_counted_while_it_streams() {
-    trace_init();
-    let cool = StandInEditor::start(Suite::Collabora).await;
-    let nc = StandInNextcloud::start().await;
-    let os = OfficeSwitch::builder()
-        .pool("collabora", "collabora", &[cool.url()])
-        .org("acme", &[nc.origin()], "")
-        .admin(TOKEN)
-        .start()
-        .await;
-    let admin = os.admin_addr().expect("admin listener");
+    let (cool, nc, os, admin) = instance().await;
     nc.add_file("up_oc", "up.odt", b"x".to_vec());
     nc.grant("up_oc", "up-token");
     open(&os.public_url, &nc, "up_oc", "up-token").await;
@@ -571,16 +569,7 @@ async fn metrics_can_be_scraped_without_the_token_when_configured() {
 /// tunnel rewrite): until then `websockets_open` has an empty `node` and no bytes move.
 #[tokio::test]
 async fn websocket_metrics_follow_the_tunnel() {
-    trace_init();
-    let cool = StandInEditor::start(Suite::Collabora).await;
-    let nc = StandInNextcloud::start().await;
-    let os = OfficeSwitch::builder()
-        .pool("collabora", "collabora", &[cool.url()])
-        .org("acme", &[nc.origin()], "")
-        .admin(TOKEN)
-        .start()
-        .await;
-    let admin = os.admin_addr().expect("admin listener");
+    let (cool, nc, os, admin) = instance().await;
     let open_series = format!(
         "officeswitch_websockets_open{{pool=\"collabora\",node=\"{}\"}}",
         node_label(&cool)
