@@ -501,8 +501,9 @@ impl Proxy {
             Class::Health => Answer::Alive,
             Class::Ready => {
                 let catalog = self.discovery.catalog();
+                let draining = self.drain.is_draining();
                 let mut lines = Vec::new();
-                if self.drain.is_draining() {
+                if draining {
                     lines.push(
                         "draining: this instance is stopping; send new clients elsewhere".into(),
                     );
@@ -511,7 +512,7 @@ impl Proxy {
                 lines.push(rules_line(&self.rules));
                 lines.extend(self.sticky.health().report());
                 lines.push(self.sticky.report());
-                if catalog.is_complete() && !self.drain.is_draining() {
+                if catalog.is_complete() && !draining {
                     Answer::Ready(lines)
                 } else {
                     Answer::NotReady(lines)

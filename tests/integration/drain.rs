@@ -7,14 +7,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::support::client::{self, encode, post_form};
 use crate::support::editor::{
-    EditorSession, PutBody, StandInEditor, Suite, WopiCall, pattern_stream,
+    EditorSession, PutBody, StandInEditor, Suite, WopiCall, pattern_sha256,
 };
 use crate::support::nextcloud::StandInNextcloud;
 use crate::support::officeswitch::{Builder, OfficeSwitch};
@@ -117,20 +116,6 @@ async fn close_code(socket: &mut Socket, limit: Duration) -> CloseCode {
     }
 }
 
-/// SHA-256 (hex) of `len` pattern bytes, as the stand-in Nextcloud records saves.
-async fn pattern_sha256(len: u64) -> String {
-    let mut hasher = Sha256::new();
-    let mut chunks = Box::pin(pattern_stream(len));
-    while let Some(chunk) = chunks.next().await {
-        hasher.update(&chunk);
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[tokio::test]
 async fn a_drain_keeps_saves_and_websockets_until_the_deadline() {
     const SAVE: u64 = 8 << 20;
@@ -196,7 +181,7 @@ async fn a_drain_keeps_saves_and_websockets_until_the_deadline() {
     let saved = peers.nc.puts();
     assert_eq!(saved.len(), 1, "one save recorded");
     assert_eq!(saved[0].1, SAVE, "the whole save arrived");
-    assert_eq!(saved[0].2, pattern_sha256(SAVE).await, "byte for byte");
+    assert_eq!(saved[0].2, pattern_sha256(SAVE), "byte for byte");
 
     // The node got a close frame too, and officeswitch stopped right after.
     let node_closed = tokio::time::timeout(Duration::from_secs(3), async {

@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::StatusCode;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::support::client::{encode, post_form};
 use crate::support::editor::{
-    EditorSession, PutBody, StandInEditor, Suite, WopiCall, WopiReply, pattern_byte,
+    EditorSession, PutBody, StandInEditor, Suite, WopiCall, assert_ok, pattern_sha256,
 };
 use crate::support::nextcloud::{PutFault, StandInNextcloud};
 use crate::support::officeswitch::OfficeSwitch;
@@ -336,31 +335,4 @@ async fn nextcloud_restarting_mid_putfile_fails_the_save_and_the_retry_stores_it
         "the retry is stored whole"
     );
     assert_eq!(nc.version_of("save_1_oc"), Some(2));
-}
-
-/// SHA-256 (hex) of the first `size` bytes of the stand-ins' byte pattern.
-fn pattern_sha256(size: u64) -> String {
-    let mut hasher = Sha256::new();
-    let mut offset = 0;
-    while offset < size {
-        let end = size.min(offset + 64 * 1024);
-        let part: Vec<u8> = (offset..end).map(pattern_byte).collect();
-        hasher.update(&part);
-        offset = end;
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn assert_ok(reply: &WopiReply, what: &str) {
-    assert!(
-        reply.status.is_success(),
-        "{what}: {} {:?} {}",
-        reply.status,
-        reply.error,
-        String::from_utf8_lossy(&reply.body)
-    );
 }

@@ -24,7 +24,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::client::{self, encode};
 use crate::support::editor::{
-    PATTERN_PERIOD, PutBody, StandInEditor, Suite, WopiCall, pattern_byte, pattern_stream,
+    PATTERN_PERIOD, PutBody, StandInEditor, Suite, WopiCall, pattern_byte, pattern_sha256,
+    pattern_stream,
 };
 use crate::support::nextcloud::StandInNextcloud;
 use crate::support::officeswitch::OfficeSwitch;
@@ -100,31 +101,6 @@ async fn a_gibibyte_each_way_streams_byte_for_byte_in_bounded_memory() {
         mib(after_both.saturating_sub(before)),
         RSS_BUDGET_KIB / 1024
     );
-}
-
-/// The SHA-256 (lower-case hex) of `size` pattern bytes, as [`pattern_stream`] sends them.
-fn pattern_sha256(size: u64) -> String {
-    use sha2::{Digest, Sha256};
-    let period: Vec<u8> = (0..PATTERN_PERIOD).map(pattern_byte).collect();
-    let mut hasher = Sha256::new();
-    let mut left = size;
-    // Whole periods, in blocks of many periods for speed.
-    let block: Vec<u8> = period
-        .iter()
-        .copied()
-        .cycle()
-        .take(period.len() * 4096)
-        .collect();
-    while left >= block.len() as u64 {
-        hasher.update(&block);
-        left -= block.len() as u64;
-    }
-    hasher.update(&block[..usize::try_from(left).expect("fits")]);
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use crate::routing::Lab;
 use crate::support::client::{self, encode, post_form};
 use crate::support::editor::{
     CallOptions, EditorSession, PutBody, Signing, StandInEditor, Suite, WopiCall, WopiReply,
+    assert_ok,
 };
 use crate::support::nextcloud::{ProofCheck, PutFault, StandInNextcloud};
 use crate::support::officeswitch::OfficeSwitch;
@@ -135,16 +136,6 @@ fn assert_translated(lab: &Lab, session: &EditorSession, host_token: &str) {
             "the token reveals {secret}"
         );
     }
-}
-
-fn assert_ok(reply: &WopiReply, what: &str) {
-    assert!(
-        reply.status.is_success(),
-        "{what}: {} {:?} {}",
-        reply.status,
-        reply.error,
-        String::from_utf8_lossy(&reply.body)
-    );
 }
 
 /// Runs open -> CheckFileInfo -> GetFile -> Lock -> PutFile -> Unlock -> PutRelativeFile

@@ -85,26 +85,23 @@ impl MemoryStore {
     fn create_now(&self, key: &str, pin: &Pin, ttl: Duration) -> Pin {
         let now = Instant::now();
         self.sweep(now);
-        match self.pins.entry(key.to_owned()) {
-            MapEntry::Occupied(e) if e.get().expires > now => e.get().pin.clone(),
-            MapEntry::Occupied(mut e) => {
-                let token = self.enqueue(key, now + ttl);
-                e.insert(Entry {
-                    pin: pin.clone(),
-                    expires: now + ttl,
-                    token,
-                });
-                pin.clone()
-            }
-            MapEntry::Vacant(e) => {
-                let token = self.enqueue(key, now + ttl);
-                e.insert(Entry {
-                    pin: pin.clone(),
-                    expires: now + ttl,
-                    token,
-                });
-                pin.clone()
-            }
+        let entry = self.pins.entry(key.to_owned());
+        if let MapEntry::Occupied(e) = &entry
+            && e.get().expires > now
+        {
+            return e.get().pin.clone();
+        }
+        // No pin, or an expired one: this one takes its place.
+        entry.insert(self.fresh(key, pin, now + ttl));
+        pin.clone()
+    }
+
+    /// A new entry for `key`, queued for expiry at `expires`.
+    fn fresh(&self, key: &str, pin: &Pin, expires: Instant) -> Entry {
+        Entry {
+            pin: pin.clone(),
+            expires,
+            token: self.enqueue(key, expires),
         }
     }
 
@@ -126,12 +123,7 @@ impl MemoryStore {
                 new.clone()
             }
             MapEntry::Vacant(e) => {
-                let token = self.enqueue(key, now + ttl);
-                e.insert(Entry {
-                    pin: new.clone(),
-                    expires: now + ttl,
-                    token,
-                });
+                e.insert(self.fresh(key, new, now + ttl));
                 new.clone()
             }
         }

@@ -2375,6 +2375,41 @@ pub fn pattern_stream(size: u64) -> impl Stream<Item = Bytes> + Send + 'static {
     full.chain(futures_util::stream::iter(tail))
 }
 
+/// The SHA-256 (lower-case hex) of `size` pattern bytes, as [`pattern_stream`] sends them.
+pub fn pattern_sha256(size: u64) -> String {
+    let period: Vec<u8> = (0..PATTERN_PERIOD).map(pattern_byte).collect();
+    let mut hasher = Sha256::new();
+    let mut left = size;
+    // Whole periods, in blocks of many periods for speed.
+    let block: Vec<u8> = period
+        .iter()
+        .copied()
+        .cycle()
+        .take(period.len() * 4096)
+        .collect();
+    while left >= block.len() as u64 {
+        hasher.update(&block);
+        left -= block.len() as u64;
+    }
+    hasher.update(&block[..usize::try_from(left).expect("fits")]);
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Asserts that `reply` is a 2xx; the message names `what` and shows what came back.
+pub fn assert_ok(reply: &WopiReply, what: &str) {
+    assert!(
+        reply.status.is_success(),
+        "{what}: {} {:?} {}",
+        reply.status,
+        reply.error,
+        String::from_utf8_lossy(&reply.body)
+    );
+}
+
 /// Exactly `size` bytes: `<?xml ...?><wopi-discovery>`, `<!-- padding -->` lines, spaces to
 /// make up the size, `</wopi-discovery>`. One 64 KiB buffer is reused (cloning `Bytes` only
 /// bumps a reference count), so memory use does not grow with `size`. Sizes smaller than
