@@ -1,11 +1,15 @@
 //! The life of a request, read top to bottom in [`Proxy::handle`].
 //!
 //! Phases, each in its own file:
-//! 1. [`classify`]: what is this request for (method, path, query, upgrade; no I/O, no allocation);
+//! 1. [`classify`]: what is this request for (method, path below any [`service_root`],
+//!    query, upgrade; no I/O, no allocation);
 //! 2. [`route`]: which suite and node (rules, organisation, rendezvous hash of the document);
-//! 3. [`rewrite`]: the node's URI, `Host`, forwarding headers; back: redirects onto `public_url`.
-//!    Opens also go through [`translate`]: the editor gets officeswitch's `WOPISrc` and a
-//!    minted token instead of the host's;
+//!    an **open** ends here: [`open`] sends the browser on to the suite's own page address
+//!    (307) with officeswitch's `WOPISrc` and a ticket;
+//! 3. [`rewrite`]: the node's URI, `Host`, forwarding headers; back: redirects onto
+//!    `public_url`. The editor page that ticket reaches gets a minted token in its form
+//!    ([`open`]), and Collabora's page admits the organisation's Nextcloud as its parent
+//!    ([`page`]);
 //! 4. [`forward`]: stream to the node and back over the pooled client; upgrades become a
 //!    [`tunnel`].
 //!
@@ -22,8 +26,11 @@ pub mod answer;
 pub mod callback;
 pub mod classify;
 pub mod forward;
+pub mod open;
+pub mod page;
 pub mod rewrite;
 pub mod route;
+pub mod service_root;
 pub mod translate;
 pub mod tunnel;
 
@@ -33,11 +40,11 @@ use std::sync::atomic::AtomicUsize;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::config::{Config, PoolConfig, UpstreamConfig, WopiConfig};
+use crate::config::{Config, PoolConfig, SuiteKind, UpstreamConfig, WopiConfig};
 use crate::discovery::DiscoveryService;
 use crate::discovery::service::Catalog;
 use crate::rules::RuleSet;
@@ -46,16 +53,26 @@ use crate::server::drain::Drain;
 use crate::sticky::pins::Stickiness;
 use crate::upstream::{UpstreamBody, UpstreamClient};
 use crate::wopi::proof::Signer;
-use crate::wopi::token::{self, FileId, Grant, GrantKind, TokenKeys};
+use crate::wopi::token::TokenKeys;
+use crate::wopi::wopi_src;
 use access_log::{AccessLog, LoggedBody};
 use answer::{Answer, ProxyBody};
 use callback::{AdmitContext, HostBody};
-use classify::{Class, WopiCall};
+use classify::{Class, Traffic, WopiCall, query_param};
+use open::OpenContext;
 use route::{OrgTags, RouteContext, Target};
+use service_root::ServiceRoots;
 
-/// Largest open form accepted (richdocuments' is a token, a TTL and a few theme
-/// settings: about 2 KiB).
-const MAX_OPEN_FORM: usize = 64 * 1024;
+/// What an editor page request needs beyond forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PagePhase {
+    /// Not an editor page.
+    None,
+    /// An editor page of this suite, reloaded or fetched without a form to translate.
+    Page(SuiteKind),
+    /// Step 2 of an open: the form's host token becomes a minted one ([`open`]).
+    Open(SuiteKind),
+}
 
 /// Handles every request that reaches officeswitch.
 pub struct Proxy {
@@ -82,6 +99,8 @@ pub struct Proxy {
     sticky: Arc<Stickiness>,
     /// The stop timeline: readiness and tunnels follow it.
     drain: Arc<Drain>,
+    /// Path prefixes of nodes below a path (Collabora's `net.service_root`).
+    service_roots: ServiceRoots,
 }
 
 /// Rules, discoveries and organisation tags in force when a request started; it keeps
@@ -127,6 +146,7 @@ impl Proxy {
             wopi: config.wopi.clone(),
             sticky,
             drain,
+            service_roots: ServiceRoots::of(&config.pools),
         }
     }
 
@@ -137,31 +157,29 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Response<ProxyBody> {
         let upgrade = is_upgrade(&request);
-        let (method, path, query) = (
-            request.method(),
-            request.uri().path(),
-            request.uri().query(),
-        );
-        let class = classify::classify(method, path, query, upgrade);
-        let mut log = AccessLog::new(method, path, class.as_str(), class.is_probe());
-        if let Class::Wopi(call) = class {
-            // Owned, so that the request can move on.
-            let file_id = call.file_id.to_string();
-            let call = WopiCall {
-                file_id: &file_id,
-                endpoint: call.endpoint,
-            };
-            return self.wopi(request, &call, log).await;
-        }
-        let routed = match &class {
-            Class::Open => Some(self.route_open(path, query).await),
-            Class::Editor(editor) => Some(self.route_editor(editor, path, query).await),
-            _ => None,
+        let uri = request.uri().clone();
+        let method = request.method().clone();
+        let (path, query) = (self.service_roots.strip(uri.path()), uri.query());
+        let class = classify::classify(&method, path, query, upgrade);
+        let mut log = AccessLog::new(&method, uri.path(), class.as_str(), class.is_probe());
+        let editor = match class {
+            Class::Wopi(call) => return self.wopi(request, &call, log).await,
+            Class::Open => return self.open(request, path, query, log).await,
+            Class::Editor(editor) => editor,
+            other => {
+                let answer = self.answer(&other).await;
+                log.answer(&answer);
+                return logged(answer.into_response(), log);
+            }
         };
-        let answer = match routed {
-            Some(Ok(target)) => {
+        let page = self.page_phase(&editor, &method, query);
+        let answer = match self.route_editor(&editor, path, query).await {
+            Ok(target) => {
                 log.target(&target, &self.pools);
-                match self.forward(request, &target, peer, upgrade, log).await {
+                match self
+                    .forward(request, &target, path, peer, upgrade, page, log)
+                    .await
+                {
                     Ok(response) => return response,
                     Err((answer, returned_log)) => {
                         log = returned_log;
@@ -169,11 +187,69 @@ impl Proxy {
                     }
                 }
             }
-            Some(Err(answer)) => answer,
-            None => self.answer(&class).await,
+            Err(answer) => answer,
         };
         log.answer(&answer);
         logged(answer.into_response(), log)
+    }
+
+    /// Step 1 of an open: route it, read its form, send the browser on to the suite's page.
+    async fn open(
+        &self,
+        request: Request<Incoming>,
+        path: &str,
+        query: Option<&str>,
+        mut log: AccessLog,
+    ) -> Response<ProxyBody> {
+        let answer = match self.route_open(path, query).await {
+            Ok(target) => {
+                log.target(&target, &self.pools);
+                match open::read_form(request.into_body()).await {
+                    Ok(form) => {
+                        crate::metrics::global()
+                            .request_bytes(Class::Open.as_str())
+                            .inc_by(form.len() as u64);
+                        open::redirect(&target, query, &form, &self.open_context())
+                            .unwrap_or_else(|refused| refused)
+                    }
+                    Err(answer) => answer,
+                }
+            }
+            Err(answer) => answer,
+        };
+        log.answer(&answer);
+        logged(answer.into_response(), log)
+    }
+
+    /// What an editor page request needs: step 2 of an open when it is a POST naming
+    /// officeswitch's `WOPISrc` (only tickets make those), else the page rewrite only.
+    fn page_phase(
+        &self,
+        editor: &classify::EditorRequest<'_>,
+        method: &Method,
+        query: Option<&str>,
+    ) -> PagePhase {
+        if editor.kind != Traffic::Page {
+            return PagePhase::None;
+        }
+        let own = query
+            .and_then(|q| query_param(q, "WOPISrc"))
+            .is_some_and(|raw| wopi_src::own_file_id(raw, &self.files_base).is_some());
+        if own && *method == Method::POST {
+            PagePhase::Open(editor.suite)
+        } else {
+            PagePhase::Page(editor.suite)
+        }
+    }
+
+    /// Keys and limits of opens.
+    fn open_context(&self) -> OpenContext<'_> {
+        OpenContext {
+            tokens: &self.tokens,
+            public_url: self.public.url(),
+            files_base: &self.files_base,
+            max_token_ttl: self.wopi.max_token_ttl,
+        }
     }
 
     /// The rules and discoveries in force now.
@@ -355,56 +431,26 @@ impl Proxy {
         Ok(Response::from_parts(parts, full(body)))
     }
 
-    /// The open request with the editor's view of the document: officeswitch's `WOPISrc`
-    /// in the query and a minted token in the form (read whole: it is a few hundred bytes).
-    async fn translate_open(
+    /// Step 2 of an open: the editor page's form with a minted token, its query without
+    /// the ticket (read whole: the form is a few hundred bytes).
+    async fn open_page(
         &self,
         request: Request<Incoming>,
         target: &Target,
-        file: FileId,
-        host_wopi_src: &str,
     ) -> Result<Request<UpstreamBody>, Answer> {
+        let file = target
+            .file
+            .ok_or(Answer::BadRequest("the editor page names no document"))?;
         let (mut parts, body) = request.into_parts();
-        let form = Limited::new(body, MAX_OPEN_FORM)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    Answer::FormTooLarge
-                } else {
-                    Answer::BadRequest("the open form broke off")
-                }
-            })?
-            .to_bytes();
+        let form = open::read_form(body).await?;
         // Read whole (it is small), then passed on rewritten: count what the client sent.
         crate::metrics::global()
-            .request_bytes(Class::Open.as_str())
+            .request_bytes(Traffic::Page.as_str())
             .inc_by(form.len() as u64);
-        let (host_token, host_ttl) = translate::form_token(&form)?;
-        let expiry = translate::expiry(
-            host_ttl.as_deref(),
-            token::unix_now(),
-            self.wopi.max_token_ttl,
-        )?;
-        let grant = Grant {
-            kind: GrantKind::File,
-            file_id: file.as_str().to_string(),
-            org: target.org.as_deref().unwrap_or_default().to_string(),
-            pool: target.pool_in(&self.pools).name.clone(),
-            url: host_wopi_src.to_string(),
-            host_token,
-            expires_at: expiry.expires_at,
-        };
-        let token = self
-            .tokens
-            .mint(&grant)
-            .map_err(|e| Answer::BadGateway(format!("cannot mint a token: {e}")))?;
-        let wopi_src = format!("{}{}", self.files_base, file.as_str());
-        let query = translate::open_query(parts.uri.query().unwrap_or_default(), &wopi_src);
-        parts.uri = format!("{}?{query}", parts.uri.path())
-            .parse()
-            .map_err(|_| Answer::BadRequest("the open URL cannot be rewritten"))?;
-        let form = translate::open_form(&form, &token, &expiry.ttl_field);
+        let pool = &target.pool_in(&self.pools).name;
+        let (uri, form) =
+            open::page_form(&parts.uri, &form, target, file, pool, &self.open_context())?;
+        parts.uri = uri;
         parts.headers.remove(header::TRANSFER_ENCODING);
         parts
             .headers
@@ -417,35 +463,47 @@ impl Proxy {
         ))
     }
 
+    /// The Nextcloud origins of the organisation a Collabora page is for.
+    fn framing_origins(&self, target: &Target) -> Option<Vec<String>> {
+        let org = target.org.as_deref()?;
+        let rules = self.rules.current();
+        Some(rules.organisation_named(org)?.origins().to_vec())
+    }
+
     /// Rewrites, forwards and streams back; an upgrade becomes a tunnel. On failure the
     /// access line comes back with the answer to send.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         mut request: Request<Incoming>,
         target: &Target,
+        local_path: &str,
         peer: SocketAddr,
         upgrade: bool,
+        page: PagePhase,
         mut log: AccessLog,
     ) -> Result<Response<ProxyBody>, (Answer, AccessLog)> {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        let request = match (&target.host_wopi_src, target.file) {
-            (Some(host_wopi_src), Some(file)) => match self
-                .translate_open(request, target, file, host_wopi_src)
-                .await
-            {
+        if page == PagePhase::Page(SuiteKind::Collabora) || page == PagePhase::Open(SuiteKind::Collabora) {
+            // The page is rewritten below: ask for it uncompressed.
+            request.headers_mut().remove(header::ACCEPT_ENCODING);
+        }
+        let request = match page {
+            PagePhase::Open(_) => match self.open_page(request, target).await {
                 Ok(r) => r,
                 Err(answer) => return Err((answer, log)),
             },
-            _ => {
+            PagePhase::None | PagePhase::Page(_) => {
                 let class = log.class();
                 request.map(|body| forward::upstream_body(body, class))
             }
         };
         let node = target.node_in(&self.pools);
-        let request = match rewrite::request(request, target, node, &self.public, peer, upgrade) {
-            Ok(r) => r,
-            Err(answer) => return Err((answer, log)),
-        };
+        let request =
+            match rewrite::request(request, local_path, node, &self.public, peer, upgrade) {
+                Ok(r) => r,
+                Err(answer) => return Err((answer, log)),
+            };
         let health = self.sticky.health();
         let response =
             match forward::send(&self.client, request, self.upstream.first_byte_timeout).await {
@@ -465,6 +523,19 @@ impl Proxy {
         }
         let mut response = rewrite::response(response, node, &self.public);
         log.status(response.status().as_u16());
+        let collabora_page = matches!(
+            page,
+            PagePhase::Page(SuiteKind::Collabora) | PagePhase::Open(SuiteKind::Collabora)
+        );
+        if collabora_page
+            && response.status() == StatusCode::OK
+            && let Some(origins) = self.framing_origins(target)
+        {
+            return match page::admit_framing(response, &origins).await {
+                Ok(response) => Ok(logged(response, log)),
+                Err(answer) => Err((answer, log)),
+            };
+        }
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {

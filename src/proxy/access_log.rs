@@ -2,8 +2,9 @@
 //!
 //! A streamed body or a WebSocket tunnel ends long after the handler returns, so the line
 //! travels with the body ([`LoggedBody`]) or the tunnel and is written at the end, with
-//! the bytes actually sent and the true duration. Only the path is logged: WOPI puts
-//! access tokens in query strings.
+//! the bytes actually sent and the true duration. Only the path is logged, since WOPI puts
+//! access tokens in query strings, and even the path is scrubbed ([`loggable_path`]):
+//! Collabora's WebSocket and download paths embed the document URL with its token.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -42,7 +43,7 @@ impl AccessLog {
     pub fn new(method: &Method, path: &str, class: &'static str, probe: bool) -> AccessLog {
         AccessLog {
             method: method.clone(),
-            path: path.to_string(),
+            path: loggable_path(path),
             class,
             probe,
             org: None,
@@ -120,7 +121,7 @@ impl AccessLog {
         let pool = self.pool.as_deref().unwrap_or("-");
         let node = self.node.as_deref().unwrap_or("-");
         let reason = self.reason.as_deref().or(error).unwrap_or("");
-        if error.is_some() || matches!(self.fault, Fault::Editor | Fault::Host) {
+        if error.is_some() || matches!(self.fault, Fault::Editor | Fault::Host | Fault::Internal) {
             warn!(
                 method,
                 path,
@@ -166,6 +167,32 @@ impl AccessLog {
         };
         crate::metrics::global().request(class, pool, node, status, bytes, took);
     }
+}
+
+/// `path` with every secret a path can carry cut out: in an encoded URL segment (Collabora's
+/// `/cool/<enc(WOPISrc?access_token=...)>/ws`) everything from its encoded `?` on; a hexified
+/// segment (`/cool/0x<hex>/...`, which encodes the same) entirely. Anything else, including
+/// non-UTF-8-looking percent escapes, stays as it is.
+pub fn loggable_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let query_at = segment
+            .as_bytes()
+            .windows(3)
+            .position(|w| w[0] == b'%' && w[1] == b'3' && w[2].eq_ignore_ascii_case(&b'f'));
+        if let Some(at) = query_at {
+            out.push_str(&segment[..at]);
+            out.push_str("%3F[redacted]");
+        } else if segment.len() > 2 && segment.starts_with("0x") {
+            out.push_str("0x[redacted]");
+        } else {
+            out.push_str(segment);
+        }
+    }
+    out
 }
 
 /// A response body that counts what it sends and writes the access line when it ends
@@ -240,5 +267,24 @@ impl<B: Body> Drop for LoggedBody<B> {
         let error = (!self.inner.is_end_stream() && !head)
             .then_some("client went away before the body ended");
         self.finish(error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn paths_lose_the_tokens_they_embed() {
+        let ws = "/cool/https%3A%2F%2Foffice%2Fwopi%2Ffiles%2FabcD%3Faccess_token%3DeyJ.secret.sig%26access_token_ttl%3D0/ws";
+        assert_eq!(
+            loggable_path(ws),
+            "/cool/https%3A%2F%2Foffice%2Fwopi%2Ffiles%2FabcD%3F[redacted]/ws"
+        );
+        let hex = "/cool/0x68747470733a2f2f6f66666963652f3f746f6b656e3d73/ws";
+        assert_eq!(loggable_path(hex), "/cool/0x[redacted]/ws");
+        for plain in ["/browser/abc/cool.html", "/9.2.1-abc/doc/1/c/", "/", "/cool/0x"] {
+            assert_eq!(loggable_path(plain), plain);
+        }
     }
 }

@@ -25,6 +25,8 @@ pub enum Fault {
     Editor,
     /// The WOPI host (Nextcloud) failed.
     Host,
+    /// officeswitch itself failed (minting a token): blamed on neither side.
+    Internal,
 }
 
 impl Fault {
@@ -35,6 +37,7 @@ impl Fault {
             Fault::Client => "client",
             Fault::Editor => "editor",
             Fault::Host => "host",
+            Fault::Internal => "internal",
         }
     }
 }
@@ -44,6 +47,13 @@ impl Fault {
 pub enum Answer {
     /// The merged discovery XML.
     Discovery(Bytes),
+    /// Step 1 of an open: `307` to the suite's own editor page on officeswitch's origin,
+    /// which the browser re-POSTs the form to ([`super::open`]).
+    EditorPage(String),
+    /// The open ticket of an editor page is missing, forged, expired or for another file.
+    BadTicket(&'static str),
+    /// officeswitch could not do its own part (mint a token): why.
+    Internal(String),
     /// The merged capabilities JSON.
     Capabilities(Bytes),
     /// `/healthz`: the process is alive.
@@ -99,6 +109,9 @@ impl Answer {
             Answer::Discovery(_) | Answer::Capabilities(_) | Answer::Alive | Answer::Ready(_) => {
                 StatusCode::OK
             }
+            Answer::EditorPage(_) => StatusCode::TEMPORARY_REDIRECT,
+            Answer::BadTicket(_) => StatusCode::BAD_REQUEST,
+            Answer::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Answer::NotReady(_)
             | Answer::NothingToServe(_)
             | Answer::NoNode(_)
@@ -123,6 +136,7 @@ impl Answer {
     pub fn fault(&self) -> Fault {
         match self {
             Answer::Discovery(_)
+            | Answer::EditorPage(_)
             | Answer::Capabilities(_)
             | Answer::Alive
             | Answer::Ready(_)
@@ -137,7 +151,9 @@ impl Answer {
             | Answer::HostNotAllowed(_)
             | Answer::BadProof(_)
             | Answer::FormTooLarge
+            | Answer::BadTicket(_)
             | Answer::NoAction(_) => Fault::Client,
+            Answer::Internal(_) => Fault::Internal,
             Answer::HostFailed(_) | Answer::HostTimeout => Fault::Host,
             Answer::NothingToServe(_)
             | Answer::NoNode(_)
@@ -151,6 +167,8 @@ impl Answer {
     pub fn reason(&self) -> Option<String> {
         match self {
             Answer::BadRequest(why) => Some((*why).to_string()),
+            Answer::BadTicket(why) => Some(format!("open ticket refused: {why}")),
+            Answer::Internal(why) => Some(why.clone()),
             Answer::BadWopiSrc(why) => Some(format!("bad WOPISrc: {why}")),
             Answer::UnknownOrigin(origin) => Some(format!("no organisation owns {origin}")),
             Answer::UnknownFile => Some("the file id names no organisation".into()),
@@ -175,6 +193,13 @@ impl Answer {
         let text = |s: String| ("text/plain; charset=utf-8", Bytes::from(s));
         let (content_type, body): (&'static str, Bytes) = match self {
             Answer::Discovery(xml) => ("text/xml; charset=utf-8", xml),
+            Answer::EditorPage(ref location) => {
+                return redirect(location);
+            }
+            Answer::BadTicket(why) => text(format!(
+                "this editor page cannot be opened ({why}): open the document again from Nextcloud\n"
+            )),
+            Answer::Internal(_) => text("officeswitch failed; see its log\n".into()),
             Answer::Capabilities(json) => ("application/json", json),
             Answer::Alive => text("alive\n".into()),
             Answer::Ready(lines) => text(status_text("ready", lines)),
@@ -212,6 +237,24 @@ impl Answer {
         }
         response
     }
+}
+
+/// A `307` to `location`: the browser repeats the POST, form and all, there.
+fn redirect(location: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
+    *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    let headers = response.headers_mut();
+    // Built from public_url, a node's urlsrc path and encoded query values: header text.
+    if let Ok(value) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, value);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The ticket in the page address is nobody else's business.
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 /// `head` then one line per entry.

@@ -80,8 +80,12 @@ pub fn admit<B>(
         .tokens
         .check(&raw_token, call.file_id, unix_now())
         .map_err(|e| refused("token", e.reason(), Answer::BadToken(e.reason())))?;
-    let link = call.endpoint == WopiEndpoint::Link;
-    if link != (grant.kind == GrantKind::Link) {
+    // An open ticket opens nothing; a link token only its link; a file token only its file.
+    let wanted = match call.endpoint {
+        WopiEndpoint::Link => GrantKind::Link,
+        WopiEndpoint::File | WopiEndpoint::Contents => GrantKind::File,
+    };
+    if grant.kind != wanted {
         return Err(refused(
             "token",
             "wrong_kind",

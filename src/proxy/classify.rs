@@ -221,6 +221,9 @@ pub fn classify<'a>(
     }
     let takes = match (found.kind, found.suite) {
         (Traffic::Page, SuiteKind::OnlyOffice) => method == Method::POST,
+        // Nextcloud sends Smart Picker link targets and thumbnails as PUT; coolwsd takes
+        // any method there.
+        (Traffic::Stateless, SuiteKind::Collabora) if method == Method::PUT => true,
         (Traffic::Page, SuiteKind::Collabora) | (Traffic::Document | Traffic::Stateless, _) => {
             method == Method::GET || method == Method::HEAD || method == Method::POST
         }
@@ -326,6 +329,24 @@ fn editor_path(path: &str, is_upgrade: bool) -> Option<Found<'_>> {
         // OnlyOffice.
         ("hosting", Some(rest)) if plain() => onlyoffice_hosting(rest),
         (_, _) if !plain() => None,
+        // ONLYOFFICE's nginx forwards any `/<ver>/<path>` as `/<path>`, and sdkjs builds its
+        // dynamic URLs (socket, downloads, uploads, themes) below the versioned editor
+        // directory: every path of its space may carry the version segment.
+        (version, Some(rest)) if is_onlyoffice_version(version) => {
+            let (first, rest) = split_segment(rest);
+            onlyoffice_space(first, rest, is_upgrade).map(|found| Found {
+                version: Some(version),
+                ..found
+            })
+        }
+        (first, rest) => onlyoffice_space(first, rest, is_upgrade),
+    }
+}
+
+/// ONLYOFFICE's URL space below its optional version segment (`first` is the first
+/// segment, `rest` what follows its slash).
+fn onlyoffice_space<'a>(first: &str, rest: Option<&str>, is_upgrade: bool) -> Option<Found<'a>> {
+    match (first, rest) {
         ("web-apps" | "sdkjs" | "sdkjs-plugins" | "fonts" | "dictionaries", Some(rest))
             if !rest.is_empty() =>
         {
@@ -339,31 +360,20 @@ fn editor_path(path: &str, is_upgrade: bool) -> Option<Found<'_>> {
         } else {
             Traffic::Document
         }),
-        ("cache", Some(rest)) if rest.starts_with("files/") => Found::onlyoffice(Traffic::Document),
+        ("cache" | "storage-cache", Some(rest)) if rest.starts_with("files/") => {
+            Found::onlyoffice(Traffic::Document)
+        }
         ("downloadas" | "upload" | "savefile" | "printfile" | "downloadfile", Some(rest))
             if !rest.is_empty() =>
         {
             Found::onlyoffice(Traffic::Document)
         }
         ("coauthoring", Some("CommandService.ashx")) => Found::onlyoffice(Traffic::Document),
-        ("ConvertService.ashx" | "converter" | "docbuilder" | "healthcheck", None) => {
+        ("ConvertService.ashx" | "converter" | "docbuilder" | "healthcheck" | "ai-proxy", None) => {
             Found::onlyoffice(Traffic::Stateless)
         }
-        (version, Some(rest)) if is_onlyoffice_version(version) => {
-            let (dir, below) = split_segment(rest);
-            let asset = match (dir, below) {
-                (
-                    "web-apps" | "sdkjs" | "sdkjs-plugins" | "fonts" | "dictionaries",
-                    Some(below),
-                ) => !below.is_empty(),
-                ("document_editor_service_worker.js", None) => true,
-                _ => false,
-            };
-            asset.then_some(Found {
-                suite: SuiteKind::OnlyOffice,
-                kind: Traffic::Asset,
-                version: Some(version),
-            })
+        ("meta" | "ai-proxy", Some(rest)) if !rest.is_empty() => {
+            Found::onlyoffice(Traffic::Stateless)
         }
         _ => None,
     }
@@ -375,11 +385,22 @@ fn collabora_static(rest: &str) -> Option<Found<'_>> {
     let (version, below) = split_segment(rest);
     let below = below.filter(|b| !b.is_empty())?;
     let (dir, _) = split_segment(below);
-    if decodes_to_ignore_case(dir, "admin") {
-        return None;
-    }
     let kind = match below {
         "cool.html" | "loleaflet.html" => Traffic::Page,
+        // The one admin page richdocuments frames: per-user and shared settings
+        // (discovery app `Settings`); the admin console stays closed.
+        "admin/adminIntegratorSettings.html" => Traffic::Page,
+        _ if decodes_to_ignore_case(dir, "admin") => return None,
+        // The settings page's XHRs (coolwsd's FileServer takes them as POSTs).
+        "upload-settings"
+        | "fetch-settings-config"
+        | "fetch-settings-file"
+        | "delete-settings-config"
+        | "fetch-models"
+            if version == "dist" =>
+        {
+            Traffic::Stateless
+        }
         _ => Traffic::Asset,
     };
     Some(Found {
@@ -529,7 +550,8 @@ fn is_onlyoffice_version(s: &str) -> bool {
 }
 
 /// The WOPISrc path segment of `/cool/<WOPISrc>/...`: URI-encoded `http(s)://...`, or the
-/// "hexified" `0x<hex>` form coolwsd decodes itself.
+/// "hexified" `0x<hex>` form coolwsd decodes itself, which must decode to the same (so a
+/// hexified admin path such as `0x<hex of getMetrics>` is not a document).
 fn is_encoded_wopi_src(s: &str) -> bool {
     let starts = |prefix: &str| {
         s.get(..prefix.len())
@@ -538,8 +560,50 @@ fn is_encoded_wopi_src(s: &str) -> bool {
     if starts("http%3a") || starts("https%3a") {
         return true;
     }
-    s.strip_prefix("0x")
-        .is_some_and(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    s.strip_prefix("0x").is_some_and(|hex| {
+        hex.len() % 2 == 0
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            && (hex_starts_with(hex, b"http%3a%2f%2f") || hex_starts_with(hex, b"https%3a%2f%2f"))
+    })
+}
+
+/// Whether the bytes `hex` encodes start with `prefix` (ASCII case-insensitive).
+fn hex_starts_with(hex: &str, prefix: &[u8]) -> bool {
+    let mut decoded = HexBytes(hex.as_bytes());
+    prefix
+        .iter()
+        .all(|p| decoded.next().is_some_and(|b| b.eq_ignore_ascii_case(p)))
+}
+
+/// The bytes a run of hex digit pairs encodes (stops at the first invalid pair).
+struct HexBytes<'a>(&'a [u8]);
+
+impl Iterator for HexBytes<'_> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        let digit = |c: u8| char::from(c).to_digit(16);
+        let (&[hi, lo], rest) = self.0.split_first_chunk::<2>()?;
+        self.0 = rest;
+        Some((digit(hi)? * 16 + digit(lo)?) as u8)
+    }
+}
+
+/// The raw (percent-encoded) `WOPISrc` of a hexified Collabora path
+/// (`/cool/0x<hex>/...`, `hexify_embedded_urls=true`), where the browser sends no query:
+/// the hex decodes to `<enc(WOPISrc?access_token=...)>/ws?WOPISrc=<enc>&compat=`, and the
+/// `WOPISrc` parameter of that text names the document. `None` for any other path.
+pub fn hexified_wopi_src(path: &str) -> Option<String> {
+    let rest = path
+        .strip_prefix("/cool/0x")
+        .or_else(|| path.strip_prefix("/lool/0x"))?;
+    let (hex, _) = split_segment(rest);
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let text = String::from_utf8(HexBytes(hex.as_bytes()).collect()).ok()?;
+    let (_, query) = text.split_once('?')?;
+    query_param(query, "WOPISrc").map(str::to_string)
 }
 
 /// Whether `s` has `%2F` or `%5C` (any case), or a raw `\`.
@@ -660,9 +724,20 @@ mod tests {
 
     #[test]
     fn collabora_websocket_hexified_new_and_legacy_forms() {
-        let hex = "/cool/0x687474703a2f2f6e632f776f70692f66696c65732f31/ws";
-        let r = editor(Method::GET, hex, Some(WOPI), true);
-        assert_eq!((r.kind, r.key), (Traffic::WebSocket, Some(WOPI_VALUE)));
+        // What the page builds with `hexify_embedded_urls`: the hex of
+        // `<enc(WOPISrc?access_token=..)>/ws?WOPISrc=<enc>&compat=`, and no query.
+        let text = format!("{WOPI_VALUE}%3Faccess_token%3Dtok/ws?{WOPI}&compat=");
+        let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
+        let path = format!("/cool/0x{hex}/ws");
+        let r = editor(Method::GET, &path, None, true);
+        assert_eq!((r.suite, r.kind, r.key), (C, Traffic::WebSocket, None));
+        assert_eq!(hexified_wopi_src(&path).as_deref(), Some(WOPI_VALUE));
+        let download = format!("/cool/0x{hex}/download/x");
+        assert_eq!(kind(Method::GET, &download, false), (C, Traffic::Document));
+        // coolwsd hex-decodes any `0x` segment: hex that is no encoded URL (here
+        // `getMetrics`) is no document path.
+        assert_eq!(get("/cool/0x6765744d657472696373/x"), Class::Unknown);
+        assert_eq!(hexified_wopi_src("/cool/0x6765744d657472696373/x"), None);
         // 26.04+: no copy of the WOPISrc in the path.
         let r = editor(Method::GET, "/cool/ws", Some(WOPI), true);
         assert_eq!(
@@ -804,8 +879,13 @@ mod tests {
         }
         assert_eq!(get("/cool/convert-to/pdf/x"), Class::Unknown);
         assert_eq!(get("/cool/convert-to/"), Class::Unknown);
+        // Nextcloud's Smart Picker sends these as PUT (coolwsd takes any method).
+        for path in ["/cool/extract-link-targets", "/cool/get-thumbnail"] {
+            let r = editor(Method::PUT, path, None, false);
+            assert_eq!((r.suite, r.kind), (C, Traffic::Stateless), "{path}");
+        }
         assert_eq!(
-            classify(&Method::PUT, "/cool/convert-to", None, false),
+            classify(&Method::DELETE, "/cool/convert-to", None, false),
             Class::WrongMethod
         );
     }
@@ -925,6 +1005,41 @@ mod tests {
             classify(&Method::POST, "/plugins.json", None, false),
             Class::WrongMethod
         );
+    }
+
+    #[test]
+    fn onlyoffice_dynamic_paths_below_the_version_segment() {
+        // sdkjs builds these from the versioned editor directory (`../../../../<x>`), and
+        // ONLYOFFICE's nginx forwards any `/<ver>/<path>`.
+        let v = "9.2.1-d41d8cd98f";
+        let query = format!("{WOPI}&EIO=4&transport=websocket");
+        let socket = format!("/{v}/doc/4838796985634/c/");
+        let r = editor(Method::GET, &socket, Some(&query), true);
+        assert_eq!((r.suite, r.kind, r.version), (O, Traffic::WebSocket, Some(v)));
+        assert_eq!(r.key, Some(WOPI_VALUE));
+        for (path, traffic) in [
+            ("doc/4838796985634/c/", Traffic::Document),
+            ("downloadas/4838796985634", Traffic::Document),
+            ("upload/4838796985634/u1/1", Traffic::Document),
+            ("savefile/4838796985634", Traffic::Document),
+            ("downloadfile/4838796985634", Traffic::Document),
+            ("cache/files/data/4838796985634/Editor.bin/Editor.bin", Traffic::Document),
+            ("storage-cache/files/data/4838796985634/Editor.bin", Traffic::Document),
+            ("plugins.json", Traffic::Asset),
+            ("themes.json", Traffic::Asset),
+            ("meta/formats", Traffic::Stateless),
+            ("ai-proxy", Traffic::Stateless),
+        ] {
+            for path in [format!("/{v}/{path}"), format!("/{path}")] {
+                let method = if traffic == Traffic::Asset { Method::GET } else { Method::POST };
+                let r = editor(method, &path, None, false);
+                assert_eq!((r.suite, r.kind), (O, traffic), "{path}");
+            }
+        }
+        // The admin endpoints stay closed below a version too.
+        for path in [format!("/{v}/internal/cluster/inactive"), format!("/{v}/info/info.json")] {
+            assert_eq!(get(&path), Class::Unknown, "{path}");
+        }
     }
 
     #[test]

@@ -17,7 +17,6 @@ use url::Url;
 
 use super::answer::Answer;
 use super::classify::query_param;
-use super::route::Target;
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -67,42 +66,38 @@ impl PublicOrigin {
     }
 }
 
-/// Rewrites `request` for `target`. `upgrade` keeps `Connection: upgrade` and `Upgrade`.
+/// Rewrites `request` for `node`: `local_path` (the request's path below any service root,
+/// see [`super::service_root`]) goes below the node's base URL. `upgrade` keeps
+/// `Connection: upgrade` and `Upgrade`.
 ///
 /// # Errors
 /// 502 when the node URL cannot be expressed as a request URI (a configuration problem).
 pub fn request<B>(
     mut request: Request<B>,
-    target: &Target,
+    local_path: &str,
     node: &Url,
     public: &PublicOrigin,
     peer: SocketAddr,
     upgrade: bool,
 ) -> Result<Request<B>, Answer> {
     let query = request.uri().query();
-    let url = match &target.urlsrc {
-        Some(urlsrc) => open_url(urlsrc, query),
-        None => {
-            let path = request.uri().path().trim_start_matches('/');
-            let mut url = String::with_capacity(
-                node.as_str().len() + path.len() + query.map_or(0, |q| q.len() + 1),
-            );
-            url.push_str(node.as_str());
-            url.push_str(path);
-            if let Some(q) = query {
-                url.push('?');
-                url.push_str(q);
-            }
-            url
-        }
-    };
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| Answer::BadGateway(format!("node URL {url} is not a request URI: {e}")))?;
+    let path = local_path.trim_start_matches('/');
+    let mut url =
+        String::with_capacity(node.as_str().len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    url.push_str(node.as_str());
+    url.push_str(path);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    // The query is left out of messages: WOPI and signed cache URLs carry secrets there.
+    let uri: Uri = url.parse().map_err(|e| {
+        Answer::BadGateway(format!("node URL {node}{path} is not a request URI: {e}"))
+    })?;
     let host = uri
         .authority()
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        .ok_or_else(|| Answer::BadGateway(format!("node URL {url} has no host")))?;
+        .ok_or_else(|| Answer::BadGateway(format!("node URL {node} has no host")))?;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
@@ -205,7 +200,7 @@ fn forwarded(headers: &mut HeaderMap, public: &PublicOrigin, peer: SocketAddr) {
 /// The open request's URL on the node: the suite's `urlsrc` with its `<name=PLACEHOLDER&>`
 /// blocks filled from the host's query (`lang`) or dropped, followed by the host's own
 /// query (`WOPISrc=...&lang=...`, which richdocuments appends to every `urlsrc`).
-fn open_url(urlsrc: &str, host_query: Option<&str>) -> String {
+pub(super) fn open_url(urlsrc: &str, host_query: Option<&str>) -> String {
     let (base, template) = urlsrc.split_once('?').unwrap_or((urlsrc, ""));
     let lang = host_query.and_then(|q| query_param(q, "lang"));
     let mut params: Vec<String> = Vec::new();

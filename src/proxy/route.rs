@@ -28,7 +28,7 @@ use percent_encoding::percent_decode_str;
 use url::Url;
 
 use super::answer::Answer;
-use super::classify::{EditorRequest, Traffic, query_param};
+use super::classify::{self, EditorRequest, Traffic, query_param};
 use crate::config::{PoolConfig, SuiteKind};
 use crate::discovery::document::{Action, Discovery};
 use crate::discovery::open_url::{FileFormat, OpenUrl};
@@ -159,7 +159,7 @@ impl RouteContext<'_> {
             ));
         }
         let (org, file_id) = self
-            .document(query)?
+            .document(Some(raw))?
             .ok_or(Answer::BadRequest("the open request has no WOPISrc"))?;
         let (pool, ext) = self.pool_for_format(org, &open.format)?;
         Ok(OpenPlan {
@@ -255,7 +255,19 @@ impl RouteContext<'_> {
             .ok_or(Answer::NotFound)?;
         let no_node = || Answer::NoNode(pool.name.clone());
         let mut file = None;
-        let (node, org) = if let Some((org, file_id)) = self.document(query)? {
+        // `hexify_embedded_urls`: the WOPISrc is only inside the hex path segment.
+        let hexified = match (request.suite, request.key) {
+            (SuiteKind::Collabora, None) => classify::hexified_wopi_src(path),
+            _ => None,
+        };
+        let raw = query
+            .and_then(|q| query_param(q, "WOPISrc"))
+            .or(hexified.as_deref());
+        let document = match self.document(raw)? {
+            Some(document) => Some(document),
+            None => request.key.and_then(|key| self.shard_document(key)),
+        };
+        let (node, org) = if let Some((org, file_id)) = document {
             file = FileId::parse(&file_id);
             let nodes = nodes_for(pool, Some(org));
             let i = hrw::pick(file_id.as_bytes(), nodes).ok_or_else(no_node)?;
@@ -266,7 +278,7 @@ impl RouteContext<'_> {
             };
             (node, Some(org.shared_name()))
         } else if let Some(shard) = request.key {
-            // OnlyOffice's non-WOPI shard key: an opaque document key, same hash.
+            // OnlyOffice's shard key outside WOPI: an opaque document key, same hash.
             let i = hrw::pick(shard.as_bytes(), &pool.nodes).ok_or_else(no_node)?;
             (i, None)
         } else {
@@ -289,7 +301,7 @@ impl RouteContext<'_> {
         })
     }
 
-    /// The document a request's `WOPISrc` names: its organisation and file id; `None`
+    /// The document a request's raw `WOPISrc` names: its organisation and file id; `None`
     /// without a `WOPISrc`. officeswitch's own `WOPISrc` (what editors carry) gives its
     /// id without allocating; a host `WOPISrc` (opens) is checked, its organisation found
     /// by origin, and its id derived.
@@ -299,9 +311,9 @@ impl RouteContext<'_> {
     /// no organisation owns.
     fn document<'q>(
         &self,
-        query: Option<&'q str>,
+        raw: Option<&'q str>,
     ) -> Result<Option<(&Organisation, Cow<'q, str>)>, Answer> {
-        let Some(raw) = query.and_then(|q| query_param(q, "WOPISrc")) else {
+        let Some(raw) = raw else {
             return Ok(None);
         };
         if let Some(id) = wopi_src::own_file_id(raw, self.files_base) {
@@ -318,6 +330,20 @@ impl RouteContext<'_> {
         })
         .map_err(|e| Answer::BadWopiSrc(e.to_string()))??;
         Ok(Some((org, Cow::Owned(id))))
+    }
+
+    /// The document an ONLYOFFICE `shardkey` names. Under WOPI its document id is the last
+    /// segment of the `WOPISrc` (officeswitch's file id), or `view.<id>.<version>` for a
+    /// read-only open; cache URLs that carry only `shardkey=` then follow the document's
+    /// pin like those with a `WOPISrc`. `None` for a key that holds no known file id.
+    fn shard_document<'q>(&self, key: &'q str) -> Option<(&Organisation, Cow<'q, str>)> {
+        key.split('.').find_map(|part| {
+            if !token::is_file_id(part) {
+                return None;
+            }
+            let org = self.org_tags.organisation(part)?;
+            Some((org, Cow::Borrowed(part)))
+        })
     }
 
     /// The index of `pool` (one of [`RouteContext::pools`]).

@@ -487,6 +487,7 @@ impl TokenKeys {
         let kind = match claims.k.as_str() {
             "f" => GrantKind::File,
             "l" => GrantKind::Link,
+            "o" => GrantKind::Open,
             _ => return Err(TokenError::Malformed),
         };
         let sealed = URL_SAFE_NO_PAD
@@ -568,6 +569,10 @@ pub enum GrantKind {
     File,
     /// One host URL from a host response: `/wopi/links/{file_id}`.
     Link,
+    /// An open ticket: the host `WOPISrc` an open was admitted for, carried in the
+    /// editor page's address between the two steps of an open ([`crate::proxy::open`]).
+    /// It holds no host token (the re-posted form brings that) and opens no endpoint.
+    Open,
 }
 
 impl GrantKind {
@@ -575,6 +580,7 @@ impl GrantKind {
         match self {
             GrantKind::File => "f",
             GrantKind::Link => "l",
+            GrantKind::Open => "o",
         }
     }
 }

@@ -72,8 +72,27 @@ pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: &[u
     }
 }
 
-/// POSTs an `application/x-www-form-urlencoded` form, as a browser submits the open form.
+/// POSTs an `application/x-www-form-urlencoded` form, as a browser submits the open form:
+/// a `307`/`308` (officeswitch's step to the editor page) is followed with the same form,
+/// as browsers do; the final reply is returned. [`post_form_once`] stops at the first.
 pub async fn post_form(url: &str, form: &str) -> Reply {
+    let first = post_form_once(url, form).await;
+    if !matches!(first.status.as_u16(), 307 | 308) {
+        return first;
+    }
+    let location = first
+        .headers
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .expect("a redirect names its location");
+    let next = url::Url::parse(url)
+        .and_then(|base| base.join(location))
+        .expect("a usable location");
+    post_form_once(next.as_str(), form).await
+}
+
+/// POSTs an `application/x-www-form-urlencoded` form once, following nothing.
+pub async fn post_form_once(url: &str, form: &str) -> Reply {
     send(
         Method::POST,
         url,
