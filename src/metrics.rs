@@ -135,6 +135,7 @@ pub struct Metrics {
     websockets: Family<NodeLabels, Gauge>,
     websocket_bytes: Family<DirectionLabels, Counter>,
     rejections: Family<ReasonLabel, Counter>,
+    retries: Counter,
     shutting_down: Gauge,
 }
 
@@ -198,6 +199,14 @@ impl Metrics {
             "WOPI calls refused before reaching the host, by check (token, proof, rules) and reason",
             rejections.clone(),
         );
+        let retries = Counter::default();
+        register(
+            &mut registry,
+            "upstream_retries",
+            "Idempotent requests sent again on a fresh connection because a pooled one closed \
+             before any response byte (a node closing kept-alive connections)",
+            retries.clone(),
+        );
         let shutting_down = Gauge::default();
         register(
             &mut registry,
@@ -226,6 +235,7 @@ impl Metrics {
             websockets,
             websocket_bytes,
             rejections,
+            retries,
             shutting_down,
         }
     }
@@ -297,6 +307,11 @@ impl Metrics {
         self.rejections
             .get_or_create(&ReasonLabel { check, reason })
             .inc();
+    }
+
+    /// An idempotent request was sent again after its pooled connection closed unanswered.
+    pub fn upstream_retry(&self) {
+        self.retries.inc();
     }
 
     /// Sets `officeswitch_shutting_down`: 1 from SIGTERM on, while the process drains.

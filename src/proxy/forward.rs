@@ -9,14 +9,19 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body as _, Incoming};
 
 use super::answer::{Answer, BoxError, ProxyBody};
 use crate::upstream::{UpstreamBody, UpstreamClient, error_chain};
 
 /// Sends `request` and waits at most `first_byte` for the node's response head.
+///
+/// A node may close a kept-alive connection right after answering on it without saying so
+/// (coolwsd does after some 404s); a request that meets that connection gets "connection
+/// closed before message completed" with no response byte. An idempotent request without
+/// a body is then sent once more, on a fresh connection: the node never answered it.
 ///
 /// # Errors
 /// 504 when the head does not arrive in time, 502 when the node refuses, resets or
@@ -26,11 +31,50 @@ pub async fn send(
     request: Request<UpstreamBody>,
     first_byte: Duration,
 ) -> Result<Response<Incoming>, Answer> {
-    match tokio::time::timeout(first_byte, client.request(request)).await {
+    let deadline = tokio::time::Instant::now() + first_byte;
+    let again = replayable(&request);
+    let first = tokio::time::timeout_at(deadline, client.request(request)).await;
+    let result = match (first, again) {
+        (Ok(Err(e)), Some(again)) if closed_unanswered(&e) => {
+            crate::metrics::global().upstream_retry();
+            tokio::time::timeout_at(deadline, client.request(again)).await
+        }
+        (first, _) => first,
+    };
+    match result {
         Err(_) => Err(Answer::GatewayTimeout),
         Ok(Err(e)) => Err(Answer::BadGateway(error_chain(&e))),
         Ok(Ok(response)) => Ok(response),
     }
+}
+
+/// A copy of `request` to send again, when it is idempotent and has no body.
+fn replayable(request: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    let idempotent = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if !idempotent || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(Empty::new().map_err(|never| match never {}).boxed());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
+}
+
+/// Whether the exchange failed because a reused connection closed before the response.
+fn closed_unanswered(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(hyper_error) = e.downcast_ref::<hyper::Error>() {
+            return hyper_error.is_incomplete_message();
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// A client request body of a `class` request, as the upstream client sends it, counted

@@ -222,11 +222,16 @@ async fn metrics_appear_and_move_with_traffic() {
         "officeswitch_requests_total{class=\"discovery\",pool=\"\",node=\"\",status=\"200\"}",
         1.0,
     );
-    // Only this test's node has this label value: exactly one open.
+    // Only this test's node has this label value: exactly one open, which sends the
+    // browser on to the editor page (307), which the node serves.
     let opens = format!(
-        "officeswitch_requests_total{{class=\"open\",pool=\"collabora\",node=\"{node}\",status=\"200\"}}"
+        "officeswitch_requests_total{{class=\"open\",pool=\"collabora\",node=\"{node}\",status=\"307\"}}"
     );
     assert_eq!(sample(&after, &opens), Some(1.0), "{after}");
+    let pages = format!(
+        "officeswitch_requests_total{{class=\"page\",pool=\"collabora\",node=\"{node}\",status=\"200\"}}"
+    );
+    assert_eq!(sample(&after, &pages), Some(1.0), "{after}");
     // WOPI calls go to the host, not to a node.
     grew(
         "officeswitch_requests_total{class=\"wopi_file\",pool=\"collabora\",node=\"\",status=\"200\"}",

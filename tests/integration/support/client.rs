@@ -74,7 +74,10 @@ pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: &[u
 
 /// POSTs an `application/x-www-form-urlencoded` form, as a browser submits the open form:
 /// a `307`/`308` (officeswitch's step to the editor page) is followed with the same form,
-/// as browsers do; the final reply is returned. [`post_form_once`] stops at the first.
+/// as browsers do; the final reply is returned. The location's path and query are sent to
+/// the server `url` names: tests address instances directly, and fleet tests share one
+/// `public_url` between them (a sticky load balancer would do the same).
+/// [`post_form_once`] stops at the first reply.
 pub async fn post_form(url: &str, form: &str) -> Reply {
     let first = post_form_once(url, form).await;
     if !matches!(first.status.as_u16(), 307 | 308) {
@@ -85,9 +88,12 @@ pub async fn post_form(url: &str, form: &str) -> Reply {
         .get(http::header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .expect("a redirect names its location");
-    let next = url::Url::parse(url)
+    let location = url::Url::parse(url)
         .and_then(|base| base.join(location))
         .expect("a usable location");
+    let mut next = url::Url::parse(url).expect("a URL");
+    next.set_path(location.path());
+    next.set_query(location.query());
     post_form_once(next.as_str(), form).await
 }
 
