@@ -21,8 +21,35 @@ use crate::config::UpstreamConfig;
 /// Request body type sent to nodes.
 pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
 
-/// The shared client to editor nodes.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+/// The hyper client under [`UpstreamClient`].
+type HyperClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+
+/// The shared client to editor nodes: one pool of kept-alive connections, plus a client
+/// that never reuses a connection, for the one retry a request gets when a pooled
+/// connection turned out closed (any other pooled connection may be as stale).
+#[derive(Clone)]
+pub struct UpstreamClient {
+    pooled: HyperClient,
+    fresh: HyperClient,
+}
+
+impl UpstreamClient {
+    /// Sends `request` over a pooled connection (or a new one).
+    pub async fn request(
+        &self,
+        request: http::Request<UpstreamBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        self.pooled.request(request).await
+    }
+
+    /// Sends `request` over a new connection, closed after it.
+    pub async fn request_fresh(
+        &self,
+        request: http::Request<UpstreamBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        self.fresh.request(request).await
+    }
+}
 
 /// Why the upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +96,12 @@ pub fn client(config: &UpstreamConfig) -> Result<UpstreamClient, UpstreamError> 
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).build(connector))
+    Ok(UpstreamClient {
+        pooled: Client::builder(TokioExecutor::new()).build(connector.clone()),
+        fresh: Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector),
+    })
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, UpstreamError> {

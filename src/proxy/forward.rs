@@ -21,7 +21,8 @@ use crate::upstream::{UpstreamBody, UpstreamClient, error_chain};
 /// A node may close a kept-alive connection right after answering on it without saying so
 /// (coolwsd does after some 404s); a request that meets that connection gets "connection
 /// closed before message completed" with no response byte. An idempotent request without
-/// a body is then sent once more, on a fresh connection: the node never answered it.
+/// a body is then sent once more, on a new connection (another pooled one may be as
+/// stale): the node never answered it.
 ///
 /// # Errors
 /// 504 when the head does not arrive in time, 502 when the node refuses, resets or
@@ -37,7 +38,7 @@ pub async fn send(
     let result = match (first, again) {
         (Ok(Err(e)), Some(again)) if closed_unanswered(&e) => {
             crate::metrics::global().upstream_retry();
-            tokio::time::timeout_at(deadline, client.request(again)).await
+            tokio::time::timeout_at(deadline, client.request_fresh(again)).await
         }
         (first, _) => first,
     };

@@ -336,3 +336,57 @@ async fn nextcloud_restarting_mid_putfile_fails_the_save_and_the_retry_stores_it
     );
     assert_eq!(nc.version_of("save_1_oc"), Some(2));
 }
+
+/// A node that answers the first request of each connection with a 404 that keeps the
+/// connection alive, then reads the next request and closes without a word, as coolwsd
+/// does after some of its 404s. Returns its base URL.
+async fn node_closing_after_one_answer() -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut seen = Vec::new();
+                // The first request: answered, connection left open.
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found";
+                if socket.write_all(answer).await.is_err() {
+                    return;
+                }
+                // The next request on it: read, then closed unanswered.
+                let _ = socket.read(&mut buf).await;
+            });
+        }
+    });
+    format!("http://{addr}/")
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_node_closed_unanswered_is_retried_not_a_502() {
+    trace_init();
+    let node = node_closing_after_one_answer().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", std::slice::from_ref(&node))
+        .start()
+        .await;
+    // Sequential asset requests from one client reuse officeswitch's pooled connection:
+    // each second request on a connection meets the node's silent close.
+    for i in 0..20 {
+        let path = format!("/browser/0123abcd/images/missing-{i}.svg");
+        let (status, body) = os.get(&path).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "request {i} got {status}, not the node's 404: {body}"
+        );
+    }
+}
