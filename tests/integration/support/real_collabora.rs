@@ -75,7 +75,10 @@ impl Skip {
         };
         let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
         if ci && disabled().is_none() {
-            panic!("{skip}; under CI=true the real editors must be built (.ci/run builds them)");
+            panic!(
+                "{skip}; under CI=true a real-editor test may not skip (.ci/run builds the \
+                 editors; {NO_REAL_EDITORS_ENV}=1 skips them on purpose)"
+            );
         }
         let _ = writeln!(std::io::stderr(), "{skip}");
         skip
