@@ -88,6 +88,32 @@ async fn collabora_nodes_build_urls_from_server_name_and_share_one_proof_key() {
 }
 
 #[tokio::test]
+async fn a_test_that_panics_leaves_no_collabora_process() {
+    let _turn = real_editor_lock().await;
+    let Ok(cool) = RealCollabora::start(1, PUBLIC, &[]).await else {
+        return;
+    };
+    if cool.is_external() {
+        return; // not ours to stop
+    }
+    let pids = cool.pids();
+    assert!(!pids.is_empty(), "no coolwsd process found");
+    let test = tokio::spawn(async move {
+        let _cool = cool;
+        panic!("a failing assertion while the editor runs");
+    });
+    assert!(test.await.expect_err("the task panics").is_panic());
+    let left: Vec<u32> = pids
+        .into_iter()
+        .filter(|p| crate::support::real_collabora::alive(*p))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "coolwsd processes left after a panic: {left:?}"
+    );
+}
+
+#[tokio::test]
 async fn collabora_converts_text_to_pdf() {
     let _turn = real_editor_lock().await;
     let Ok(cool) = RealCollabora::start(1, PUBLIC, &[]).await else {
