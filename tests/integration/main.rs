@@ -51,3 +51,6 @@ mod drain;
 
 /// Faults mid-editing: a node killed under a live WebSocket, Nextcloud restarting mid-save (issue 6).
 mod faults;
+
+/// Real Collabora Online and ONLYOFFICE Docs servers in the test kit start, answer and stop.
+mod real_editors;

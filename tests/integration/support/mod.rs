@@ -11,6 +11,8 @@ pub mod editor;
 pub mod logs;
 pub mod nextcloud;
 pub mod officeswitch;
+pub mod real_collabora;
+pub mod real_onlyoffice;
 pub mod redis;
 pub mod richdocuments;
 

@@ -1,0 +1,216 @@
+//! The real-editor test kit works: real coolwsd nodes and real ONLYOFFICE stacks start,
+//! answer as a pool behind officeswitch needs them to, and stop without leaving a process.
+//!
+//! Each test takes [`real_editor_lock`] first. Without a real editor (no build and the
+//! build fails, or `OFFICESWITCH_NO_REAL_EDITORS=1`) each prints `skipped: no real ...`
+//! and passes.
+
+use std::time::Instant;
+
+use http::{Method, StatusCode};
+
+use crate::support::client;
+use crate::support::real_collabora::{RealCollabora, real_editor_lock};
+use crate::support::real_onlyoffice::RealOnlyOffice;
+
+/// The public `host:port` of the proxy in front, as a hoster writes it in `server_name`.
+const PUBLIC: &str = "office.example.test:8443";
+
+/// Every `urlsrc="..."` of a discovery document.
+fn urlsrcs(discovery: &str) -> Vec<&str> {
+    discovery
+        .split("urlsrc=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect()
+}
+
+/// The `<proof-key .../>` element of a discovery document.
+fn proof_key(discovery: &str) -> &str {
+    let start = discovery.find("<proof-key").expect("a <proof-key> element");
+    let len = discovery[start..].find("/>").expect("<proof-key .../>") + 2;
+    &discovery[start..start + len]
+}
+
+/// GETs `<base>hosting/discovery` with `headers`; panics unless 200.
+async fn discovery(base: &str, headers: &[(&str, &str)]) -> String {
+    let url = format!("{base}hosting/discovery");
+    let reply = client::send(Method::GET, &url, headers, b"").await;
+    assert_eq!(reply.status, StatusCode::OK, "{url}: {}", reply.body);
+    reply.body
+}
+
+#[tokio::test]
+async fn collabora_nodes_build_urls_from_server_name_and_share_one_proof_key() {
+    let _turn = real_editor_lock().await;
+    let Ok(cool) = RealCollabora::start(2, PUBLIC, &[]).await else {
+        return;
+    };
+    let mut keys = Vec::new();
+    for (i, url) in cool.urls().iter().enumerate() {
+        let doc = discovery(url, &[]).await;
+        let srcs = urlsrcs(&doc);
+        assert!(!srcs.is_empty(), "node {i}: no urlsrc in discovery");
+        if let Some(name) = cool.server_name() {
+            // The SERVER_NAME plumb: urls point at the proxy, not at the node's 127.0.0.1:port.
+            // (cool.html under /browser/<hash>/, capabilities under /hosting/).
+            let want = format!("http://{name}/");
+            for src in &srcs {
+                assert!(
+                    src.starts_with(&want),
+                    "node {i}: urlsrc {src}, want {want}..."
+                );
+            }
+        }
+        keys.push(proof_key(&doc).to_string());
+    }
+    assert!(keys[0].contains("value=\""), "{}", keys[0]);
+    assert_eq!(
+        keys[0], keys[1],
+        "the two nodes publish different proof keys"
+    );
+
+    let pids = cool.pids();
+    let started = Instant::now();
+    cool.stop().await;
+    let left: Vec<u32> = pids
+        .into_iter()
+        .filter(|p| crate::support::real_collabora::alive(*p))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "coolwsd processes left after stop: {left:?}"
+    );
+    eprintln!(
+        "2 Collabora nodes stopped in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn a_test_that_panics_leaves_no_collabora_process() {
+    let _turn = real_editor_lock().await;
+    let Ok(cool) = RealCollabora::start(1, PUBLIC, &[]).await else {
+        return;
+    };
+    if cool.is_external() {
+        return; // not ours to stop
+    }
+    let pids = cool.pids();
+    assert!(!pids.is_empty(), "no coolwsd process found");
+    let test = tokio::spawn(async move {
+        let _cool = cool;
+        panic!("a failing assertion while the editor runs");
+    });
+    assert!(test.await.expect_err("the task panics").is_panic());
+    let left: Vec<u32> = pids
+        .into_iter()
+        .filter(|p| crate::support::real_collabora::alive(*p))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "coolwsd processes left after a panic: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn collabora_converts_text_to_pdf() {
+    let _turn = real_editor_lock().await;
+    let Ok(cool) = RealCollabora::start(1, PUBLIC, &[]).await else {
+        return;
+    };
+    // A POST from 127.0.0.1 passes net.post_allow's default list (127\.0\.0\.1 is in it);
+    // coolwsd checks the peer and every X-Forwarded-For hop, so none is sent here.
+    let boundary = "officeswitch-real-editors-boundary";
+    let body = format!(
+        "--{boundary}\r\n\
+         Content-Disposition: form-data; name=\"data\"; filename=\"hello.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\n\
+         Hello from officeswitch's real-editor test kit.\r\n\
+         --{boundary}--\r\n"
+    );
+    let url = format!("{}cool/convert-to/pdf", cool.urls()[0]);
+    let started = Instant::now();
+    let reply = client::send(
+        Method::POST,
+        &url,
+        &[(
+            "content-type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )],
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{url}: {}\n{}",
+        reply.body,
+        cool.log_tail(0, 30)
+    );
+    assert!(
+        reply.body.starts_with("%PDF-"),
+        "not a PDF: {:?}",
+        &reply.body[..reply.body.len().min(200)]
+    );
+    eprintln!(
+        "convert-to pdf took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn onlyoffice_stacks_publish_actions_share_one_proof_key_and_follow_forwarded_host() {
+    let _turn = real_editor_lock().await;
+    let Ok(oo) = RealOnlyOffice::start(2).await else {
+        return;
+    };
+    let mut keys = Vec::new();
+    for (i, url) in oo.urls().iter().enumerate() {
+        let doc = discovery(url, &[]).await;
+        assert!(
+            doc.contains("<action "),
+            "stack {i}: no <action in discovery"
+        );
+        keys.push(proof_key(&doc).to_string());
+
+        // Behind a proxy: the urlsrc host is the proxy's, from X-Forwarded-Host/-Proto.
+        let forwarded = discovery(
+            url,
+            &[("x-forwarded-host", PUBLIC), ("x-forwarded-proto", "https")],
+        )
+        .await;
+        let srcs = urlsrcs(&forwarded);
+        assert!(!srcs.is_empty(), "stack {i}: no urlsrc in discovery");
+        let want = format!("https://{PUBLIC}/hosting/");
+        for src in &srcs {
+            assert!(
+                src.starts_with(&want),
+                "stack {i}: urlsrc {src}, want {want}..."
+            );
+        }
+    }
+    assert!(keys[0].contains("value=\""), "{}", keys[0]);
+    assert_eq!(
+        keys[0], keys[1],
+        "the two stacks publish different proof keys"
+    );
+
+    let pids = oo.pids();
+    let managed = !oo.is_external();
+    assert!(!managed || !pids.is_empty(), "no recorded processes");
+    let started = Instant::now();
+    oo.stop().await;
+    let left: Vec<u32> = pids
+        .into_iter()
+        .filter(|p| crate::support::real_collabora::alive(*p))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "ONLYOFFICE processes left after stop: {left:?}"
+    );
+    eprintln!(
+        "2 ONLYOFFICE stacks stopped in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
