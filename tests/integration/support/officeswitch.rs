@@ -51,6 +51,9 @@ pub struct Builder {
     public_url: Option<String>,
     /// `[drain]` delay and deadline in seconds (tests stop at once unless they test it).
     drain: (u64, u64),
+    /// The port to listen on, when a test must know it before starting (real editors are
+    /// told officeswitch's public address first).
+    port: Option<u16>,
 }
 
 /// A running officeswitch and the files behind it.
@@ -85,6 +88,7 @@ impl OfficeSwitch {
             keys_from: None,
             public_url: None,
             drain: (0, 10),
+            port: None,
         }
     }
 
@@ -234,6 +238,13 @@ impl Builder {
         self
     }
 
+    /// Listens on `port` (a free one the test picked, so real editors can be told
+    /// officeswitch's address before it starts).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
     /// Configures `url` as `public_url` (the load balancer's, shared by a fleet) instead
     /// of this instance's own address.
     pub fn public_url(mut self, url: &str) -> Self {
@@ -355,7 +366,10 @@ impl Builder {
 
     async fn write(self) -> Arc<tempfile::TempDir> {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        let port = free_port().await;
+        let port = match self.port {
+            Some(port) => port,
+            None => free_port().await,
+        };
         let public_url = self
             .public_url
             .clone()

@@ -140,6 +140,15 @@ pub struct RealOnlyOffice {
 }
 
 impl RealOnlyOffice {
+    /// ONLYOFFICE's own blank document of `ext` (`docx`, `xlsx`, `pptx`), from the build's
+    /// `document-templates` (`REAL_ONLYOFFICE_DIR`, default `/var/tmp/real-onlyoffice`).
+    pub fn template(&self, ext: &str) -> std::path::PathBuf {
+        let root = std::env::var_os("REAL_ONLYOFFICE_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from("/var/tmp/real-onlyoffice"));
+        root.join(format!("ds/document-templates/new/en-US/new.{ext}"))
+    }
+
     /// Starts `nodes` stacks, one after the other (each loads 2 cores for 10-20 s), each with
     /// `run.sh` on a free `PORT` and its own `RUN_DIR`, and waits until each one's
     /// discovery lists its actions. Builds first when needed.
