@@ -51,3 +51,6 @@ mod drain;
 
 /// Faults mid-editing: a node killed under a live WebSocket, Nextcloud restarting mid-save (issue 6).
 mod faults;
+
+/// `officeswitch doctor`: every node checked as officeswitch sees it, verdicts and exit codes (issue 11).
+mod doctor;
