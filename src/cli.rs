@@ -1,5 +1,5 @@
-//! Command line: run the server, check a configuration, generate keys, check or make proofs,
-//! list and drain editor nodes.
+//! Command line: run the server, check a configuration, check the editors after set-up,
+//! generate keys, check or make proofs, list and drain editor nodes.
 
 use std::path::PathBuf;
 
@@ -43,6 +43,21 @@ pub enum Command {
     /// Exits 0 on success, 1 when the admin API refuses (status and body printed), 2 when the
     /// admin listener is not configured or cannot be reached.
     Nodes(NodesArgs),
+    /// Check every node of every pool as officeswitch sees it (reachable, discovery, the
+    /// origin it announces, proof keys) and print the allow-lists to set, one line per
+    /// check with its fix.
+    ///
+    /// Exits 1 when a check fails (editing would break), 2 when the settings cannot be
+    /// loaded, else 0 (warnings and todo lines included).
+    Doctor(DoctorArgs),
+}
+
+/// `officeswitch doctor`; implemented by [`crate::doctor::run`].
+#[derive(Debug, Clone, Args)]
+pub struct DoctorArgs {
+    /// Print one JSON object (every verdict, and counts per level) instead of lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `officeswitch keys ...`.

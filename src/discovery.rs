@@ -4,8 +4,10 @@
 //! - [`open_url`]: the `urlsrc` form that brings the open request back to officeswitch;
 //! - [`merge`]: one document from many pools, ownership by rules;
 //! - [`capabilities`]: the `/hosting/capabilities` object;
-//! - [`fetch`], [`last_good`], [`service`]: fetching, keeping and publishing it live.
+//! - [`fetch`], [`last_good`], [`service`]: fetching, keeping and publishing it live;
+//! - [`announced`]: whether a node announces officeswitch's public origin.
 
+pub mod announced;
 pub mod capabilities;
 pub mod document;
 pub mod fetch;
@@ -15,4 +17,4 @@ pub mod open_url;
 pub mod service;
 
 pub use document::{Discovery, ProofKeyPair};
-pub use service::{Catalog, DiscoveryService};
+pub use service::{Catalog, DiscoveryService, NodeMisconfig};

@@ -9,6 +9,7 @@
 //! # Layout
 //! - [`cli`]: command line; [`app`]: startup, listeners and shutdown;
 //! - [`admin`]: the operators' listener (node list, draining) and `officeswitch nodes`;
+//! - [`doctor`]: `officeswitch doctor`, the after-set-up check of every editor node;
 //! - [`config`]: `officeswitch.toml`, read as written then validated;
 //! - [`rules`]: organisations and which pool owns which format, hot-reloaded;
 //! - [`discovery`]: fetch, keep, merge and publish the pools' discoveries and capabilities;
@@ -36,6 +37,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod discovery;
+pub mod doctor;
 pub mod metrics;
 pub mod proxy;
 pub mod rules;

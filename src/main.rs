@@ -8,7 +8,7 @@ use tracing::{error, info};
 use officeswitch::app::{self, App, Listeners, MissingKey};
 use officeswitch::cli::{Cli, Command, KeysCommand};
 use officeswitch::config::Config;
-use officeswitch::{admin, telemetry, wopi};
+use officeswitch::{admin, doctor, telemetry, wopi};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         } => generate_key(&cli.config, out, force),
         Command::Proof { action } => wopi::proof::command::run(&action),
         Command::Nodes(args) => admin::command::run(&cli.config, &args),
+        Command::Doctor(args) => doctor::run(&cli.config, args.json),
     }
 }
 

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode, header};
+use http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use url::Url;
 
@@ -42,8 +42,27 @@ pub async fn get(
     timeout: Duration,
     max_body: usize,
 ) -> Result<Bytes, FetchError> {
+    get_with_headers(client, url, &HeaderMap::new(), timeout, max_body).await
+}
+
+/// [`get`] with extra request headers: discovery fetches carry the forwarding headers the
+/// proxy sends, so an editor that builds URLs from them announces what browsers will see.
+///
+/// # Errors
+/// As [`get`].
+pub async fn get_with_headers(
+    client: &UpstreamClient,
+    url: &Url,
+    headers: &HeaderMap,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<Bytes, FetchError> {
     let exchange = async {
-        let request = Request::get(url.as_str())
+        let mut request = Request::get(url.as_str());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request
             .header(
                 header::USER_AGENT,
                 concat!("officeswitch/", env!("CARGO_PKG_VERSION")),

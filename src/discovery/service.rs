@@ -6,6 +6,11 @@
 //! last good discovery, from memory or from the state dir. The merged document and
 //! capabilities are rendered once per refresh and swapped in atomically, so serving them
 //! costs one pointer load.
+//!
+//! Every fetch carries the forwarding headers the proxy sends, and each node's answer is
+//! checked for the origin it announces ([`announced`](super::announced)): a node that
+//! names another origin than `public_url` is listed in `/readyz` and logged once per
+//! change (not per refresh).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -16,14 +21,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::future::join_all;
+use http::HeaderMap;
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, watch};
 use tracing::{error, info, warn};
 use url::Url;
 
+use super::announced::{self, Misconfig};
 use super::capabilities;
-use super::document::{Discovery, ProofKeyPair};
-use super::fetch;
+use super::document::{Discovery, ParseError, ProofKeyPair};
+use super::fetch::{self, FetchError};
 use super::last_good::{self, SavedPool};
 use super::merge::{self, Merged, PoolDiscovery};
 use crate::config::{Config, DiscoveryConfig, PoolConfig, SuiteKind};
@@ -120,6 +127,20 @@ pub struct Catalog {
     pub discovery_xml: Option<Bytes>,
     /// Merged capabilities rendered as JSON; `None` while no pool has capabilities.
     pub capabilities_json: Option<Bytes>,
+    /// Nodes whose last good discovery announces another origin than `public_url`, in
+    /// settings order: editing breaks for every document they take.
+    pub announced: Vec<NodeMisconfig>,
+}
+
+/// A node that announces the wrong origin ([`announced::announced_origin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeMisconfig {
+    /// Its pool.
+    pub pool: String,
+    /// The node, as configured.
+    pub node: Url,
+    /// What it announced and the setting to change.
+    pub misconfig: Misconfig,
 }
 
 impl Catalog {
@@ -128,8 +149,15 @@ impl Catalog {
         self.pools.iter().all(|p| p.source.is_some())
     }
 
-    /// One line per pool saying what is served for it and why, for `/readyz`.
+    /// One line per pool saying what is served for it and why, then one per node that
+    /// announces the wrong origin, for `/readyz`.
     pub fn report(&self) -> Vec<String> {
+        let misconfigured = self.announced.iter().map(|m| {
+            format!(
+                "pool {} node {}: misconfigured: {}",
+                m.pool, m.node, m.misconfig
+            )
+        });
         self.pools
             .iter()
             .map(|p| {
@@ -147,6 +175,7 @@ impl Catalog {
                     ),
                 }
             })
+            .chain(misconfigured)
             .collect()
     }
 }
@@ -160,6 +189,8 @@ pub struct DiscoveryService {
     rules: Arc<RulesStore>,
     keys: ProofKeyPair,
     client: UpstreamClient,
+    /// The forwarding headers every fetch carries ([`announced::forwarding_headers`]).
+    forwarding: HeaderMap,
     catalog: ArcSwap<Catalog>,
     wake: Notify,
     generation: watch::Sender<u64>,
@@ -206,12 +237,8 @@ impl DiscoveryService {
             rules,
             keys,
             client,
-            catalog: ArcSwap::from_pointee(Catalog {
-                pools: Vec::new(),
-                merged: None,
-                discovery_xml: None,
-                capabilities_json: None,
-            }),
+            forwarding: announced::forwarding_headers(&config.public_url),
+            catalog: ArcSwap::from_pointee(Catalog::default()),
             wake: Notify::new(),
             generation: watch::Sender::new(0),
             publishing: std::sync::Mutex::new(()),
@@ -221,7 +248,7 @@ impl DiscoveryService {
                 .map(|_| FetchCounts::default())
                 .collect(),
         };
-        service.publish(pools);
+        service.publish(pools, Vec::new());
         Arc::new(service)
     }
 
@@ -284,7 +311,7 @@ impl DiscoveryService {
                 Err(e) => warn!(pool = %pool.name, error = %e, "ignoring saved discovery"),
             }
         }
-        self.publish(pools);
+        self.publish(pools, self.catalog().announced.clone());
     }
 
     /// Refreshes now, then every `refresh` period or when woken, until `shutdown` resolves.
@@ -333,9 +360,55 @@ impl DiscoveryService {
             .zip(previous.pools.iter())
             .zip(&self.fetches)
             .map(|((config, state), counts)| self.refresh_pool(config, state, counts));
-        let pools = join_all(rounds).await;
-        self.publish(pools);
+        let (pools, checks): (Vec<PoolState>, Vec<Vec<NodeCheck>>) =
+            join_all(rounds).await.into_iter().unzip();
+        let announced = self.track_announced(&previous.announced, checks);
+        self.publish(pools, announced);
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// The misconfigured nodes after this round's `checks` (per pool, nodes that answered),
+    /// logging each node whose state changed, once: a warning when it starts (or changes
+    /// what it) announces wrong, an info line when it is fixed. Nodes that did not answer
+    /// keep their previous state.
+    fn track_announced(
+        &self,
+        previous: &[NodeMisconfig],
+        checks: Vec<Vec<NodeCheck>>,
+    ) -> Vec<NodeMisconfig> {
+        let mut out = Vec::new();
+        for (config, checks) in self.pools.iter().zip(checks) {
+            for node in &config.nodes {
+                let before = previous
+                    .iter()
+                    .find(|m| m.pool == config.name && &m.node == node);
+                let Some((_, now)) = checks.iter().find(|(n, _)| n == node) else {
+                    out.extend(before.cloned());
+                    continue;
+                };
+                match (before, now) {
+                    (Some(b), Some(now)) if &b.misconfig == now => {}
+                    (_, Some(now)) => warn!(
+                        pool = %config.name, node = %node, announced = %now.announced.join(", "),
+                        expected = %now.expected, fix = %now.fix,
+                        "node announces another origin than public_url: editing breaks for its documents"
+                    ),
+                    (Some(_), None) => info!(
+                        pool = %config.name, node = %node,
+                        "node now announces public_url"
+                    ),
+                    (None, None) => {}
+                }
+                if let Some(misconfig) = now {
+                    out.push(NodeMisconfig {
+                        pool: config.name.clone(),
+                        node: node.clone(),
+                        misconfig: misconfig.clone(),
+                    });
+                }
+            }
+        }
+        out
     }
 
     async fn refresh_pool(
@@ -343,7 +416,7 @@ impl DiscoveryService {
         config: &PoolConfig,
         state: &PoolState,
         counts: &FetchCounts,
-    ) -> PoolState {
+    ) -> (PoolState, Vec<NodeCheck>) {
         let answers = join_all(config.nodes.iter().map(|n| self.fetch_node(n))).await;
         let mut failures = Vec::new();
         let mut good: Vec<(usize, NodeAnswer)> = Vec::new();
@@ -371,15 +444,24 @@ impl DiscoveryService {
                     "no node answered discovery and none was ever obtained; pool left out of discovery"
                 ),
             }
-            return PoolState {
+            let state = PoolState {
                 last_error: Some(summary),
                 ..state.clone()
             };
+            return (state, Vec::new());
         }
         for failure in &failures {
             warn!(pool = %config.name, error = %failure, "discovery fetch failed on a node; using another node");
         }
         log_disagreement(&config.name, good.iter().map(|(_, a)| &a.source));
+        let checks: Vec<NodeCheck> = good
+            .iter()
+            .map(|(_, a)| {
+                let check =
+                    announced::announced_origin(config.kind, &a.source.discovery, &self.public_url);
+                (a.source.node.clone(), check.err())
+            })
+            .collect();
         if let Some((_, first)) = good.first()
             && let Some(e) = &first.capabilities_error
         {
@@ -402,7 +484,7 @@ impl DiscoveryService {
             nodes[i] = Some(source);
         }
         let Some(chosen) = chosen else {
-            return state.clone();
+            return (state.clone(), checks);
         };
         let changed = state.source.as_ref().is_none_or(|last| {
             last.from_disk || last.raw != chosen.raw || last.capabilities != chosen.capabilities
@@ -411,12 +493,13 @@ impl DiscoveryService {
             info!(pool = %config.name, node = %chosen.node, apps = chosen.discovery.apps.len(), "discovery updated");
             self.save(&config.name, &chosen).await;
         }
-        PoolState {
+        let state = PoolState {
             source: Some(chosen),
             nodes,
             last_error: None,
             ..state.clone()
-        }
+        };
+        (state, checks)
     }
 
     /// Fetches and parses one node's discovery and capabilities. A node whose discovery
@@ -424,19 +507,23 @@ impl DiscoveryService {
     /// logs it once and only for the node it uses.
     async fn fetch_node(&self, node: &Url) -> Result<NodeAnswer, String> {
         let (timeout, cap) = (self.settings.fetch_timeout, self.settings.max_body_bytes);
-        let discovery_url = node.join("hosting/discovery").map_err(|e| e.to_string())?;
         let capabilities_url = node
             .join("hosting/capabilities")
             .map_err(|e| e.to_string())?;
         let (discovery, capabilities) = tokio::join!(
-            fetch::get(&self.client, &discovery_url, timeout, cap),
-            fetch::get(&self.client, &capabilities_url, timeout, cap),
+            fetch_discovery(&self.client, node, &self.forwarding, &self.settings),
+            fetch::get_with_headers(
+                &self.client,
+                &capabilities_url,
+                &self.forwarding,
+                timeout,
+                cap
+            ),
         );
-        let raw = discovery.map_err(|e| format!("discovery: {e}"))?;
-        let raw = String::from_utf8(raw.to_vec())
-            .map_err(|_| "discovery: body is not UTF-8".to_string())?;
-        let parsed =
-            Discovery::parse(raw.as_bytes()).map_err(|e| format!("discovery rejected: {e}"))?;
+        let NodeDiscovery {
+            raw,
+            discovery: parsed,
+        } = discovery.map_err(|e| e.to_string())?;
         let capabilities = capabilities.map_err(|e| e.to_string()).and_then(|body| {
             serde_json::from_slice::<Map<String, Value>>(&body)
                 .map_err(|e| format!("not a JSON object: {e}"))
@@ -476,15 +563,16 @@ impl DiscoveryService {
     }
 
     /// Merges the pools' discoveries and capabilities and swaps the result in.
-    fn publish(&self, pools: Vec<PoolState>) {
+    fn publish(&self, pools: Vec<PoolState>, announced: Vec<NodeMisconfig>) {
         let _one_at_a_time = self.lock_publishing();
-        self.publish_locked(pools);
+        self.publish_locked(pools, announced);
     }
 
     /// Merges the current pools again (after a rules change).
     fn republish(&self) {
         let _one_at_a_time = self.lock_publishing();
-        self.publish_locked(self.catalog().pools.clone());
+        let catalog = self.catalog();
+        self.publish_locked(catalog.pools.clone(), catalog.announced.clone());
     }
 
     fn lock_publishing(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -493,7 +581,7 @@ impl DiscoveryService {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn publish_locked(&self, pools: Vec<PoolState>) {
+    fn publish_locked(&self, pools: Vec<PoolState>, announced: Vec<NodeMisconfig>) {
         let rules = self.rules.current();
         let with_source: Vec<(&PoolState, &PoolSource)> = pools
             .iter()
@@ -525,8 +613,68 @@ impl DiscoveryService {
             merged,
             discovery_xml,
             capabilities_json,
+            announced,
         }));
     }
+}
+
+/// A node that answered this round, and what it announces wrong (`None`: `public_url`).
+type NodeCheck = (Url, Option<Misconfig>);
+
+/// One node's discovery: the body as served and the parsed document.
+#[derive(Debug)]
+pub struct NodeDiscovery {
+    /// The document as served.
+    pub raw: String,
+    /// The parsed document.
+    pub discovery: Discovery,
+}
+
+/// Why a node gave no usable discovery; the cases tell `officeswitch doctor` which fix
+/// to print (a 404 from ONLYOFFICE means WOPI is off).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeDiscoveryError {
+    /// The node's URL cannot name `hosting/discovery` below it.
+    #[error("discovery URL: {0}")]
+    Url(String),
+    /// No complete 2xx answer: refused, timed out, bad status, too large.
+    #[error("discovery: {0}")]
+    Fetch(FetchError),
+    /// The body is not text.
+    #[error("discovery: body is not UTF-8")]
+    NotUtf8,
+    /// The body is not a usable discovery document.
+    #[error("discovery rejected: {0}")]
+    Invalid(ParseError),
+}
+
+/// Fetches and parses `node`'s `/hosting/discovery` as the service does: with the
+/// forwarding headers of `public_url` ([`announced::forwarding_headers`]), bounded by
+/// `settings`. Shared with `officeswitch doctor`, so both see the same answer.
+///
+/// # Errors
+/// [`NodeDiscoveryError`] for every way the node fails to give a usable document.
+pub async fn fetch_discovery(
+    client: &UpstreamClient,
+    node: &Url,
+    forwarding: &HeaderMap,
+    settings: &DiscoveryConfig,
+) -> Result<NodeDiscovery, NodeDiscoveryError> {
+    let url = node
+        .join("hosting/discovery")
+        .map_err(|e| NodeDiscoveryError::Url(e.to_string()))?;
+    let body = fetch::get_with_headers(
+        client,
+        &url,
+        forwarding,
+        settings.fetch_timeout,
+        settings.max_body_bytes,
+    )
+    .await
+    .map_err(NodeDiscoveryError::Fetch)?;
+    let raw = String::from_utf8(body.to_vec()).map_err(|_| NodeDiscoveryError::NotUtf8)?;
+    let discovery = Discovery::parse(raw.as_bytes()).map_err(NodeDiscoveryError::Invalid)?;
+    Ok(NodeDiscovery { raw, discovery })
 }
 
 /// One node's good discovery, and why its capabilities are missing if they are.

@@ -242,3 +242,90 @@ async fn a_rotated_key_is_published_as_old() {
     assert_eq!(attrs["oldvalue"], old.public().capi_blob_b64());
     assert_ne!(attrs["oldmodulus"], attrs["modulus"]);
 }
+
+#[tokio::test]
+async fn a_node_announcing_its_own_address_is_listed_in_readyz_and_the_instance_stays_ready() {
+    trace_init();
+    // Both stand-ins build their urlsrc on their own address: the Collabora one as coolwsd
+    // without server_name does, the OnlyOffice one ignoring the forwarding headers.
+    let (cool, oo) = tokio::join!(
+        StandInEditor::start(Suite::Collabora),
+        StandInEditor::start(Suite::OnlyOffice)
+    );
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[cool.url()])
+        .pool("onlyoffice", "onlyoffice", &[oo.url()])
+        .start()
+        .await;
+    merged(&os).await;
+    let (status, ready) = os.get("/readyz").await;
+    // Listed, but the instance stays ready: the node's settings are the same from every
+    // instance, so a 503 would take them all out (see discovery/announced.rs).
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    let public = os.public_url.trim_start_matches("http://");
+    let line = ready
+        .lines()
+        .find(|l| {
+            l.contains(&format!(
+                "pool collabora node {}/: misconfigured",
+                cool.url()
+            ))
+        })
+        .unwrap_or_else(|| panic!("no misconfigured line for the Collabora node:\n{ready}"));
+    assert!(
+        line.contains(&format!(
+            "announces {} instead of {}",
+            cool.url(),
+            os.public_url
+        )),
+        "{line}"
+    );
+    assert!(line.contains(&format!("server_name to {public}")), "{line}");
+    let line = ready
+        .lines()
+        .find(|l| {
+            l.contains(&format!(
+                "pool onlyoffice node {}/: misconfigured",
+                oo.url()
+            ))
+        })
+        .unwrap_or_else(|| panic!("no misconfigured line for the OnlyOffice node:\n{ready}"));
+    assert!(line.contains("X-Forwarded-Host"), "{line}");
+    // The discovery fetch carried the forwarding headers the proxy sends.
+    let fetch = oo
+        .requests()
+        .into_iter()
+        .find(|r| r.path() == "/hosting/discovery")
+        .expect("discovery fetched");
+    assert_eq!(fetch.headers["x-forwarded-host"], public);
+    assert_eq!(fetch.headers["x-forwarded-proto"], "http");
+}
+
+#[tokio::test]
+async fn a_misconfigured_node_is_logged_once_per_change_not_per_refresh() {
+    trace_init();
+    let cool = StandInEditor::start(Suite::Collabora).await;
+    let (_dir, prepared) = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[cool.url()])
+        .prepare()
+        .await;
+    let service = prepared.discovery_service(prepared.rules_store());
+    let ((), logs) = crate::support::logs::capture(service.refresh()).await;
+    let problems = logs.problems();
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert!(
+        problems[0].contains("announces another origin than public_url"),
+        "{}",
+        problems[0]
+    );
+    assert!(problems[0].contains("server_name"), "{}", problems[0]);
+    for _ in 0..2 {
+        let ((), logs) = crate::support::logs::capture(service.refresh()).await;
+        assert_eq!(logs.problems(), Vec::<String>::new());
+    }
+    assert_eq!(service.catalog().announced.len(), 1);
+    assert_eq!(
+        service.catalog().announced[0].node.as_str(),
+        format!("{}/", cool.url())
+    );
+}

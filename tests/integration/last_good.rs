@@ -144,7 +144,7 @@ async fn each_bad_answer_costs_exactly_one_log_line_per_refresh() {
     let service = prepared.discovery_service(prepared.rules_store());
     let ((), logs) = capture(service.refresh()).await;
     assert_eq!(
-        logs.problems(),
+        answer_problems(&logs),
         Vec::<String>::new(),
         "a good refresh logs no problem"
     );
@@ -190,7 +190,7 @@ async fn nodes_that_disagree_are_logged() {
     let service = prepared.discovery_service(prepared.rules_store());
     let ((), logs) = capture(service.refresh()).await;
     // The two stand-ins have different proof keys: a misconfigured or upgrading pool.
-    let problems = logs.problems();
+    let problems = answer_problems(&logs);
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert!(
         problems[0].contains("nodes of one pool serve different discoveries"),
@@ -198,4 +198,14 @@ async fn nodes_that_disagree_are_logged() {
         problems[0]
     );
     assert!(problems[0].contains(&b.url()), "{}", problems[0]);
+}
+
+/// Problems logged, without the one-per-node warning that a stand-in announces its own
+/// address instead of `public_url` (tested in `discovery.rs`): these tests count what bad
+/// answers cost.
+fn answer_problems(logs: &crate::support::logs::Captured) -> Vec<String> {
+    logs.problems()
+        .into_iter()
+        .filter(|l| !l.contains("announces another origin than public_url"))
+        .collect()
 }

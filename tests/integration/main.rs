@@ -54,3 +54,8 @@ mod faults;
 
 /// Real Collabora Online and ONLYOFFICE Docs servers in the test kit start, answer and stop.
 mod real_editors;
+/// `officeswitch doctor`: every node checked as officeswitch sees it, verdicts and exit codes (issue 11).
+mod doctor;
+/// Users open, edit, save and co-edit through officeswitch in a real browser, with the real
+/// editors (issues 11, 19, 20).
+mod real_browser;
