@@ -51,3 +51,6 @@ mod drain;
 
 /// Faults mid-editing: a node killed under a live WebSocket, Nextcloud restarting mid-save (issue 6).
 mod faults;
+
+/// The real-browser kit (headless Chromium, stand-in Nextcloud frontend) checked without officeswitch.
+mod browser_kit;
