@@ -59,3 +59,5 @@ mod doctor;
 /// Users open, edit, save and co-edit through officeswitch in a real browser, with the real
 /// editors (issues 11, 19, 20).
 mod real_browser;
+/// The real-browser kit (headless Chromium, stand-in Nextcloud frontend) checked without officeswitch.
+mod browser_kit;

@@ -5,11 +5,13 @@
 //! allowance (otherwise every helper one module skips would warn).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod certs;
 pub mod client;
 pub mod editor;
 pub mod logs;
 pub mod nextcloud;
+pub mod nextcloud_page;
 pub mod officeswitch;
 pub mod real_collabora;
 pub mod real_onlyoffice;
