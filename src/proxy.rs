@@ -484,7 +484,9 @@ impl Proxy {
         mut log: AccessLog,
     ) -> Result<Response<ProxyBody>, (Answer, AccessLog)> {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        if page == PagePhase::Page(SuiteKind::Collabora) || page == PagePhase::Open(SuiteKind::Collabora) {
+        if page == PagePhase::Page(SuiteKind::Collabora)
+            || page == PagePhase::Open(SuiteKind::Collabora)
+        {
             // The page is rewritten below: ask for it uncompressed.
             request.headers_mut().remove(header::ACCEPT_ENCODING);
         }
@@ -499,11 +501,11 @@ impl Proxy {
             }
         };
         let node = target.node_in(&self.pools);
-        let request =
-            match rewrite::request(request, local_path, node, &self.public, peer, upgrade) {
-                Ok(r) => r,
-                Err(answer) => return Err((answer, log)),
-            };
+        let request = match rewrite::request(request, local_path, node, &self.public, peer, upgrade)
+        {
+            Ok(r) => r,
+            Err(answer) => return Err((answer, log)),
+        };
         let health = self.sticky.health();
         let response =
             match forward::send(&self.client, request, self.upstream.first_byte_timeout).await {

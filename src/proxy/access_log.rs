@@ -283,7 +283,12 @@ mod tests {
         );
         let hex = "/cool/0x68747470733a2f2f6f66666963652f3f746f6b656e3d73/ws";
         assert_eq!(loggable_path(hex), "/cool/0x[redacted]/ws");
-        for plain in ["/browser/abc/cool.html", "/9.2.1-abc/doc/1/c/", "/", "/cool/0x"] {
+        for plain in [
+            "/browser/abc/cool.html",
+            "/9.2.1-abc/doc/1/c/",
+            "/",
+            "/cool/0x",
+        ] {
             assert_eq!(loggable_path(plain), plain);
         }
     }

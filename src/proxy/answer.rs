@@ -241,7 +241,11 @@ impl Answer {
 
 /// A `307` to `location`: the browser repeats the POST, form and all, there.
 fn redirect(location: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(Full::new(Bytes::new()).map_err(|never| match never {}).boxed());
+    let mut response = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *response.status_mut() = StatusCode::TEMPORARY_REDIRECT;
     let headers = response.headers_mut();
     // Built from public_url, a node's urlsrc path and encoded query values: header text.

@@ -1015,7 +1015,10 @@ mod tests {
         let query = format!("{WOPI}&EIO=4&transport=websocket");
         let socket = format!("/{v}/doc/4838796985634/c/");
         let r = editor(Method::GET, &socket, Some(&query), true);
-        assert_eq!((r.suite, r.kind, r.version), (O, Traffic::WebSocket, Some(v)));
+        assert_eq!(
+            (r.suite, r.kind, r.version),
+            (O, Traffic::WebSocket, Some(v))
+        );
         assert_eq!(r.key, Some(WOPI_VALUE));
         for (path, traffic) in [
             ("doc/4838796985634/c/", Traffic::Document),
@@ -1023,21 +1026,34 @@ mod tests {
             ("upload/4838796985634/u1/1", Traffic::Document),
             ("savefile/4838796985634", Traffic::Document),
             ("downloadfile/4838796985634", Traffic::Document),
-            ("cache/files/data/4838796985634/Editor.bin/Editor.bin", Traffic::Document),
-            ("storage-cache/files/data/4838796985634/Editor.bin", Traffic::Document),
+            (
+                "cache/files/data/4838796985634/Editor.bin/Editor.bin",
+                Traffic::Document,
+            ),
+            (
+                "storage-cache/files/data/4838796985634/Editor.bin",
+                Traffic::Document,
+            ),
             ("plugins.json", Traffic::Asset),
             ("themes.json", Traffic::Asset),
             ("meta/formats", Traffic::Stateless),
             ("ai-proxy", Traffic::Stateless),
         ] {
             for path in [format!("/{v}/{path}"), format!("/{path}")] {
-                let method = if traffic == Traffic::Asset { Method::GET } else { Method::POST };
+                let method = if traffic == Traffic::Asset {
+                    Method::GET
+                } else {
+                    Method::POST
+                };
                 let r = editor(method, &path, None, false);
                 assert_eq!((r.suite, r.kind), (O, traffic), "{path}");
             }
         }
         // The admin endpoints stay closed below a version too.
-        for path in [format!("/{v}/internal/cluster/inactive"), format!("/{v}/info/info.json")] {
+        for path in [
+            format!("/{v}/internal/cluster/inactive"),
+            format!("/{v}/info/info.json"),
+        ] {
             assert_eq!(get(&path), Class::Unknown, "{path}");
         }
     }

@@ -88,7 +88,9 @@ pub fn redirect(
     let (Some(urlsrc), Some(file), Some(host_wopi_src)) =
         (&target.urlsrc, target.file, &target.host_wopi_src)
     else {
-        return Err(Answer::Internal("an open was routed without its urlsrc".into()));
+        return Err(Answer::Internal(
+            "an open was routed without its urlsrc".into(),
+        ));
     };
     let (_, host_ttl) = translate::form_token(form)?;
     let expiry = translate::expiry(host_ttl.as_deref(), token::unix_now(), ctx.max_token_ttl)?;
@@ -224,19 +226,28 @@ mod tests {
             "http://10.0.0.5:8000/hosting/wopi/word/edit?<rs=DC_LLCC&><dchat=DISABLE_CHAT&>",
         );
         let form = b"access_token=host&access_token_ttl=0";
-        let to = location(redirect(&target, Some(HOST_QUERY), form, &ctx(&tokens, &public)).unwrap());
-        assert_eq!(to.origin().ascii_serialization(), "https://office.example:8443");
+        let to =
+            location(redirect(&target, Some(HOST_QUERY), form, &ctx(&tokens, &public)).unwrap());
+        assert_eq!(
+            to.origin().ascii_serialization(),
+            "https://office.example:8443"
+        );
         assert_eq!(to.path(), "/hosting/wopi/word/edit");
         // What api.js's `../../../web-apps/...` resolves to from the page: the node's path.
         assert_eq!(
-            to.join("../../../web-apps/apps/api/documents/api.js").unwrap().path(),
+            to.join("../../../web-apps/apps/api/documents/api.js")
+                .unwrap()
+                .path(),
             "/web-apps/apps/api/documents/api.js"
         );
         let pairs: Vec<(String, String)> = to.query_pairs().into_owned().collect();
         let value = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(value("rs").as_deref(), Some("de"));
         let own = value("WOPISrc").unwrap();
-        assert!(own.starts_with("https://office.example:8443/wopi/files/"), "{own}");
+        assert!(
+            own.starts_with("https://office.example:8443/wopi/files/"),
+            "{own}"
+        );
         assert!(!to.as_str().contains("nc.example"), "{to}");
         assert!(value(TICKET_PARAM).is_some());
     }
@@ -250,7 +261,9 @@ mod tests {
         let form = b"access_token=host+tok&access_token_ttl=0&theme=dark";
         let to = location(redirect(&target, Some(HOST_QUERY), form, &ctx).unwrap());
         assert_eq!(to.path(), "/browser/abc123/cool.html");
-        let uri: Uri = format!("{}?{}", to.path(), to.query().unwrap()).parse().unwrap();
+        let uri: Uri = format!("{}?{}", to.path(), to.query().unwrap())
+            .parse()
+            .unwrap();
         let file = target.file.unwrap();
         let (uri, form) = page_form(&uri, form, &target, file, "collabora", &ctx).unwrap();
         assert!(!uri.query().unwrap().contains(TICKET_PARAM), "{uri}");
@@ -259,7 +272,9 @@ mod tests {
             .unwrap()
             .1
             .into_owned();
-        let grant = tokens.check(&token, file.as_str(), token::unix_now()).unwrap();
+        let grant = tokens
+            .check(&token, file.as_str(), token::unix_now())
+            .unwrap();
         assert_eq!(grant.kind, GrantKind::File);
         assert_eq!(grant.host_token, "host tok");
         assert_eq!(grant.url, "https://nc.example/wopi/files/1");
@@ -292,8 +307,13 @@ mod tests {
                 expires_at: token::unix_now() + 60,
             })
             .unwrap();
-        let uri: Uri = format!("/browser/a/cool.html?{TICKET_PARAM}={token}").parse().unwrap();
+        let uri: Uri = format!("/browser/a/cool.html?{TICKET_PARAM}={token}")
+            .parse()
+            .unwrap();
         let refused = page_form(&uri, form, &target, file, "collabora", &ctx).unwrap_err();
-        assert!(matches!(refused, Answer::BadTicket("wrong_kind")), "{refused:?}");
+        assert!(
+            matches!(refused, Answer::BadTicket("wrong_kind")),
+            "{refused:?}"
+        );
     }
 }

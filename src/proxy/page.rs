@@ -136,8 +136,16 @@ mod tests {
     fn framing_directives_get_the_organisations_origins() {
         let policy = "default-src 'none'; img-src 'self' data: https://www.collaboraoffice.com/ office.example:*; frame-ancestors office.example:*";
         let out = with_origins(policy, &[NC.into(), "http://nc2.test:8080".into()]);
-        assert!(out.ends_with("frame-ancestors office.example:* https://cloud.example.org http://nc2.test:8080"), "{out}");
-        assert!(out.contains("office.example:* https://cloud.example.org http://nc2.test:8080; frame"), "{out}");
+        assert!(
+            out.ends_with(
+                "frame-ancestors office.example:* https://cloud.example.org http://nc2.test:8080"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("office.example:* https://cloud.example.org http://nc2.test:8080; frame"),
+            "{out}"
+        );
         assert!(out.starts_with("default-src 'none';"), "{out}");
         // Idempotent, and 'none' is never widened.
         assert_eq!(with_origins(&out, &[NC.into()]), out);
@@ -149,11 +157,21 @@ mod tests {
 
     #[test]
     fn the_pages_postmessage_list_gets_their_hosts() {
-        let old = "<script>window.frameAncestors = decodeURIComponent('%20office.example:*');</script>";
+        let old =
+            "<script>window.frameAncestors = decodeURIComponent('%20office.example:*');</script>";
         let out = with_frame_ancestors(old, &[NC.into(), "http://nc2.test:8080".into()]);
-        assert!(out.contains("decodeURIComponent('%20office.example:*%20cloud.example.org%20nc2.test:8080')"), "{out}");
-        let new = r#"<div id="initial-variables" data-frame-ancestors="%20office.example:*" data-x="1">"#;
+        assert!(
+            out.contains(
+                "decodeURIComponent('%20office.example:*%20cloud.example.org%20nc2.test:8080')"
+            ),
+            "{out}"
+        );
+        let new =
+            r#"<div id="initial-variables" data-frame-ancestors="%20office.example:*" data-x="1">"#;
         let out = with_frame_ancestors(new, &[NC.into()]);
-        assert!(out.contains(r#"data-frame-ancestors="%20office.example:*%20cloud.example.org""#), "{out}");
+        assert!(
+            out.contains(r#"data-frame-ancestors="%20office.example:*%20cloud.example.org""#),
+            "{out}"
+        );
     }
 }

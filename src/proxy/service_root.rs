@@ -58,7 +58,10 @@ mod tests {
             proof: Default::default(),
         };
         let roots = ServiceRoots::of(std::slice::from_ref(&pool));
-        assert_eq!(roots.strip("/collab/browser/h/cool.html"), "/browser/h/cool.html");
+        assert_eq!(
+            roots.strip("/collab/browser/h/cool.html"),
+            "/browser/h/cool.html"
+        );
         assert_eq!(roots.strip("/collab/cool/x/ws"), "/cool/x/ws");
         assert_eq!(roots.strip("/collabx/browser/h"), "/collabx/browser/h");
         assert_eq!(roots.strip("/browser/h/cool.html"), "/browser/h/cool.html");

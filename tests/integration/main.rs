@@ -52,12 +52,12 @@ mod drain;
 /// Faults mid-editing: a node killed under a live WebSocket, Nextcloud restarting mid-save (issue 6).
 mod faults;
 
-/// Real Collabora Online and ONLYOFFICE Docs servers in the test kit start, answer and stop.
-mod real_editors;
+/// The real-browser kit (headless Chromium, stand-in Nextcloud frontend) checked without officeswitch.
+mod browser_kit;
 /// `officeswitch doctor`: every node checked as officeswitch sees it, verdicts and exit codes (issue 11).
 mod doctor;
 /// Users open, edit, save and co-edit through officeswitch in a real browser, with the real
 /// editors (issues 11, 19, 20).
 mod real_browser;
-/// The real-browser kit (headless Chromium, stand-in Nextcloud frontend) checked without officeswitch.
-mod browser_kit;
+/// Real Collabora Online and ONLYOFFICE Docs servers in the test kit start, answer and stop.
+mod real_editors;

@@ -456,6 +456,43 @@ impl Page {
         }
     }
 
+    /// Types `text` into the editor as a user does: a click in the middle of the page's
+    /// editor iframe (which puts the caret in the document and focuses the editor's
+    /// input), then the text as one `Input.insertText`, which the browser delivers to the
+    /// focused element whichever frame it is in. `Err` with the reason when there is no
+    /// iframe or a command fails.
+    pub async fn click_and_type(&self, text: &str) -> Result<(), String> {
+        let rect = self
+            .eval(
+                "(() => { const f = document.querySelector('iframe'); if (!f) return null; \
+                 const r = f.getBoundingClientRect(); \
+                 return {x: r.left + r.width / 2, y: r.top + r.height / 3}; })()",
+            )
+            .await?;
+        let (Some(x), Some(y)) = (rect["x"].as_f64(), rect["y"].as_f64()) else {
+            return Err(format!("{}: no editor iframe to type into", self.user));
+        };
+        for kind in ["mousePressed", "mouseReleased"] {
+            self.conn
+                .call(
+                    Some(&self.session),
+                    "Input.dispatchMouseEvent",
+                    json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
+                )
+                .await?;
+        }
+        // The editor moves its caret and focus on the click's events; give it a moment.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.conn
+            .call(
+                Some(&self.session),
+                "Input.insertText",
+                json!({"text": text}),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Saves a PNG of the viewport to `path` (for looking at a failure by eye).
     pub async fn screenshot(&self, path: &Path) -> Result<(), String> {
         let shot = self
@@ -788,6 +825,11 @@ impl Observed {
                 self.frames.remove(&str_of(&p["frameId"]));
             }
             "Page.loadEventFired" if session == self.main_session => self.main_loads += 1,
+            "Page.javascriptDialogOpening" => self.console.push(format!(
+                "[dialog {}] {} (accepted)",
+                str_of(&p["type"]),
+                str_of(&p["message"])
+            )),
             "Network.requestWillBeSent" => {
                 let id = str_of(&p["requestId"]);
                 if let Some(redirect) = p.get("redirectResponse") {
@@ -1058,6 +1100,15 @@ impl Conn {
                 }
             }
             return;
+        }
+        if method == "Page.javascriptDialogOpening" {
+            // An `alert()`/`confirm()` blocks the whole renderer (every frame of the page):
+            // accept it, as a user would click OK, and keep it in the record.
+            self.fire(
+                Some(session),
+                "Page.handleJavaScriptDialog",
+                json!({"accept": true}),
+            );
         }
         record.lock().on_event(session, method, params);
         record.changed.notify_waiters();
