@@ -17,6 +17,7 @@ use url::Url;
 
 use super::answer::Answer;
 use super::classify::query_param;
+use crate::discovery::announced;
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -46,10 +47,8 @@ pub struct PublicOrigin {
 impl PublicOrigin {
     /// The forwarding headers for `public_url`.
     pub fn new(public_url: &Url) -> PublicOrigin {
-        let host = match public_url.port() {
-            Some(port) => format!("{}:{port}", public_url.host_str().unwrap_or_default()),
-            None => public_url.host_str().unwrap_or_default().to_string(),
-        };
+        // The same host[:port] discovery fetches send ([`announced::forwarding_headers`]).
+        let host = announced::host_port(public_url);
         let proto = public_url.scheme();
         PublicOrigin {
             url: public_url.clone(),
