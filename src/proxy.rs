@@ -74,6 +74,16 @@ enum PagePhase {
     Open(SuiteKind),
 }
 
+impl PagePhase {
+    /// Whether the response is Collabora's editor page, whose framing [`page`] rewrites.
+    fn is_collabora_page(self) -> bool {
+        matches!(
+            self,
+            PagePhase::Page(SuiteKind::Collabora) | PagePhase::Open(SuiteKind::Collabora)
+        )
+    }
+}
+
 /// Handles every request that reaches officeswitch.
 pub struct Proxy {
     discovery: Arc<DiscoveryService>,
@@ -484,9 +494,7 @@ impl Proxy {
         mut log: AccessLog,
     ) -> Result<Response<ProxyBody>, (Answer, AccessLog)> {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        if page == PagePhase::Page(SuiteKind::Collabora)
-            || page == PagePhase::Open(SuiteKind::Collabora)
-        {
+        if page.is_collabora_page() {
             // The page is rewritten below: ask for it uncompressed.
             request.headers_mut().remove(header::ACCEPT_ENCODING);
         }
@@ -525,11 +533,7 @@ impl Proxy {
         }
         let mut response = rewrite::response(response, node, &self.public);
         log.status(response.status().as_u16());
-        let collabora_page = matches!(
-            page,
-            PagePhase::Page(SuiteKind::Collabora) | PagePhase::Open(SuiteKind::Collabora)
-        );
-        if collabora_page
+        if page.is_collabora_page()
             && response.status() == StatusCode::OK
             && let Some(origins) = self.framing_origins(target)
         {

@@ -26,8 +26,9 @@
 //! # Methods
 //! A known path with a method it does not take is [`Class::WrongMethod`] (405): pages take
 //! `POST` (Collabora's also `GET`/`HEAD`), assets `GET`/`HEAD`, per-document and stateless
-//! calls `GET`/`HEAD`/`POST`, WebSockets `GET` (or HTTP/2 extended `CONNECT`). An upgrade
-//! request anywhere but a WebSocket path is `Unknown`: it is never tunnelled.
+//! calls `GET`/`HEAD`/`POST` (Collabora's stateless ones also `PUT`), WebSockets `GET` (or
+//! HTTP/2 extended `CONNECT`). An upgrade request anywhere but a WebSocket path is
+//! `Unknown`: it is never tunnelled.
 
 use http::Method;
 use percent_encoding::percent_decode_str;
@@ -114,28 +115,31 @@ pub struct EditorRequest<'a> {
 /// Kinds of editor traffic; each routes its own way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Traffic {
-    /// Editor HTML entry: Collabora `/browser/<hash>/cool.html` (`GET`/`POST`),
-    /// OnlyOffice `POST /hosting/wopi/<type>/<mode>` and `/hosting/wopi/convert-and-edit/...`.
+    /// Editor HTML entry: Collabora `/browser/<hash>/cool.html` (`GET`/`POST`) and the
+    /// settings page `/browser/<hash>/admin/adminIntegratorSettings.html`, OnlyOffice `POST /hosting/wopi/<type>/<mode>` and `/hosting/wopi/convert-and-edit/...`.
     Page,
     /// Static files: Collabora's other `/browser/...`, `/loleaflet/...`, `/cool/signature`;
     /// OnlyOffice `/web-apps/`, `/sdkjs/`, `/sdkjs-plugins/`, `/fonts/`, `/dictionaries/`,
-    /// their versioned forms, `/document_editor_service_worker.js`, `/plugins.json`,
-    /// `/themes.json`.
+    /// `/document_editor_service_worker.js`, `/plugins.json`, `/themes.json`. Every
+    /// OnlyOffice path of this and the kinds below may also come below a version segment
+    /// (`/9.2.1-<hash>/doc/...`), as its nginx forwards them.
     Asset,
     /// Upgrade requests: Collabora `/cool/<enc WOPISrc>/ws`, `/cool/ws` (26.04+),
     /// `/lool/<enc WOPISrc>/ws`; OnlyOffice `/doc/...` (socket.io).
     WebSocket,
     /// Per-document calls that are not WebSockets: Collabora `/cool/clipboard`,
     /// `/cool/media`, `/cool/<enc WOPISrc>/download/...` and other `/cool/<enc WOPISrc>/...`;
-    /// OnlyOffice `/doc/` long-polling, `/cache/files/...`, `/downloadas/`, `/upload/`,
+    /// OnlyOffice `/doc/` long-polling, `/cache/files/...`, `/storage-cache/files/...`,
+    /// `/downloadas/`, `/upload/`,
     /// `/savefile/`, `/printfile/`, `/downloadfile/`, `/coauthoring/CommandService.ashx`,
     /// `/hosting/wopi/convert-and-edit-handler`.
     Document,
     /// Any node will do: Collabora `/cool/convert-to[/<fmt>]` (also `/lool/`),
     /// `/cool/get-thumbnail`, `/cool/extract-link-targets`, `/cool/extract-document-structure`,
     /// `/cool/transform-document-structure`, `/cool/render-search-result`,
-    /// `/hosting/wopiAccessCheck`; OnlyOffice `/ConvertService.ashx`, `/converter`,
-    /// `/docbuilder`, `/healthcheck`.
+    /// `/hosting/wopiAccessCheck`, the settings page's `/browser/dist/*-settings*` POSTs;
+    /// OnlyOffice `/ConvertService.ashx`, `/converter`, `/docbuilder`, `/healthcheck`,
+    /// `/meta/...`, `/ai-proxy`.
     Stateless,
 }
 

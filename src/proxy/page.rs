@@ -51,9 +51,11 @@ where
     if let Some(value) = csp.and_then(|v| HeaderValue::from_str(&v).ok()) {
         parts.headers.insert(header::CONTENT_SECURITY_POLICY, value);
     }
-    let html = String::from_utf8(html.to_vec())
-        .map(|text| Bytes::from(with_frame_ancestors(&text, origins)))
-        .unwrap_or(html);
+    // A page that is not UTF-8 is no cool.html: passed on as it came.
+    let html = match std::str::from_utf8(&html) {
+        Ok(text) => Bytes::from(with_frame_ancestors(text, origins)),
+        Err(_) => html,
+    };
     parts.headers.remove(header::CONTENT_ENCODING);
     parts
         .headers
@@ -110,6 +112,7 @@ fn with_frame_ancestors(html: &str, origins: &[String]) -> String {
     if extra.is_empty() {
         return html.to_string();
     }
+    // One copy of the page, grown in place.
     // 22.05: `window.frameAncestors = decodeURIComponent('<list>');`
     // 26.04: `data-frame-ancestors="<list>"`.
     let mut out = html.to_string();

@@ -24,7 +24,6 @@ use hyper_util::server::conn::auto;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -32,6 +31,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 
 use crate::support::browser::{Browser, Page};
 use crate::support::nextcloud_page::{NextcloudPage, OpenSpec, richdocuments_form_url};
+use crate::support::serve::accept_until;
 
 /// How long any one wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(20);
@@ -79,7 +79,12 @@ impl EditorPage {
         let addr = listener.local_addr().expect("address");
         let (shutdown, stop) = watch::channel(false);
         let csp: Arc<str> = Arc::from(format!("frame-ancestors {frame_ancestors}"));
-        tokio::spawn(accept_loop(listener, csp, stop));
+        tokio::spawn(accept_until(
+            listener,
+            stop,
+            "stand-in editor page",
+            move |stream| serve(stream, Arc::clone(&csp)),
+        ));
         EditorPage {
             addr,
             _shutdown: shutdown,
@@ -95,23 +100,6 @@ impl EditorPage {
     fn urlsrc(&self) -> String {
         format!("{}{EDITOR_PATH}?", self.origin())
     }
-}
-
-/// Accepts connections until the [`EditorPage`] is dropped.
-async fn accept_loop(listener: TcpListener, csp: Arc<str>, mut stop: watch::Receiver<bool>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            () = stopped(&mut stop) => break,
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    connections.spawn(serve(stream, Arc::clone(&csp)));
-                }
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    connections.shutdown().await;
 }
 
 /// Serves one connection, upgrades (WebSocket) included.
@@ -426,10 +414,4 @@ async fn frame_subresource_404_is_reported() {
         "{report}"
     );
     println!("{report}");
-}
-
-/// Resolves once stop is requested or the handle is gone; reducing the result to a bool
-/// drops the non-`Send` guard of `wait_for` before any later await.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _stop_requested = stop.wait_for(|stopped| *stopped).await.is_ok();
 }

@@ -22,7 +22,8 @@ use crate::support::client;
 use crate::support::nextcloud::StandInNextcloud;
 use crate::support::nextcloud_page::{NextcloudPage, OpenSpec, richdocuments_form_url};
 use crate::support::officeswitch::{OfficeSwitch, OfficeSwitchProcess};
-use crate::support::real_collabora::{RealCollabora, free_port, real_editor_lock};
+use crate::support::real_collabora::RealCollabora;
+use crate::support::real_editor::{free_port, real_editor_lock};
 use crate::support::real_onlyoffice::RealOnlyOffice;
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
@@ -333,7 +334,7 @@ async fn convert(public: &str, text: &str, format: &str) -> Vec<u8> {
         "--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"in.txt\"\r\n\
          Content-Type: text/plain\r\n\r\n{text}\r\n--{boundary}--\r\n"
     );
-    let reply = client::send_bytes(
+    let (status, _, body) = client::send_bytes(
         http::Method::POST,
         &format!("{public}/cool/convert-to/{format}"),
         &[(
@@ -343,6 +344,6 @@ async fn convert(public: &str, text: &str, format: &str) -> Vec<u8> {
         body.as_bytes(),
     )
     .await;
-    assert_eq!(reply.0, StatusCode::OK, "convert-to {format}");
-    reply.1
+    assert_eq!(status, StatusCode::OK, "convert-to {format}");
+    body.to_vec()
 }

@@ -10,7 +10,8 @@ use std::time::Instant;
 use http::{Method, StatusCode};
 
 use crate::support::client;
-use crate::support::real_collabora::{RealCollabora, real_editor_lock};
+use crate::support::real_collabora::RealCollabora;
+use crate::support::real_editor::{alive, real_editor_lock};
 use crate::support::real_onlyoffice::RealOnlyOffice;
 
 /// The public `host:port` of the proxy in front, as a hoster writes it in `server_name`.
@@ -73,10 +74,7 @@ async fn collabora_nodes_build_urls_from_server_name_and_share_one_proof_key() {
     let pids = cool.pids();
     let started = Instant::now();
     cool.stop().await;
-    let left: Vec<u32> = pids
-        .into_iter()
-        .filter(|p| crate::support::real_collabora::alive(*p))
-        .collect();
+    let left = still_running(pids);
     assert!(
         left.is_empty(),
         "coolwsd processes left after stop: {left:?}"
@@ -103,10 +101,7 @@ async fn a_test_that_panics_leaves_no_collabora_process() {
         panic!("a failing assertion while the editor runs");
     });
     assert!(test.await.expect_err("the task panics").is_panic());
-    let left: Vec<u32> = pids
-        .into_iter()
-        .filter(|p| crate::support::real_collabora::alive(*p))
-        .collect();
+    let left = still_running(pids);
     assert!(
         left.is_empty(),
         "coolwsd processes left after a panic: {left:?}"
@@ -201,10 +196,7 @@ async fn onlyoffice_stacks_publish_actions_share_one_proof_key_and_follow_forwar
     assert!(!managed || !pids.is_empty(), "no recorded processes");
     let started = Instant::now();
     oo.stop().await;
-    let left: Vec<u32> = pids
-        .into_iter()
-        .filter(|p| crate::support::real_collabora::alive(*p))
-        .collect();
+    let left = still_running(pids);
     assert!(
         left.is_empty(),
         "ONLYOFFICE processes left after stop: {left:?}"
@@ -213,4 +205,9 @@ async fn onlyoffice_stacks_publish_actions_share_one_proof_key_and_follow_forwar
         "2 ONLYOFFICE stacks stopped in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Those of `pids` that still run.
+fn still_running(pids: Vec<u32>) -> Vec<u32> {
+    pids.into_iter().filter(|p| alive(*p)).collect()
 }

@@ -43,14 +43,14 @@ pub async fn get(url: &str) -> (StatusCode, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Sends one request and returns the status and the body's bytes (binary bodies, such
-/// as converted documents); panics on transport errors.
+/// Sends one request and returns status, headers and the body's bytes (binary bodies,
+/// such as converted documents); panics on transport errors.
 pub async fn send_bytes(
     method: Method,
     url: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> (StatusCode, Vec<u8>) {
+) -> (StatusCode, HeaderMap, Bytes) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut request = Request::builder().method(method).uri(url);
     for (name, value) in headers {
@@ -63,38 +63,14 @@ pub async fn send_bytes(
         .request(request)
         .await
         .unwrap_or_else(|e| panic!("{url}: {e}"));
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, body.to_vec())
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (parts.status, parts.headers, body)
 }
 
-/// Sends one request; panics on transport errors.
+/// Sends one request, the body as text; panics on transport errors.
 pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut request = Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let request = request
-        .body(Full::new(Bytes::copy_from_slice(body)))
-        .expect("valid request");
-    let response = client
-        .request(request)
-        .await
-        .unwrap_or_else(|e| panic!("{url}: {e}"));
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let (status, headers, body) = send_bytes(method, url, headers, body).await;
     Reply {
         status,
         headers,

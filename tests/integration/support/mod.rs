@@ -14,9 +14,11 @@ pub mod nextcloud;
 pub mod nextcloud_page;
 pub mod officeswitch;
 pub mod real_collabora;
+pub mod real_editor;
 pub mod real_onlyoffice;
 pub mod redis;
 pub mod richdocuments;
+pub mod serve;
 
 use std::path::PathBuf;
 

@@ -27,7 +27,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -38,9 +37,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::editor::encode_uri_component;
+use super::serve::accept_until;
 
 /// The host name the page is addressed by (resolved to loopback by Chromium).
 pub const NEXTCLOUD_HOST: &str = "nextcloud.localhost";
@@ -99,7 +98,13 @@ impl NextcloudPage {
             .expect("stand-in Nextcloud page: address");
         let specs = Arc::new(Mutex::new(HashMap::new()));
         let (shutdown, stop) = watch::channel(false);
-        tokio::spawn(accept_loop(listener, Arc::clone(&specs), stop));
+        let served = Arc::clone(&specs);
+        tokio::spawn(accept_until(
+            listener,
+            stop,
+            "stand-in Nextcloud page",
+            move |stream| serve_connection(stream, Arc::clone(&served)),
+        ));
         NextcloudPage {
             addr,
             specs,
@@ -127,31 +132,6 @@ impl Drop for NextcloudPage {
     fn drop(&mut self) {
         self.shutdown.send_replace(true);
     }
-}
-
-/// Accepts connections until stopped; dropping the connection tasks closes them.
-async fn accept_loop(
-    listener: TcpListener,
-    specs: Arc<Mutex<HashMap<u64, OpenSpec>>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            () = stopped(&mut stop) => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(serve_connection(stream, Arc::clone(&specs)));
-                }
-                Err(err) => {
-                    tracing::warn!(%err, "stand-in Nextcloud page: accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    connections.shutdown().await;
 }
 
 /// Serves one connection (HTTP/1.1 or h2c).
@@ -287,10 +267,4 @@ window.addEventListener('load', () => document.getElementById('richdocuments-for
 </html>
 "#
     )
-}
-
-/// Resolves once stop is requested or the handle is gone; reducing the result to a bool
-/// drops the non-`Send` guard of `wait_for` before any later await.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _stop_requested = stop.wait_for(|stopped| *stopped).await.is_ok();
 }

@@ -19,7 +19,7 @@
 //! `OFFICESWITCH_NO_REAL_EDITORS=1`, `REAL_ONLYOFFICE_DIR` and `CI`, as for
 //! [`super::real_collabora`].
 //!
-//! [`real_editor_lock`]: super::real_collabora::real_editor_lock
+//! [`real_editor_lock`]: super::real_editor::real_editor_lock
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 use tokio::process::Command;
 use tokio::sync::OnceCell;
 
-use super::real_collabora::{
-    Skip, alive, disabled, family, free_port, open_temp_dir, run_build, shared_dir, signal, tail,
-    urls_from_env, wait_gone,
+use super::real_editor::{
+    Skip, alive, disabled, family, free_port, kill_survivors, open_temp_dir, report_stopped,
+    run_build, shared_dir, tail, urls_from_env,
 };
 
 /// Names existing ONLYOFFICE servers to use instead of starting any (comma-separated URLs).
@@ -102,35 +102,23 @@ impl Stack {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let mut left: Vec<u32> = procs.iter().copied().filter(|p| alive(*p)).collect();
+        let left: Vec<u32> = procs.iter().copied().filter(|p| alive(*p)).collect();
         if !left.is_empty() {
             let _ = writeln!(
                 std::io::stderr(),
-                "real ONLYOFFICE: stop.sh on port {} ({status:?}) left {left:?}; killing them",
+                "real ONLYOFFICE: stop.sh on port {} ended {status:?}",
                 self.port
             );
-            signal(&left, "KILL");
-            left = wait_gone(&left, Duration::from_secs(5));
-            if !left.is_empty() {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "real ONLYOFFICE: port {}: processes {left:?} survived SIGKILL",
-                    self.port
-                );
-            }
         }
-        let _ = writeln!(
-            std::io::stderr(),
-            "real ONLYOFFICE: stack {} stopped in {:.1} s",
-            self.port,
-            started.elapsed().as_secs_f64()
-        );
+        let what = format!("real ONLYOFFICE: stack {}", self.port);
+        kill_survivors(&what, left);
+        report_stopped(&what, started);
     }
 }
 
 /// Real ONLYOFFICE Docs stacks on loopback (or the ones `OFFICESWITCH_REAL_ONLYOFFICE_URL`
 /// names), stopped on drop or by [`RealOnlyOffice::stop`]. Take
-/// [`super::real_collabora::real_editor_lock`] before starting them.
+/// [`super::real_editor::real_editor_lock`] before starting them.
 pub struct RealOnlyOffice {
     urls: Vec<String>,
     /// Empty when the stacks are external.
