@@ -19,7 +19,7 @@ use officeswitch::config::{Config, PoolConfig, ProofPolicy, SuiteKind};
 use officeswitch::discovery::document::{Discovery, ProofKeyPair};
 use officeswitch::discovery::merge::{PoolDiscovery, merge};
 use officeswitch::discovery::open_url::{FileFormat, OPEN_PATH_PREFIX, OpenUrl};
-use officeswitch::proxy::classify::{Class, Traffic, classify, query_param};
+use officeswitch::proxy::classify::{Class, Traffic, WopiEndpoint, classify, query_param};
 use officeswitch::proxy::translate;
 use officeswitch::rules::RuleSet;
 use officeswitch::wopi::token::{
@@ -671,7 +671,14 @@ pub fn classify_request(data: &[u8]) {
         }
         Class::WrongMethod | Class::Unknown => {}
         Class::Wopi(call) => {
-            assert!(read || method == Method::POST, "{method} {path}");
+            let settings = matches!(
+                call.endpoint,
+                WopiEndpoint::Settings | WopiEndpoint::SettingsUpload
+            );
+            assert!(
+                read || method == Method::POST || (settings && method == Method::DELETE),
+                "{method} {path}"
+            );
             assert!(!is_upgrade, "an upgrade to {path}");
             assert!(is_within(call.file_id, &path));
             assert!(
@@ -679,7 +686,9 @@ pub fn classify_request(data: &[u8]) {
                 "{path}"
             );
             assert!(
-                path.starts_with("/wopi/files/") || path.starts_with("/wopi/links/"),
+                path.starts_with("/wopi/files/")
+                    || path.starts_with("/wopi/links/")
+                    || path.starts_with("/wopi/settings/"),
                 "{path}"
             );
             if let Some(id) = FileId::parse(call.file_id) {

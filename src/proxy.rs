@@ -8,14 +8,16 @@
 //!    (307) with officeswitch's `WOPISrc` and a ticket;
 //! 3. [`rewrite`]: the node's URI, `Host`, forwarding headers; back: redirects onto
 //!    `public_url`. The editor page that ticket reaches gets a minted token in its form
-//!    ([`open`]), and Collabora's page admits the organisation's Nextcloud as its parent
-//!    ([`page`]);
+//!    ([`open`]), Collabora's settings page gets officeswitch's settings endpoint and a
+//!    minted settings token in its ([`settings`]), and Collabora's pages admit the
+//!    organisation's Nextcloud as their parent ([`page`]);
 //! 4. [`forward`]: stream to the node and back over the pooled client; upgrades become a
 //!    [`tunnel`].
 //!
 //! WOPI calls from editors ([`callback`]) take the same shape towards the host: admit
 //! (token, rules, proof) instead of route, re-sign instead of rewrite, forward, and
-//! [`translate`] the JSON that carries URLs.
+//! [`translate`] the JSON that carries URLs. Collabora's settings calls
+//! (`/wopi/settings/...`) are WOPI calls too ([`settings`]).
 //!
 //! Requests officeswitch answers itself (discovery, capabilities, probes, every refusal)
 //! are [`Answer`]s. Each request gets one access log line ([`access_log`]), written when
@@ -31,6 +33,7 @@ pub mod page;
 pub mod rewrite;
 pub mod route;
 pub mod service_root;
+pub mod settings;
 pub mod translate;
 pub mod tunnel;
 
@@ -72,14 +75,19 @@ enum PagePhase {
     Page(SuiteKind),
     /// Step 2 of an open: the form's host token becomes a minted one ([`open`]).
     Open(SuiteKind),
+    /// Collabora's settings page posted by Nextcloud: its form's settings endpoint and
+    /// token become officeswitch's ([`settings`]).
+    Settings,
 }
 
 impl PagePhase {
-    /// Whether the response is Collabora's editor page, whose framing [`page`] rewrites.
+    /// Whether the response is a Collabora page, whose framing [`page`] rewrites.
     fn is_collabora_page(self) -> bool {
         matches!(
             self,
-            PagePhase::Page(SuiteKind::Collabora) | PagePhase::Open(SuiteKind::Collabora)
+            PagePhase::Page(SuiteKind::Collabora)
+                | PagePhase::Open(SuiteKind::Collabora)
+                | PagePhase::Settings
         )
     }
 }
@@ -182,7 +190,7 @@ impl Proxy {
                 return logged(answer.into_response(), log);
             }
         };
-        let page = self.page_phase(&editor, &method, query);
+        let page = self.page_phase(&editor, &method, path, query);
         let answer = match self.route_editor(&editor, path, query).await {
             Ok(target) => {
                 log.target(&target, &self.pools);
@@ -232,15 +240,23 @@ impl Proxy {
     }
 
     /// What an editor page request needs: step 2 of an open when it is a POST naming
-    /// officeswitch's `WOPISrc` (only tickets make those), else the page rewrite only.
+    /// officeswitch's `WOPISrc` (only tickets make those), the settings form when it is a
+    /// POST of Collabora's settings page, else the page rewrite only.
     fn page_phase(
         &self,
         editor: &classify::EditorRequest<'_>,
         method: &Method,
+        path: &str,
         query: Option<&str>,
     ) -> PagePhase {
         if editor.kind != Traffic::Page {
             return PagePhase::None;
+        }
+        if editor.suite == SuiteKind::Collabora
+            && *method == Method::POST
+            && classify::is_settings_page(path)
+        {
+            return PagePhase::Settings;
         }
         let own = query
             .and_then(|q| query_param(q, "WOPISrc"))
@@ -431,6 +447,7 @@ impl Proxy {
         match body_kind {
             HostBody::CheckFileInfo => translate::check_file_info(&mut json, &minter)?,
             HostBody::PutRelativeFile => translate::put_relative_file(&mut json, &minter)?,
+            HostBody::SettingsConfig => settings::config(&mut json, &minter)?,
             HostBody::Stream => {}
         }
         let body = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
@@ -461,21 +478,39 @@ impl Proxy {
         let (uri, form) =
             open::page_form(&parts.uri, &form, target, file, pool, &self.open_context())?;
         parts.uri = uri;
-        parts.headers.remove(header::TRANSFER_ENCODING);
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(form.len()));
-        Ok(Request::from_parts(
-            parts,
-            Full::new(Bytes::from(form))
-                .map_err(|never| match never {})
-                .boxed(),
-        ))
+        Ok(with_form(parts, form))
     }
 
-    /// The Nextcloud origins of the organisation a Collabora page is for.
-    fn framing_origins(&self, target: &Target) -> Option<Vec<String>> {
-        let org = target.org.as_deref()?;
+    /// Collabora's settings page: its form read whole (it is small) and translated
+    /// ([`settings::page_form`]); returns the request to forward and the organisation
+    /// the form's settings endpoint belongs to.
+    async fn settings_page(
+        &self,
+        request: Request<Incoming>,
+        target: &Target,
+    ) -> Result<(Request<UpstreamBody>, Option<String>), Answer> {
+        let (parts, body) = request.into_parts();
+        let form = open::read_form(body).await?;
+        crate::metrics::global()
+            .request_bytes(Traffic::Page.as_str())
+            .inc_by(form.len() as u64);
+        let rules = self.rules.current();
+        let page = settings::page_form(
+            &form,
+            &settings::PageContext {
+                tokens: &self.tokens,
+                rules: &rules,
+                public_url: self.public.url(),
+                pool: &target.pool_in(&self.pools).name,
+                max_token_ttl: self.wopi.max_token_ttl,
+            },
+        )?;
+        Ok((with_form(parts, page.form), page.org))
+    }
+
+    /// The Nextcloud origins of organisation `org`, for a Collabora page.
+    fn framing_origins(&self, org: Option<&str>) -> Option<Vec<String>> {
+        let org = org?;
         let rules = self.rules.current();
         Some(rules.organisation_named(org)?.origins().to_vec())
     }
@@ -498,9 +533,20 @@ impl Proxy {
             // The page is rewritten below: ask for it uncompressed.
             request.headers_mut().remove(header::ACCEPT_ENCODING);
         }
+        let mut org = target.org.as_deref().map(str::to_string);
         let request = match page {
             PagePhase::Open(_) => match self.open_page(request, target).await {
                 Ok(r) => r,
+                Err(answer) => return Err((answer, log)),
+            },
+            PagePhase::Settings => match self.settings_page(request, target).await {
+                Ok((r, settings_org)) => {
+                    if let Some(name) = &settings_org {
+                        log.org(name);
+                    }
+                    org = settings_org;
+                    r
+                }
                 Err(answer) => return Err((answer, log)),
             },
             PagePhase::None | PagePhase::Page(_) => {
@@ -535,7 +581,7 @@ impl Proxy {
         log.status(response.status().as_u16());
         if page.is_collabora_page()
             && response.status() == StatusCode::OK
-            && let Some(origins) = self.framing_origins(target)
+            && let Some(origins) = self.framing_origins(org.as_deref())
         {
             return match page::admit_framing(response, &origins).await {
                 Ok(response) => Ok(logged(response, log)),
@@ -630,6 +676,20 @@ fn is_websocket(headers: &http::HeaderMap) -> bool {
     headers
         .get(header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// The request of `parts` with `form` (a translated form) as its whole body.
+fn with_form(mut parts: http::request::Parts, form: String) -> Request<UpstreamBody> {
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(form.len()));
+    Request::from_parts(
+        parts,
+        Full::new(Bytes::from(form))
+            .map_err(|never| match never {})
+            .boxed(),
+    )
 }
 
 /// A whole body, as officeswitch sends it.

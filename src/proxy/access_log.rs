@@ -65,6 +65,12 @@ impl AccessLog {
         self.editor_node = true;
     }
 
+    /// Records the organisation a request turned out to be for once its body was read
+    /// (Collabora's settings page names it in its form).
+    pub fn org(&mut self, org: &str) {
+        self.org = Some(org.to_string());
+    }
+
     /// Records the host a WOPI call goes to: the grant's organisation and pool, and the
     /// host's origin in place of a node.
     pub fn wopi(&mut self, grant: &crate::wopi::token::Grant) {

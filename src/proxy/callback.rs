@@ -1,20 +1,22 @@
 //! WOPI callbacks: officeswitch is the WOPI host towards editors and the editor towards
 //! the organisation's Nextcloud.
 //!
-//! A call to `/wopi/files/{id}[/contents]` or `/wopi/links/{id}` runs, in
+//! A call to `/wopi/files/{id}[/contents]`, `/wopi/links/{id}[/<name>]` or
+//! `/wopi/settings/{id}[/upload]` ([`super::settings`]) runs, in
 //! [`super::Proxy::handle`]'s order:
 //! 1. [`admit`]: the minted token must verify, be unexpired and bound to `{id}` (401
 //!    otherwise); its organisation must still exist and own the host URL it carries (403);
 //!    the editor's proof must verify against the keys in its pool's live discovery, as
-//!    the pool's [`ProofPolicy`] says (500, as the WOPI specification asks); links are
-//!    fetched without proofs, so a link call's proof is checked only when present.
+//!    the pool's [`ProofPolicy`] says (500, as the WOPI specification asks); links and
+//!    settings are fetched without proofs, so their proof is checked only when present.
 //!    Nothing is sent to the host before all three hold.
 //! 2. [`host_request`]: the request moves onto the host URL with the host's own token,
 //!    loses the editor's proof, cookies and hop-by-hop headers, and is signed with
 //!    officeswitch's key for exactly the URL sent.
 //! 3. forward (streamed, like editor traffic; the host gets `wopi.host_timeout` to answer).
 //! 4. [`host_response`]: redirects and cookies are dropped; CheckFileInfo and
-//!    PutRelativeFile JSON goes through [`super::translate`]; every other body streams.
+//!    PutRelativeFile JSON goes through [`super::translate`], a settings configuration
+//!    through [`super::settings::config`]; every other body streams.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
@@ -63,7 +65,8 @@ pub struct AdmitContext<'a> {
 ///
 /// # Errors
 /// 401 for a missing, forged, expired or other-file token (or a link token on a file
-/// endpoint and the reverse); 403 when the rules no longer allow the grant's
+/// endpoint and the reverse; settings endpoints take settings and file tokens); 403 when
+/// the rules no longer allow the grant's
 /// organisation or host; 500 for a refused proof.
 pub fn admit<B>(
     call: &WopiCall<'_>,
@@ -80,12 +83,17 @@ pub fn admit<B>(
         .tokens
         .check(&raw_token, call.file_id, unix_now())
         .map_err(|e| refused("token", e.reason(), Answer::BadToken(e.reason())))?;
-    // An open ticket opens nothing; a link token only its link; a file token only its file.
-    let wanted = match call.endpoint {
-        WopiEndpoint::Link => GrantKind::Link,
-        WopiEndpoint::File | WopiEndpoint::Contents => GrantKind::File,
+    // An open ticket opens nothing; a link token only its link; a file token only its file
+    // and its settings (the editor's settings dialog sends the document's token); a
+    // settings token only its settings endpoint.
+    let wanted: &[GrantKind] = match call.endpoint {
+        WopiEndpoint::Link => &[GrantKind::Link],
+        WopiEndpoint::File | WopiEndpoint::Contents => &[GrantKind::File],
+        WopiEndpoint::Settings | WopiEndpoint::SettingsUpload => {
+            &[GrantKind::Settings, GrantKind::File]
+        }
     };
-    if grant.kind != wanted {
+    if !wanted.contains(&grant.kind) {
         return Err(refused(
             "token",
             "wrong_kind",
@@ -112,12 +120,13 @@ pub fn admit<B>(
             )),
         ));
     }
-    check_proof(request, &raw_token, &grant, ctx)?;
+    check_proof(call, request, &raw_token, &grant, ctx)?;
     Ok(grant)
 }
 
 /// Applies the pool's proof policy to the editor's proof of this call.
 fn check_proof<B>(
+    call: &WopiCall<'_>,
     request: &Request<B>,
     token: &str,
     grant: &Grant,
@@ -133,7 +142,13 @@ fn check_proof<B>(
     if headers.is_absent() {
         // Editors fetch host-provided URLs (TemplateSource, FileUrl, settings) without a
         // proof, as the WOPI specification says they may; the link token guards them.
-        if grant.kind == GrantKind::Link {
+        // coolwsd fetches CheckFileInfo's settings likewise (its settings page's calls
+        // are signed); the settings token guards them.
+        let settings = matches!(
+            call.endpoint,
+            WopiEndpoint::Settings | WopiEndpoint::SettingsUpload
+        );
+        if grant.kind == GrantKind::Link || settings {
             return Ok(());
         }
         return match policy {
@@ -195,14 +210,15 @@ fn pool_keys<'a>(catalog: &'a Catalog, pool: &str) -> Vec<&'a ProofKeyPair> {
 /// host's token), its headers (cleaned, `Host` set, signed by officeswitch).
 ///
 /// # Errors
-/// 502 when the host URL cannot be used or signing fails.
+/// 502 when the host URL cannot be used or signing fails; 400 for a document's settings
+/// when its host has no settings endpoint.
 pub fn host_request<B>(
     mut request: Request<B>,
     call: &WopiCall<'_>,
     grant: &Grant,
     signer: &Signer,
 ) -> Result<Request<B>, Answer> {
-    let url = host_url(call.endpoint, grant, request.uri().query());
+    let url = host_url(call.endpoint, grant, request.uri().query())?;
     let uri: Uri = url
         .parse()
         .map_err(|_| Answer::HostFailed("the host URL is not a request URI".into()))?;
@@ -218,7 +234,7 @@ pub fn host_request<B>(
     let signed = signer
         .sign(&signed_token, &url, proof::ticks_now())
         .map_err(|e| Answer::HostFailed(format!("cannot sign: {e}")))?;
-    let json_expected = call.endpoint == WopiEndpoint::File;
+    let json_expected = matches!(call.endpoint, WopiEndpoint::File | WopiEndpoint::Settings);
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
@@ -230,7 +246,8 @@ pub fn host_request<B>(
         headers.remove(name);
     }
     if json_expected {
-        // CheckFileInfo and PutRelativeFile bodies are rewritten: ask for them plain.
+        // CheckFileInfo, PutRelativeFile and settings bodies are rewritten: ask for them
+        // plain.
         headers.remove(header::ACCEPT_ENCODING);
     }
     if let Ok(host) = HeaderValue::from_str(&authority) {
@@ -240,15 +257,26 @@ pub fn host_request<B>(
     Ok(request)
 }
 
-/// The host URL of a call: a file's WOPISrc (plus `/contents`) with the host's token,
-/// or a link's URL as the host gave it; the editor's other query parameters follow.
-fn host_url(endpoint: WopiEndpoint, grant: &Grant, editor_query: Option<&str>) -> String {
-    let mut url = grant.url.clone();
-    if endpoint == WopiEndpoint::Contents {
-        url.push_str("/contents");
-    }
+/// The host URL of a call: a file's WOPISrc (plus `/contents`) with the host's token, a
+/// link's URL as the host gave it, or a settings endpoint (plus `/upload`) with the host's
+/// token; the editor's other query parameters follow.
+///
+/// # Errors
+/// 400 for a document's settings when its host has no settings endpoint.
+fn host_url(
+    endpoint: WopiEndpoint,
+    grant: &Grant,
+    editor_query: Option<&str>,
+) -> Result<String, Answer> {
+    let mut url = match endpoint {
+        WopiEndpoint::Settings | WopiEndpoint::SettingsUpload => {
+            super::settings::host_endpoint(endpoint, grant)?
+        }
+        WopiEndpoint::Contents => format!("{}/contents", grant.url),
+        WopiEndpoint::File | WopiEndpoint::Link => grant.url.clone(),
+    };
     let mut separator = if url.contains('?') { '&' } else { '?' };
-    if grant.kind == GrantKind::File {
+    if matches!(grant.kind, GrantKind::File | GrantKind::Settings) {
         url.push(separator);
         url.push_str("access_token=");
         url.push_str(&super::translate::encode(&grant.host_token));
@@ -267,7 +295,7 @@ fn host_url(endpoint: WopiEndpoint, grant: &Grant, editor_query: Option<&str>) -
         url.push_str(pair);
         separator = '&';
     }
-    url
+    Ok(url)
 }
 
 /// What to do with the host's response body.
@@ -279,12 +307,17 @@ pub enum HostBody {
     CheckFileInfo,
     /// A PutRelativeFile (or RenameFile) JSON to rewrite: its `Url` names a file.
     PutRelativeFile,
+    /// A settings configuration JSON to rewrite: its files' `uri`s.
+    SettingsConfig,
 }
 
 /// Which responses carry URLs the editor would call: successful CheckFileInfo (`GET` on
 /// a file), PutRelativeFile and RenameFile (`POST` with `X-WOPI-Override: PUT_RELATIVE`
-/// or `RENAME_FILE`).
+/// or `RENAME_FILE`), the settings configuration (`GET` on settings).
 pub fn host_body<B>(call: &WopiCall<'_>, request: &Request<B>) -> HostBody {
+    if call.endpoint == WopiEndpoint::Settings && request.method() == Method::GET {
+        return HostBody::SettingsConfig;
+    }
     if call.endpoint != WopiEndpoint::File {
         return HostBody::Stream;
     }
@@ -355,19 +388,43 @@ mod tests {
             "https://nc/index.php/apps/richdocuments/wopi/files/1_oc",
         );
         assert_eq!(
-            host_url(WopiEndpoint::File, &file, Some("access_token=minted")),
+            host_url(WopiEndpoint::File, &file, Some("access_token=minted")).unwrap(),
             "https://nc/index.php/apps/richdocuments/wopi/files/1_oc?access_token=host%20tok%2F%2B"
         );
         assert_eq!(
-            host_url(WopiEndpoint::Contents, &file, Some("access_token=m&x=1")),
+            host_url(WopiEndpoint::Contents, &file, Some("access_token=m&x=1")).unwrap(),
             "https://nc/index.php/apps/richdocuments/wopi/files/1_oc/contents?access_token=host%20tok%2F%2B&x=1"
+        );
+        // The editor's settings dialog: the settings endpoint beside the document.
+        assert_eq!(
+            host_url(
+                WopiEndpoint::Settings,
+                &file,
+                Some("access_token=m&fileId=-1&type=userconfig")
+            )
+            .unwrap(),
+            "https://nc/index.php/apps/richdocuments/wopi/settings?access_token=host%20tok%2F%2B&fileId=-1&type=userconfig"
+        );
+        let settings = Grant {
+            kind: GrantKind::Settings,
+            url: "https://nc/index.php/apps/richdocuments/wopi/settings".into(),
+            ..file.clone()
+        };
+        assert_eq!(
+            host_url(
+                WopiEndpoint::SettingsUpload,
+                &settings,
+                Some("fileId=%2Fsettings%2Fsystemconfig%2Fxcu%2Fa.xcu&access_token=m")
+            )
+            .unwrap(),
+            "https://nc/index.php/apps/richdocuments/wopi/settings/upload?access_token=host%20tok%2F%2B&fileId=%2Fsettings%2Fsystemconfig%2Fxcu%2Fa.xcu"
         );
         let link = grant(
             GrantKind::Link,
             "https://nc/wopi/settings?type=userconfig&access_token=s",
         );
         assert_eq!(
-            host_url(WopiEndpoint::Link, &link, Some("ACCESS_TOKEN=m")),
+            host_url(WopiEndpoint::Link, &link, Some("ACCESS_TOKEN=m")).unwrap(),
             "https://nc/wopi/settings?type=userconfig&access_token=s"
         );
     }

@@ -7,7 +7,8 @@
 //! # URL spaces
 //! officeswitch's own paths come first (`/hosting/discovery`, `/hosting/capabilities`,
 //! `/healthz`, `/readyz`, `/officeswitch/open/...`, and the WOPI host officeswitch plays
-//! towards editors: `/wopi/files/<id>[/contents]` and `/wopi/links/<id>`). Then each suite's URL space, which do
+//! towards editors: `/wopi/files/<id>[/contents]`, `/wopi/links/<id>[/<name>]` and
+//! `/wopi/settings/<id>[/upload]`). Then each suite's URL space, which do
 //! not overlap except for `convert-to`: OnlyOffice also serves `/cool/convert-to`, but
 //! Nextcloud's server-side calls expect Collabora, so every `/cool/` and `/lool/` path is
 //! Collabora's. Sources: `../shared/notes/collabora.md` (coolwsd's
@@ -77,9 +78,16 @@ pub enum WopiEndpoint {
     File,
     /// `/wopi/files/<id>/contents`: GetFile (`GET`) and PutFile (`POST`).
     Contents,
-    /// `/wopi/links/<id>`: a host URL from a host response (`TemplateSource`, `FileUrl`,
-    /// settings), which editors fetch as given.
+    /// `/wopi/links/<id>[/<name>]`: a host URL from a host response (`TemplateSource`,
+    /// `FileUrl`, settings files), which editors fetch as given. `<name>` repeats the last
+    /// segment of the host URL, because coolwsd and the settings page name a settings
+    /// file by its URL's last segment; officeswitch ignores it.
     Link,
+    /// `/wopi/settings/<id>`: richdocuments' settings endpoint, `GET` the settings
+    /// configuration, `DELETE` a settings file ([`super::settings`]).
+    Settings,
+    /// `/wopi/settings/<id>/upload`: `POST` a settings file ([`super::settings`]).
+    SettingsUpload,
 }
 
 impl WopiEndpoint {
@@ -89,6 +97,7 @@ impl WopiEndpoint {
             WopiEndpoint::File => "wopi_file",
             WopiEndpoint::Contents => "wopi_contents",
             WopiEndpoint::Link => "wopi_link",
+            WopiEndpoint::Settings | WopiEndpoint::SettingsUpload => "wopi_settings",
         }
     }
 }
@@ -116,7 +125,9 @@ pub struct EditorRequest<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Traffic {
     /// Editor HTML entry: Collabora `/browser/<hash>/cool.html` (`GET`/`POST`) and the
-    /// settings page `/browser/<hash>/admin/adminIntegratorSettings.html`, OnlyOffice `POST /hosting/wopi/<type>/<mode>` and `/hosting/wopi/convert-and-edit/...`.
+    /// settings page `/browser/<hash>/[admin/]adminIntegratorSettings.html`
+    /// ([`is_settings_page`]), OnlyOffice `POST /hosting/wopi/<type>/<mode>` and
+    /// `/hosting/wopi/convert-and-edit/...`.
     Page,
     /// Static files: Collabora's other `/browser/...`, `/loleaflet/...`, `/cool/signature`;
     /// OnlyOffice `/web-apps/`, `/sdkjs/`, `/sdkjs-plugins/`, `/fonts/`, `/dictionaries/`,
@@ -271,8 +282,10 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// `/wopi/files/<id>`, `/wopi/files/<id>/contents` or `/wopi/links/<id>` (`rest` follows
-/// `/wopi/`), taking `GET`, `HEAD` and `POST`; anything else below `/wopi/` is unknown.
+/// `/wopi/files/<id>`, `/wopi/files/<id>/contents`, `/wopi/links/<id>[/<name>]` (`rest`
+/// follows `/wopi/`), taking `GET`, `HEAD` and `POST`; `/wopi/settings/<id>` taking `GET`,
+/// `HEAD` and `DELETE`, `/wopi/settings/<id>/upload` taking `POST`. Anything else below
+/// `/wopi/` is unknown.
 fn wopi_call<'a>(method: &Method, rest: &'a str, is_upgrade: bool) -> Class<'a> {
     let (space, tail) = split_segment(rest);
     let Some(tail) = tail else {
@@ -283,12 +296,25 @@ fn wopi_call<'a>(method: &Method, rest: &'a str, is_upgrade: bool) -> Class<'a> 
         ("files", None) => WopiEndpoint::File,
         ("files", Some("contents")) => WopiEndpoint::Contents,
         ("links", None) => WopiEndpoint::Link,
+        ("links", Some(name)) if !name.is_empty() && find_byte(name, b'/').is_none() => {
+            WopiEndpoint::Link
+        }
+        ("settings", None) => WopiEndpoint::Settings,
+        ("settings", Some("upload")) => WopiEndpoint::SettingsUpload,
         _ => return Class::Unknown,
     };
     if file_id.is_empty() || is_upgrade {
         return Class::Unknown;
     }
-    if method == Method::GET || method == Method::HEAD || method == Method::POST {
+    let read = method == Method::GET || method == Method::HEAD;
+    let takes = match endpoint {
+        WopiEndpoint::Settings => read || method == Method::DELETE,
+        WopiEndpoint::SettingsUpload => method == Method::POST,
+        WopiEndpoint::File | WopiEndpoint::Contents | WopiEndpoint::Link => {
+            read || method == Method::POST
+        }
+    };
+    if takes {
         Class::Wopi(WopiCall { file_id, endpoint })
     } else {
         Class::WrongMethod
@@ -392,8 +418,9 @@ fn collabora_static(rest: &str) -> Option<Found<'_>> {
     let kind = match below {
         "cool.html" | "loleaflet.html" => Traffic::Page,
         // The one admin page richdocuments frames: per-user and shared settings
-        // (discovery app `Settings`); the admin console stays closed.
-        "admin/adminIntegratorSettings.html" => Traffic::Page,
+        // (discovery app `Settings`); the admin console stays closed. The editor's own
+        // settings dialog asks for it without `admin/` (coolwsd serves it by file name).
+        SETTINGS_PAGE | SETTINGS_PAGE_IN_ADMIN => Traffic::Page,
         _ if decodes_to_ignore_case(dir, "admin") => return None,
         // The settings page's XHRs (coolwsd's FileServer takes them as POSTs).
         "upload-settings"
@@ -412,6 +439,24 @@ fn collabora_static(rest: &str) -> Option<Found<'_>> {
         kind,
         version: is_collabora_hash(version).then_some(version),
     })
+}
+
+/// The settings page's file name below `/browser/<hash>/`, as the editor's settings
+/// dialog asks for it.
+const SETTINGS_PAGE: &str = "adminIntegratorSettings.html";
+
+/// The settings page below `/browser/<hash>/`, as the discovery's `Settings` app names it.
+const SETTINGS_PAGE_IN_ADMIN: &str = "admin/adminIntegratorSettings.html";
+
+/// Whether `path` (below any service root) is Collabora's settings page,
+/// `/browser/<hash or dist>/[admin/]adminIntegratorSettings.html`: the page whose form names
+/// richdocuments' settings endpoint ([`super::settings`]).
+pub fn is_settings_page(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/browser/") else {
+        return false;
+    };
+    let (version, below) = split_segment(rest);
+    !version.is_empty() && matches!(below, Some(SETTINGS_PAGE | SETTINGS_PAGE_IN_ADMIN))
 }
 
 /// Collabora's `/cool/` (or legacy `/lool/`) space, `rest` being what follows that prefix.
@@ -802,6 +847,35 @@ mod tests {
     }
 
     #[test]
+    fn collabora_settings_page() {
+        for path in [
+            "/browser/61cf2b4/admin/adminIntegratorSettings.html",
+            "/browser/61cf2b4/adminIntegratorSettings.html",
+        ] {
+            assert_eq!(
+                kind(Method::POST, path, false),
+                (C, Traffic::Page),
+                "{path}"
+            );
+            assert_eq!(kind(Method::GET, path, false), (C, Traffic::Page), "{path}");
+            assert!(is_settings_page(path), "{path}");
+        }
+        for path in [
+            "/browser/61cf2b4/cool.html",
+            "/browser/61cf2b4/admin/admin.html",
+            "/browser//admin/adminIntegratorSettings.html",
+            "/browser/61cf2b4/x/admin/adminIntegratorSettings.html",
+            "/loleaflet/61cf2b4/admin/adminIntegratorSettings.html",
+        ] {
+            assert!(!is_settings_page(path), "{path}");
+        }
+        assert_eq!(
+            kind(Method::POST, "/browser/dist/fetch-settings-config", false),
+            (C, Traffic::Stateless)
+        );
+    }
+
+    #[test]
     fn collabora_assets() {
         let r = editor(Method::GET, "/browser/61cf2b4/bundle.js", None, false);
         assert_eq!(
@@ -1170,12 +1244,19 @@ mod tests {
         let files = format!("/wopi/files/{id}");
         let contents = format!("/wopi/files/{id}/contents");
         let link = format!("/wopi/links/{id}");
+        let named_link = format!("/wopi/links/{id}/en_US%20(1).dic");
+        let settings = format!("/wopi/settings/{id}");
+        let upload = format!("/wopi/settings/{id}/upload");
         for (method, path, endpoint) in [
             (Method::GET, &files, WopiEndpoint::File),
             (Method::POST, &files, WopiEndpoint::File),
             (Method::GET, &contents, WopiEndpoint::Contents),
             (Method::POST, &contents, WopiEndpoint::Contents),
             (Method::GET, &link, WopiEndpoint::Link),
+            (Method::GET, &named_link, WopiEndpoint::Link),
+            (Method::GET, &settings, WopiEndpoint::Settings),
+            (Method::DELETE, &settings, WopiEndpoint::Settings),
+            (Method::POST, &upload, WopiEndpoint::SettingsUpload),
         ] {
             assert_eq!(
                 call(method, path),
@@ -1187,6 +1268,17 @@ mod tests {
             );
         }
         assert_eq!(call(Method::PUT, &contents), Class::WrongMethod);
+        assert_eq!(call(Method::DELETE, &files), Class::WrongMethod);
+        assert_eq!(call(Method::POST, &settings), Class::WrongMethod);
+        assert_eq!(call(Method::GET, &upload), Class::WrongMethod);
+        assert_eq!(
+            Class::Wopi(WopiCall {
+                file_id: id,
+                endpoint: WopiEndpoint::SettingsUpload
+            })
+            .as_str(),
+            "wopi_settings"
+        );
         for path in [
             "/wopi/files/",
             "/wopi/files",
@@ -1194,7 +1286,11 @@ mod tests {
             "/wopi/files/x/contents/more",
             "/wopi/files/x/other",
             "/wopi/other/x",
-            "/wopi/links/x/contents",
+            "/wopi/links/x/a/b",
+            "/wopi/links/x/",
+            "/wopi/settings/x/other",
+            "/wopi/settings/x/upload/more",
+            "/wopi/settings/",
         ] {
             assert_eq!(call(Method::GET, path), Class::Unknown, "{path}");
         }

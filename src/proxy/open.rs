@@ -17,7 +17,8 @@
 //! 2. `POST /hosting/wopi/word/edit?...` or `/browser/<hash>/cool.html?...`: editor traffic,
 //!    routed by officeswitch's `WOPISrc` to the document's pinned node. The ticket says
 //!    which host `WOPISrc` the document stands for; the form's host token becomes a minted
-//!    one ([`page_form`]) and the ticket leaves the query before the node sees it.
+//!    one and its settings endpoint officeswitch's ([`page_form`]), and the ticket leaves
+//!    the query before the node sees it.
 //!
 //! The page then resolves every relative URL exactly as on the node, and every URL it
 //! builds from its own query names officeswitch's `WOPISrc`. The ticket is sealed like a
@@ -33,6 +34,7 @@ use super::answer::Answer;
 use super::classify::query_param;
 use super::rewrite;
 use super::route::Target;
+use super::settings;
 use super::translate;
 use crate::wopi::token::{self, FileId, Grant, GrantKind, TokenKeys};
 
@@ -119,7 +121,8 @@ pub fn redirect(
 }
 
 /// Step 2: checks the ticket of an editor page POST routed to `target` (its document is
-/// `file`) and returns the URI without the ticket and the form with a minted token.
+/// `file`) and returns the URI without the ticket and the form with a minted token and
+/// officeswitch's settings endpoint for the document ([`settings::editor_settings_url`]).
 ///
 /// # Errors
 /// 400 for a missing, forged, expired or foreign ticket, or a form without a token; 500
@@ -168,7 +171,11 @@ pub fn page_form(
     let uri = format!("{}?{}", uri.path(), kept.join("&"))
         .parse()
         .map_err(|_| Answer::BadRequest("the editor page URL cannot be rewritten"))?;
-    Ok((uri, translate::open_form(form, &token, &expiry.ttl_field)))
+    let settings_url = translate::form_field(form, settings::FORM_FIELD).and_then(|given| {
+        settings::editor_settings_url(&given, &grant.url, file.as_str(), ctx.public_url)
+    });
+    let form = translate::open_form(form, &token, &expiry.ttl_field, settings_url.as_deref());
+    Ok((uri, form))
 }
 
 /// Whether a query carries an open ticket (an editor page POST of step 2).
@@ -258,7 +265,8 @@ mod tests {
         let public = Url::parse("https://office.example:8443/").unwrap();
         let target = target(&tokens, "http://10.0.0.9:9980/browser/abc123/cool.html?");
         let ctx = ctx(&tokens, &public);
-        let form = b"access_token=host+tok&access_token_ttl=0&theme=dark";
+        let form = b"access_token=host+tok&access_token_ttl=0&theme=dark\
+            &wopi_setting_base_url=https%3A%2F%2Fnc.example%2Fapps%2Frichdocuments%2Fwopi%2Fsettings";
         let to = location(redirect(&target, Some(HOST_QUERY), form, &ctx).unwrap());
         assert_eq!(to.path(), "/browser/abc123/cool.html");
         let uri: Uri = format!("{}?{}", to.path(), to.query().unwrap())
@@ -280,6 +288,9 @@ mod tests {
         assert_eq!(grant.url, "https://nc.example/wopi/files/1");
         assert_eq!(grant.pool, "collabora");
         assert!(form.contains("theme=dark"));
+        // This WOPISrc has no richdocuments settings endpoint beside it: no node is given
+        // the host's.
+        assert!(form.ends_with("&wopi_setting_base_url="), "{form}");
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //!   the host's, encrypted) and the query's `WOPISrc` becomes `{public_url}wopi/files/{id}`
 //!   ([`open_query`], [`open_form`]).
 //! - In host responses, every URL an editor would call itself becomes an officeswitch URL
-//!   with a freshly minted token: CheckFileInfo's `TemplateSource`, `FileUrl` and settings
-//!   `uri`s become `/wopi/links/{id}` ([`check_file_info`]); PutRelativeFile's `Url`, a new
-//!   file, becomes that file's `/wopi/files/{id}` ([`put_relative_file`]). URLs the browser
+//!   with a freshly minted token: CheckFileInfo's `TemplateSource` and `FileUrl` become
+//!   `/wopi/links/{id}`, its `UserSettings.uri` and `SharedSettings.uri` the organisation's
+//!   `/wopi/settings/{id}` ([`check_file_info`], [`super::settings`]); PutRelativeFile's
+//!   `Url`, a new file, becomes that file's `/wopi/files/{id}` ([`put_relative_file`]). URLs the browser
 //!   uses itself (`HostEditUrl`, `PostMessageOrigin`, avatars...) stay, but must belong to
 //!   the organisation too.
 //!
@@ -33,7 +34,8 @@ const MILLIS_THRESHOLD: u64 = 100_000_000_000;
 /// CheckFileInfo fields holding a URL the editor fetches itself.
 const EDITOR_FETCHED: [&str; 2] = ["TemplateSource", "FileUrl"];
 
-/// CheckFileInfo objects whose `uri` the editor fetches itself (richdocuments' settings).
+/// CheckFileInfo objects whose `uri` the editor fetches itself (richdocuments' settings,
+/// which become the organisation's `/wopi/settings/{id}`).
 const EDITOR_FETCHED_OBJECTS: [&str; 2] = ["UserSettings", "SharedSettings"];
 
 /// CheckFileInfo fields the browser opens itself: they stay, but must name the
@@ -127,9 +129,23 @@ pub fn form_token(form: &[u8]) -> Result<(String, Option<String>), Answer> {
     Ok((token, ttl))
 }
 
-/// The open form with `access_token` and `access_token_ttl` replaced; other fields
+/// The first value of field `name` in a form, decoded.
+pub fn form_field(form: &[u8], name: &str) -> Option<String> {
+    url::form_urlencoded::parse(form)
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The open form with `access_token` and `access_token_ttl` replaced, and
+/// `wopi_setting_base_url` (richdocuments' settings endpoint) replaced by `settings_url`,
+/// or emptied without one (the page then offers no settings dialog); other fields
 /// (`css_variables`, `theme`...) stay.
-pub fn open_form(form: &[u8], minted_token: &str, ttl_field: &str) -> String {
+pub fn open_form(
+    form: &[u8],
+    minted_token: &str,
+    ttl_field: &str,
+    settings_url: Option<&str>,
+) -> String {
     let mut out = url::form_urlencoded::Serializer::new(String::new());
     let mut saw_ttl = false;
     for (key, value) in url::form_urlencoded::parse(form) {
@@ -139,6 +155,7 @@ pub fn open_form(form: &[u8], minted_token: &str, ttl_field: &str) -> String {
                 saw_ttl = true;
                 out.append_pair("access_token_ttl", ttl_field)
             }
+            super::settings::FORM_FIELD => out.append_pair(&key, settings_url.unwrap_or("")),
             _ => out.append_pair(&key, &value),
         };
     }
@@ -165,7 +182,7 @@ impl Minter<'_> {
     ///
     /// # Errors
     /// 502 naming `field` and the origin otherwise.
-    fn allowed(&self, field: &str, url: &str) -> Result<Url, Answer> {
+    pub(super) fn allowed(&self, field: &str, url: &str) -> Result<Url, Answer> {
         let parsed =
             Url::parse(url).map_err(|_| Answer::HostFailed(format!("{field} is not a URL")))?;
         let owner = self.rules.organisation_for(&parsed).map(|o| o.name());
@@ -181,7 +198,20 @@ impl Minter<'_> {
 
     /// An officeswitch link standing for host URL `url` (query and token included).
     fn link(&self, field: &str, url: &str) -> Result<String, Answer> {
+        self.link_named(field, url, false)
+    }
+
+    /// An officeswitch link standing for host URL `url`; with `named`, its path ends in
+    /// the last segment of `url`'s path (`/wopi/links/{id}/{name}`), for clients that name
+    /// what they fetch after its URL (coolwsd's settings presets, the settings page).
+    pub(super) fn link_named(&self, field: &str, url: &str, named: bool) -> Result<String, Answer> {
         let parsed = self.allowed(field, url)?;
+        let name = parsed
+            .path_segments()
+            .and_then(|mut segments| segments.next_back())
+            .filter(|name| named && !name.is_empty())
+            .map(|name| format!("/{name}"))
+            .unwrap_or_default();
         let grant = Grant {
             kind: GrantKind::Link,
             file_id: self.grant.file_id.clone(),
@@ -193,7 +223,7 @@ impl Minter<'_> {
         };
         let token = self.mint(&grant)?;
         Ok(format!(
-            "{}wopi/links/{}?access_token={token}",
+            "{}wopi/links/{}{name}?access_token={token}",
             self.public_url, grant.file_id
         ))
     }
@@ -227,7 +257,11 @@ impl Minter<'_> {
         ))
     }
 
-    fn mint(&self, grant: &Grant) -> Result<String, Answer> {
+    /// A token for `grant`.
+    ///
+    /// # Errors
+    /// 502 when minting fails (a host URL too long for a token).
+    pub(super) fn mint(&self, grant: &Grant) -> Result<String, Answer> {
         self.tokens
             .mint(grant)
             .map_err(|e| Answer::HostFailed(format!("cannot mint a token: {e}")))
@@ -257,8 +291,13 @@ pub fn check_file_info(json: &mut Value, minter: &Minter<'_>) -> Result<(), Answ
             && let Some(Value::String(url)) = inner.get("uri")
             && !url.is_empty()
         {
-            let link = minter.link(&format!("{field}.uri"), url)?;
-            inner.insert("uri".to_string(), Value::String(link));
+            let field = format!("{field}.uri");
+            let uri = match super::settings::settings_uri(minter, &field, url)? {
+                Some(uri) => uri,
+                // Not richdocuments' settings endpoint: fetched as given, as a link.
+                None => minter.link(&field, url)?,
+            };
+            inner.insert("uri".to_string(), Value::String(uri));
         }
     }
     for field in BROWSER_URLS {
@@ -403,6 +442,7 @@ mod tests {
             "BaseFileName": "a.odt",
             "TemplateSource": template,
             "UserSettings": {"uri": "https://nc.acme/wopi/settings?type=userconfig&access_token=s"},
+            "SharedSettings": {"uri": "https://nc.acme/index.php/apps/richdocuments/wopi/settings?type=systemconfig&access_token=s&fileId=-1"},
             "HostEditUrl": "https://nc.acme/apps/files/?fileid=1",
             "PostMessageOrigin": "https://nc.acme",
         });
@@ -422,6 +462,15 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .starts_with("https://os.example/wopi/links/")
+        );
+        // richdocuments' settings endpoint: the organisation's settings id.
+        assert!(
+            info["SharedSettings"]["uri"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://os.example/wopi/settings/"),
+            "{}",
+            info["SharedSettings"]
         );
         assert_eq!(info["HostEditUrl"], "https://nc.acme/apps/files/?fileid=1");
         assert_eq!(info["PostMessageOrigin"], "https://nc.acme");
@@ -518,14 +567,29 @@ mod tests {
         let (token, ttl) = form_token(form).unwrap();
         assert_eq!(token, "host+secret");
         assert_eq!(ttl.as_deref(), Some("1800003600"));
-        let out = open_form(form, "minted.tok-en_1", "1800003600");
+        let out = open_form(form, "minted.tok-en_1", "1800003600", None);
         assert_eq!(
             out,
             "access_token=minted.tok-en_1&access_token_ttl=1800003600&theme=dark+mode&css_variables=--a%3A1"
         );
         assert!(!out.contains("secret"));
-        let added = open_form(b"access_token=a", "b", "7");
+        let added = open_form(b"access_token=a", "b", "7", Some("unused"));
         assert_eq!(added, "access_token=b&access_token_ttl=7");
+        // The settings endpoint: replaced, or emptied.
+        let settings = b"access_token=a&wopi_setting_base_url=https%3A%2F%2Fnc%2Fs";
+        assert_eq!(
+            open_form(settings, "b", "7", Some("https://os/wopi/settings/x")),
+            "access_token=b&wopi_setting_base_url=https%3A%2F%2Fos%2Fwopi%2Fsettings%2Fx&access_token_ttl=7"
+        );
+        assert_eq!(
+            open_form(settings, "b", "7", None),
+            "access_token=b&wopi_setting_base_url=&access_token_ttl=7"
+        );
+        assert_eq!(
+            form_field(settings, "wopi_setting_base_url").as_deref(),
+            Some("https://nc/s")
+        );
+        assert_eq!(form_field(settings, "missing"), None);
         assert!(matches!(form_token(b"theme=x"), Err(Answer::BadRequest(_))));
         assert!(matches!(
             form_token(b"access_token="),

@@ -4,8 +4,9 @@
 //! `{public_url}/wopi/files/{file_id}` and Nextcloud's `access_token` with a token of its own.
 //! The editor calls back with that token; officeswitch checks it, recovers the real `WOPISrc`
 //! and Nextcloud's token from it, and forwards the call. URLs inside host responses
-//! (`TemplateSource`, `FileUrl`, settings `uri`, PutRelativeFile `Url`) become "link" tokens that
-//! carry the full host URL.
+//! (`TemplateSource`, `FileUrl`, settings files, PutRelativeFile `Url`) become "link" tokens that
+//! carry the full host URL; richdocuments' settings endpoint and its settings token become a
+//! "settings" token ([`GrantKind::Settings`]).
 //!
 //! **No shared state.** Everything needed to forward a call is inside the token, sealed with
 //! keys derived from one secret file (`[keys] token_secret`). Any officeswitch instance holding
@@ -14,7 +15,7 @@
 //!
 //! **What the editor can learn.** A token is an HS256 JWT (`header.payload.signature`); its
 //! payload is only base64, so the editor can read it: the file id (`fid`), expiry (`exp`),
-//! issue time (`iat`), kind (`k`, `f` or `l`), an opaque 16-character digest of the host token
+//! issue time (`iat`), kind (`k`: `f`, `l`, `s` or `o`), an opaque 16-character digest of the host token
 //! (`sub`, a keyed HMAC: it binds the token to the host's grant without revealing it), and `enc`.
 //! The organisation, editor pool, host URL and host token are only inside `enc`: AES-256-GCM
 //! with a random nonce and the file id as associated data. File ids are keyed HMACs, so they
@@ -488,6 +489,7 @@ impl TokenKeys {
             "f" => GrantKind::File,
             "l" => GrantKind::Link,
             "o" => GrantKind::Open,
+            "s" => GrantKind::Settings,
             _ => return Err(TokenError::Malformed),
         };
         let sealed = URL_SAFE_NO_PAD
@@ -536,8 +538,10 @@ pub struct Grant {
     /// Editor pool the document was opened in.
     pub pool: String,
     /// File: the host's `WOPISrc` (no query). Link: the full host URL, query included.
+    /// Settings: the host's settings endpoint (no query).
     pub url: String,
-    /// The host's original `access_token` (empty for a link whose URL carries its own token).
+    /// The host's original `access_token` (empty for a link whose URL carries its own token;
+    /// the settings token for settings).
     pub host_token: String,
     /// Expiry, unix seconds.
     pub expires_at: u64,
@@ -573,6 +577,12 @@ pub enum GrantKind {
     /// editor page's address between the two steps of an open ([`crate::proxy::open`]).
     /// It holds no host token (the re-posted form brings that) and opens no endpoint.
     Open,
+    /// One Nextcloud's settings endpoint (richdocuments' `.../wopi/settings`) with the
+    /// settings token Nextcloud gave for it: `/wopi/settings/{file_id}[/upload]`, where the
+    /// id names the organisation and endpoint, not a document ([`crate::proxy::settings`]).
+    /// A settings token is not tied to one document, so it gets a kind of its own: a file
+    /// token stands for a document's WOPI calls, a settings token for no document at all.
+    Settings,
 }
 
 impl GrantKind {
@@ -581,6 +591,7 @@ impl GrantKind {
             GrantKind::File => "f",
             GrantKind::Link => "l",
             GrantKind::Open => "o",
+            GrantKind::Settings => "s",
         }
     }
 }
@@ -778,6 +789,18 @@ mod tests {
         assert_eq!(keys.check(&token, &link.file_id, NOW).unwrap(), link);
         // Tokens are random (nonce): two mints differ but both check.
         assert_ne!(keys.mint(&link).unwrap(), token);
+
+        let settings = Grant {
+            kind: GrantKind::Settings,
+            url: "https://nc.example.com/index.php/apps/richdocuments/wopi/settings".into(),
+            host_token: "settings-token".into(),
+            ..file
+        };
+        let token = keys.mint(&settings).unwrap();
+        assert_eq!(
+            keys.check(&token, &settings.file_id, NOW).unwrap(),
+            settings
+        );
     }
 
     #[test]
