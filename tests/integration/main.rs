@@ -61,3 +61,5 @@ mod doctor;
 mod real_browser;
 /// Real Collabora Online and ONLYOFFICE Docs servers in the test kit start, answer and stop.
 mod real_editors;
+/// Collabora's settings iframe and presets reach Nextcloud through officeswitch (issue 11).
+mod settings;

@@ -2470,14 +2470,14 @@ async fn nextcloud_serves_templates_settings_and_the_other_overrides() {
             .status,
         StatusCode::FORBIDDEN
     );
-    for (kind, expected) in [("UserSettings", "user"), ("SharedSettings", "system")] {
+    for (kind, expected) in [("UserSettings", "user"), ("SharedSettings", "shared")] {
         let url = info[kind]["uri"].as_str().unwrap().to_owned();
         let settings = editor.wopi(&session, WopiCall::Fetch { url }).await;
         assert_eq!(settings.status, StatusCode::OK);
         assert_eq!(settings.json().unwrap()["kind"], expected);
     }
     let bad_type = format!(
-        "{}/index.php/apps/richdocuments/wopi/settings?type=nope&access_token=token&fileId=-1",
+        "{}/index.php/apps/richdocuments/wopi/settings?type=&access_token=token&fileId=-1",
         nextcloud.origin()
     );
     assert_eq!(

@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod certs;
 pub mod client;
+pub mod collabora_settings;
 pub mod editor;
 pub mod logs;
 pub mod nextcloud;

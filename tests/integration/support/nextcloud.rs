@@ -15,7 +15,7 @@
 //! | `POST files/<id>` + `DELETE`, `PUT_USER_INFO` | 200 (removes the file; stores the body, shown as `UserInfo`) |
 //! | `POST files/<id>` + `GET_SHARE_URL`, anything else | 501 |
 //! | `GET template/<id>` | the template's bytes, for a token granted on a file made from it |
-//! | `GET settings?type=userconfig\|systemconfig` | a small settings JSON (never proof-checked) |
+//! | `GET settings`, `POST settings/upload`, `DELETE settings`, `GET ../settings/<type>/<token>/<category>/<name>` | richdocuments' settings endpoints and files, never proof-checked (`nextcloud_settings.rs`) |
 //!
 //! Checks, in richdocuments' order: the proof (when [`StandInNextcloud::verify_proofs_with`]
 //! set keys; a missing, stale or wrong proof answers 500 `[]`, the operation is not
@@ -66,11 +66,18 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+#[path = "nextcloud_settings.rs"]
+mod settings;
+
 /// The path every WOPI file URL of richdocuments starts with.
 pub const WOPI_FILES_PATH: &str = "/index.php/apps/richdocuments/wopi/files/";
 
 /// The path of richdocuments' template endpoint (`TemplateSource`).
 pub const WOPI_TEMPLATE_PATH: &str = "/index.php/apps/richdocuments/wopi/template/";
+
+/// The user richdocuments would find in the admin group: the one who may change shared
+/// settings.
+pub const ADMIN_USER: &str = "admin";
 
 /// The path of richdocuments' settings endpoint (`UserSettings.uri`, `SharedSettings.uri`).
 pub const WOPI_SETTINGS_PATH: &str = "/index.php/apps/richdocuments/wopi/settings";
@@ -132,6 +139,12 @@ pub enum WopiOperation {
     GetTemplate,
     /// `GET settings?type=..`.
     GetSettings,
+    /// `POST settings/upload?fileId=..`.
+    UploadSettings,
+    /// `DELETE settings?fileId=..`.
+    DeleteSettings,
+    /// `GET /index.php/apps/richdocuments/settings/<type>/<token>/<category>/<name>`.
+    GetSettingsFile,
     /// Anything else under a file (`"POST FOO"`, no override...): 501.
     Other(String),
 }
@@ -592,6 +605,8 @@ struct Host {
     templates: HashMap<String, Bytes>,
     /// Settings token -> user.
     settings_tokens: HashMap<String, String>,
+    /// Settings files.
+    settings: settings::Store,
     /// User -> PUT_USER_INFO body.
     user_info: HashMap<String, String>,
     /// (current, old) when proofs are verified.
@@ -735,15 +750,15 @@ enum Target {
     File(String, WopiOperation),
     /// `template/<id>`.
     Template(String),
-    /// `settings`.
-    Settings,
+    /// richdocuments' settings endpoints and files.
+    Settings(settings::Route),
 }
 
 impl Target {
     fn file_id(&self) -> Option<String> {
         match self {
             Self::File(id, _) | Self::Template(id) => Some(id.clone()),
-            Self::Settings => None,
+            Self::Settings(_) => None,
         }
     }
 
@@ -751,7 +766,7 @@ impl Target {
         match self {
             Self::File(_, operation) => operation.clone(),
             Self::Template(_) => WopiOperation::GetTemplate,
-            Self::Settings => WopiOperation::GetSettings,
+            Self::Settings(route) => route.operation(),
         }
     }
 }
@@ -800,18 +815,20 @@ async fn handle(state: &State, req: Request<Incoming>) -> Result<Response<Body>,
         requests.len() - 1
     };
     let mut body = Some(BodyReader::new(state, index, body));
-    let outcome = match (&target, &proof) {
+    let outcome = match (target, &proof) {
         (Some(_), ProofCheck::Missing | ProofCheck::Invalid(_)) if checked && keys.is_some() => {
             json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!([])).into()
         }
         (Some(Target::File(file_id, operation)), _) => {
             let token = proof_headers.access_token.as_str();
-            serve_file(state, &parts, &mut body, file_id, operation, token).await
+            serve_file(state, &parts, &mut body, &file_id, &operation, token).await
         }
         (Some(Target::Template(template_id)), _) => {
-            get_template(state, template_id, &proof_headers.access_token).into()
+            get_template(state, &template_id, &proof_headers.access_token).into()
         }
-        (Some(Target::Settings), _) => get_settings(state, &parts).into(),
+        (Some(Target::Settings(route)), _) => settings::serve(state, &parts, &mut body, route)
+            .await
+            .into(),
         (None, _) => text(StatusCode::NOT_FOUND, "Not Found\n").into(),
     };
     match outcome {
@@ -924,8 +941,8 @@ fn ticks_of(time: SystemTime) -> u64 {
 
 /// The target of a WOPI path, `None` for any other path.
 fn parse_target(method: &Method, path: &str, headers: &HeaderMap) -> Option<Target> {
-    if path == WOPI_SETTINGS_PATH {
-        return (*method == Method::GET).then_some(Target::Settings);
+    if let Some(route) = settings::route(method, path) {
+        return Some(Target::Settings(route));
     }
     if let Some(template_id) = path.strip_prefix(WOPI_TEMPLATE_PATH) {
         let valid = *method == Method::GET && !template_id.is_empty() && !template_id.contains('/');
@@ -1029,7 +1046,10 @@ async fn serve_file(
         WopiOperation::GetShareUrl
         | WopiOperation::Other(_)
         | WopiOperation::GetTemplate
-        | WopiOperation::GetSettings => {
+        | WopiOperation::GetSettings
+        | WopiOperation::UploadSettings
+        | WopiOperation::DeleteSettings
+        | WopiOperation::GetSettingsFile => {
             json_response(StatusCode::NOT_IMPLEMENTED, &json!([])).into()
         }
     }
@@ -1205,41 +1225,6 @@ fn get_template(state: &State, template_id: &str, token: &str) -> Response<Body>
         (true, None) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!([])),
         (false, _) => forbidden(),
     }
-}
-
-/// The settings endpoint: a small config for a settings token (or a file token).
-fn get_settings(state: &State, parts: &Parts) -> Response<Body> {
-    let query = parts.uri.query().unwrap_or_default();
-    let token = query_param(query, "access_token").unwrap_or_default();
-    let kind = query_param(query, "type").unwrap_or_default();
-    let host = state.host();
-    let user = host.settings_tokens.get(&token).cloned().or_else(|| {
-        host.grants
-            .iter()
-            .find(|((_, granted), _)| *granted == token)
-            .map(|(_, grant)| grant.user.clone())
-    });
-    drop(host);
-    let Some(user) = user else {
-        return json_response(StatusCode::UNAUTHORIZED, &json!({"error": "Unauthorized"}));
-    };
-    let kind = match kind.as_str() {
-        "userconfig" => "user",
-        "systemconfig" => "system",
-        _ => {
-            let error = json!({"error": "Invalid type parameter"});
-            return json_response(StatusCode::BAD_REQUEST, &error);
-        }
-    };
-    let config = json!({
-        "kind": kind,
-        "user": user,
-        "autotext": [],
-        "wordbook": [],
-        "xcu": [],
-        "browsersetting": [],
-    });
-    json_response(StatusCode::OK, &config)
 }
 
 /// `size` pattern bytes as ~64 KiB chunks sharing one buffer.
