@@ -211,3 +211,72 @@ async fn onlyoffice_stacks_publish_actions_share_one_proof_key_and_follow_forwar
 fn still_running(pids: Vec<u32>) -> Vec<u32> {
     pids.into_iter().filter(|p| alive(*p)).collect()
 }
+
+/// A Nextcloud on another machine (here `127.0.0.2`) converting through officeswitch:
+/// officeswitch appends that address to `X-Forwarded-For`, and coolwsd's `net.post_allow`
+/// checks the peer and every hop, so the README tells hosters to list their Nextclouds'
+/// addresses there. Without that entry the node refuses the conversion (so the test can
+/// fail); with it, a preview (`png`) and an export (`pdf`) come back as those types.
+#[tokio::test]
+async fn nextclouds_conversions_through_officeswitch_pass_post_allow_as_the_readme_sets_it() {
+    let _turn = real_editor_lock().await;
+    let nextcloud: std::net::IpAddr = [127, 0, 0, 2].into();
+    let convert = async |public: &str, format: &str| {
+        let boundary = "officeswitch-real-editors-boundary";
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"n.txt\"\r\n\
+             Content-Type: text/plain\r\n\r\nA preview, please.\r\n--{boundary}--\r\n"
+        );
+        client::send_bytes_from(
+            Some(nextcloud),
+            Method::POST,
+            &format!("{public}/cool/convert-to/{format}"),
+            &[(
+                "content-type",
+                &format!("multipart/form-data; boundary={boundary}"),
+            )],
+            body.as_bytes(),
+        )
+        .await
+    };
+    for allowed in [false, true] {
+        let port = crate::support::real_editor::free_port().await;
+        // coolwsd.xml's post_allow has entries 0-12; the last (10.x, Podman) is replaced.
+        let extra: &[&str] = if allowed {
+            &["--o:net.post_allow.host[12]=127\\.0\\.0\\.2"]
+        } else {
+            &[]
+        };
+        let Ok(cool) = RealCollabora::start(1, &format!("127.0.0.1:{port}"), extra).await else {
+            return;
+        };
+        let os = crate::support::officeswitch::OfficeSwitch::builder()
+            .port(port)
+            .pool("collabora", "collabora", cool.urls())
+            .spawn()
+            .await;
+        os.wait_ready().await;
+        let public = format!("http://127.0.0.1:{port}");
+        let (status, headers, body) = convert(&public, "png").await;
+        if !allowed {
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "coolwsd admitted a conversion from an address post_allow does not list"
+            );
+            cool.stop().await;
+            continue;
+        }
+        assert_eq!(status, StatusCode::OK, "{}", cool.log_tail(0, 30));
+        assert!(body.starts_with(b"\x89PNG\r\n"), "not a PNG: {headers:?}");
+        let (status, _, body) = convert(&public, "pdf").await;
+        assert_eq!(status, StatusCode::OK, "{}", cool.log_tail(0, 30));
+        assert!(body.starts_with(b"%PDF-"), "not a PDF");
+        let log = os.log();
+        assert!(
+            log.lines().any(|l| l.contains("/cool/convert-to/pdf") && l.contains("200")),
+            "no access log line for the conversion: {log}"
+        );
+        cool.stop().await;
+    }
+}

@@ -198,7 +198,10 @@ impl Browser {
             .to_string();
         Ok(User {
             name: name.to_string(),
-            context,
+            context: Arc::new(BrowserContext {
+                id: context,
+                conn: Arc::clone(&self.conn),
+            }),
             conn: Arc::clone(&self.conn),
         })
     }
@@ -221,13 +224,14 @@ impl Drop for Browser {
     }
 }
 
-/// One user of the browser: an isolated browser context. Dropping it disposes the
-/// context (closing its pages).
+/// One user of the browser: an isolated browser context, disposed (closing its pages)
+/// when the user and every page it opened are dropped.
 pub struct User {
     /// The name tests gave it, shown in reports.
     name: String,
-    /// `browserContextId`.
-    context: String,
+    /// The context, shared with the user's pages: a page a helper returns outlives the
+    /// `User` value it was opened from.
+    context: Arc<BrowserContext>,
     /// The browser's connection.
     conn: Arc<Conn>,
 }
@@ -247,7 +251,7 @@ impl User {
             .call(
                 None,
                 "Target.createTarget",
-                json!({"url": "about:blank", "browserContextId": self.context}),
+                json!({"url": "about:blank", "browserContextId": self.context.id}),
             )
             .await?;
         let target = created["targetId"]
@@ -279,6 +283,7 @@ impl User {
             session,
             record,
             conn: Arc::clone(&self.conn),
+            _context: Arc::clone(&self.context),
         };
         let loads_before = page.record.lock().main_loads;
         let navigated = page
@@ -299,12 +304,20 @@ impl User {
     }
 }
 
-impl Drop for User {
+/// A `browserContextId`, disposed when the last holder (user or page) goes.
+struct BrowserContext {
+    /// `browserContextId`.
+    id: String,
+    /// The browser's connection.
+    conn: Arc<Conn>,
+}
+
+impl Drop for BrowserContext {
     fn drop(&mut self) {
         self.conn.fire(
             None,
             "Target.disposeBrowserContext",
-            json!({"browserContextId": self.context}),
+            json!({"browserContextId": self.id}),
         );
     }
 }
@@ -394,6 +407,8 @@ pub struct Page {
     record: Arc<Record>,
     /// The browser's connection.
     conn: Arc<Conn>,
+    /// Keeps the user's browser context (and so this tab) alive.
+    _context: Arc<BrowserContext>,
 }
 
 impl Page {
@@ -456,12 +471,18 @@ impl Page {
         }
     }
 
-    /// Types `text` into the editor as a user does: a click in the middle of the page's
-    /// editor iframe (which puts the caret in the document and focuses the editor's
-    /// input), then the text as one `Input.insertText`, which the browser delivers to the
-    /// focused element whichever frame it is in. `Err` with the reason when there is no
-    /// iframe or a command fails.
+    /// Types `text` into the editor as a user does: a click in the editor (see
+    /// [`Page::click_editor`]), then the text (see [`Page::insert_text`]).
     pub async fn click_and_type(&self, text: &str) -> Result<(), String> {
+        self.click_editor(1).await?;
+        self.insert_text(text).await
+    }
+
+    /// Clicks `clicks` times (2: a double click) in the middle of the page's editor iframe,
+    /// a third of the way down, which puts the caret in the document and focuses the
+    /// editor's input; then gives the editor a moment to move its caret and focus. `Err`
+    /// when there is no iframe or a command fails.
+    pub async fn click_editor(&self, clicks: u32) -> Result<(), String> {
         let rect = self
             .eval(
                 "(() => { const f = document.querySelector('iframe'); if (!f) return null; \
@@ -472,17 +493,24 @@ impl Page {
         let (Some(x), Some(y)) = (rect["x"].as_f64(), rect["y"].as_f64()) else {
             return Err(format!("{}: no editor iframe to type into", self.user));
         };
-        for kind in ["mousePressed", "mouseReleased"] {
-            self.conn
-                .call(
-                    Some(&self.session),
-                    "Input.dispatchMouseEvent",
-                    json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1}),
-                )
-                .await?;
+        for count in 1..=clicks {
+            for kind in ["mousePressed", "mouseReleased"] {
+                self.conn
+                    .call(
+                        Some(&self.session),
+                        "Input.dispatchMouseEvent",
+                        json!({"type": kind, "x": x, "y": y, "button": "left", "clickCount": count}),
+                    )
+                    .await?;
+            }
         }
-        // The editor moves its caret and focus on the click's events; give it a moment.
         tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(())
+    }
+
+    /// Inserts `text` as one `Input.insertText`, which the browser delivers to the focused
+    /// element whichever frame it is in.
+    pub async fn insert_text(&self, text: &str) -> Result<(), String> {
         self.conn
             .call(
                 Some(&self.session),
@@ -490,6 +518,22 @@ impl Page {
                 json!({"text": text}),
             )
             .await?;
+        Ok(())
+    }
+
+    /// Presses and releases Enter in whatever element has the focus (ends a spreadsheet
+    /// cell's input, as a user does before leaving).
+    pub async fn press_enter(&self) -> Result<(), String> {
+        for (kind, text) in [("keyDown", "\r"), ("keyUp", "")] {
+            self.conn
+                .call(
+                    Some(&self.session),
+                    "Input.dispatchKeyEvent",
+                    json!({"type": kind, "key": "Enter", "code": "Enter",
+                           "windowsVirtualKeyCode": 13, "text": text}),
+                )
+                .await?;
+        }
         Ok(())
     }
 
@@ -1080,6 +1124,12 @@ impl Conn {
                 let _ = waiter.send(answer);
             }
             return;
+        }
+        if std::env::var_os("CDP_DEBUG").is_some() {
+            let m = message["method"].as_str().unwrap_or("");
+            if !m.starts_with("Network.") && !m.starts_with("Runtime.console") && !m.starts_with("Log.") {
+                eprintln!("CDP {} {}", m, message.to_string().chars().take(300).collect::<String>());
+            }
         }
         let (Some(method), Some(session)) =
             (message["method"].as_str(), message["sessionId"].as_str())

@@ -51,7 +51,21 @@ pub async fn send_bytes(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (StatusCode, HeaderMap, Bytes) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    send_bytes_from(None, method, url, headers, body).await
+}
+
+/// [`send_bytes`] from the loopback address `local` (`127.0.0.2`, ...) when given, so a
+/// test can be a second machine (a Nextcloud) in the proxy's eyes.
+pub async fn send_bytes_from(
+    local: Option<std::net::IpAddr>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (StatusCode, HeaderMap, Bytes) {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_local_address(local);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let mut request = Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
