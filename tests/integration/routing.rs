@@ -5,9 +5,9 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 
 use crate::support::client::{self, Reply, encode, post_form};
-use crate::support::editor::{EditorPage, StandInEditor, Suite};
+use crate::support::editor::{EditorPage, StandInEditor, StandInOptions, Suite};
 use crate::support::nextcloud::StandInNextcloud;
-use crate::support::officeswitch::{Builder, OfficeSwitch};
+use crate::support::officeswitch::{Builder, OfficeSwitch, free_port};
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
 
@@ -15,6 +15,9 @@ const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessing
 const ODT: &str = "application/vnd.oasis.opendocument.text";
 
 /// Two nodes per suite, one Nextcloud owned by organisation `acme`, officeswitch in front.
+/// The Collabora nodes name officeswitch (`server_name` = its public host and port, as the
+/// README's "Setting up the editors" asks); the ONLYOFFICE nodes follow its forwarding
+/// headers.
 pub struct Lab {
     pub cool: Vec<StandInEditor>,
     pub oo: Vec<StandInEditor>,
@@ -25,14 +28,17 @@ pub struct Lab {
 impl Lab {
     pub async fn start(configure: impl FnOnce(Builder, &StandInNextcloud) -> Builder) -> Lab {
         trace_init();
+        let port = free_port().await;
+        let named = || StandInOptions::default().server_name(format!("127.0.0.1:{port}"));
         let (c1, c2, o1, o2) = tokio::join!(
-            StandInEditor::start(Suite::Collabora),
-            StandInEditor::start(Suite::Collabora),
+            StandInEditor::start_with(Suite::Collabora, named()),
+            StandInEditor::start_with(Suite::Collabora, named()),
             StandInEditor::start(Suite::OnlyOffice),
             StandInEditor::start(Suite::OnlyOffice),
         );
         let nc = StandInNextcloud::start().await;
         let builder = OfficeSwitch::builder()
+            .port(port)
             .pool("collabora", "collabora", &[c1.url(), c2.url()])
             .pool("onlyoffice", "onlyoffice", &[o1.url(), o2.url()])
             .org("acme", &[nc.origin()], "");
@@ -132,6 +138,27 @@ async fn docx_opens_on_onlyoffice_and_odt_on_collabora() {
     assert_eq!(open.headers["x-forwarded-host"], public_host);
     assert_eq!(open.headers["x-forwarded-proto"], "http");
     assert_eq!(open.headers["host"], node.addr().to_string());
+    // The ONLYOFFICE page is relative, so it works at officeswitch's address; the Collabora
+    // page builds its script and WebSocket URLs on officeswitch (its server_name), with
+    // the WOPISrc of its own address, officeswitch's.
+    let page = EditorPage::parse(&docx.body);
+    assert!(page.asset_url.starts_with("../../../web-apps/"), "{page:?}");
+    let page = EditorPage::parse(&odt.body);
+    assert_eq!(page.asset_base, lab.os.public_url);
+    let socket_prefix = format!("ws://{public_host}/cool/");
+    assert!(
+        page.websocket_url.starts_with(&socket_prefix),
+        "{}",
+        page.websocket_url
+    );
+    assert!(
+        page.websocket_url.ends_with(&format!(
+            "/ws?WOPISrc={}&compat=/ws",
+            encode(&page.wopi_src)
+        )),
+        "{}",
+        page.websocket_url
+    );
 }
 
 #[tokio::test]
