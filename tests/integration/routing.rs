@@ -162,6 +162,43 @@ async fn docx_opens_on_onlyoffice_and_odt_on_collabora() {
 }
 
 #[tokio::test]
+async fn the_collabora_page_admits_the_organisations_nextcloud_for_framing() {
+    let lab = Lab::start(|b, _| b).await;
+    let odt = lab.open(ODT, &lab.nc.wopi_src("3_oc")).await;
+    assert_eq!(odt.status, StatusCode::OK, "{}", odt.body);
+    // coolwsd frames its page on its own host and the WOPISrc's, officeswitch's; officeswitch
+    // adds the organisation's Nextcloud origins to the CSP and to the page's list.
+    let csp = odt
+        .headers
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let frame_ancestors = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("frame-ancestors"))
+        .unwrap_or_else(|| panic!("no frame-ancestors: {csp}"));
+    assert!(
+        frame_ancestors.starts_with("frame-ancestors  127.0.0.1:*"),
+        "{frame_ancestors}"
+    );
+    assert!(
+        frame_ancestors
+            .split_whitespace()
+            .any(|s| s == lab.nc.origin()),
+        "{frame_ancestors}"
+    );
+    let nc_host = lab.nc.origin().trim_start_matches("http://").to_string();
+    assert!(
+        odt.body.contains(&format!(
+            "data-frame-ancestors = \"%20127.0.0.1:%2A%20{nc_host}\""
+        )),
+        "{}",
+        odt.body
+    );
+}
+
+#[tokio::test]
 async fn an_organisation_override_sends_docx_to_collabora() {
     let other = StandInNextcloud::start().await;
     let origin = other.origin();
