@@ -61,3 +61,6 @@ mod doctor;
 mod real_browser;
 /// Real Collabora Online and ONLYOFFICE Docs servers in the test kit start, answer and stop.
 mod real_editors;
+/// Users open documents through officeswitch in a real browser with the stand-in editors,
+/// which build their URLs, CSP and scripts as the real ones do (issue 11).
+mod standin_browser;
