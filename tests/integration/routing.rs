@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use futures_util::{SinkExt as _, StreamExt as _};
+
 use http::{Method, StatusCode};
 
 use crate::support::client::{self, Reply, encode, post_form};
@@ -196,6 +198,99 @@ async fn the_collabora_page_admits_the_organisations_nextcloud_for_framing() {
         "{}",
         odt.body
     );
+}
+
+#[tokio::test]
+async fn collabora_below_a_service_root_with_hexified_urls_works_through_officeswitch() {
+    trace_init();
+    // As the README's "Setting up the editors" allows: net.service_root=/collab (nodes
+    // configured as http://node/collab/) and hexify_embedded_urls=true.
+    let port = free_port().await;
+    let options = || {
+        StandInOptions::default()
+            .server_name(format!("127.0.0.1:{port}"))
+            .service_root("/collab")
+            .hexify_embedded_urls()
+    };
+    let (c1, c2) = tokio::join!(
+        StandInEditor::start_with(Suite::Collabora, options()),
+        StandInEditor::start_with(Suite::Collabora, options()),
+    );
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .port(port)
+        .pool(
+            "collabora",
+            "collabora",
+            &[format!("{}/", c1.base_url()), format!("{}/", c2.base_url())],
+        )
+        .org("acme", &[nc.origin()], "")
+        .start()
+        .await;
+    let (status, xml) = os.get("/hosting/discovery").await;
+    assert_eq!(status, StatusCode::OK, "{xml}");
+    let urlsrc = RichdocumentsView::parse(&xml)
+        .url_src(ODT)
+        .expect("an odt urlsrc")
+        .1
+        .to_string();
+    // Several documents over two nodes: each hexified socket must meet its page's node
+    // (a route by anything but the WOPISrc inside the hex would miss some).
+    let mut nodes_used = std::collections::HashSet::new();
+    for i in 0..6 {
+        let open = post_form(
+            &format!(
+                "{urlsrc}WOPISrc={}&lang=de",
+                encode(&nc.wopi_src(&format!("{i}_oc")))
+            ),
+            "access_token=tok-123&access_token_ttl=0",
+        )
+        .await;
+        assert_eq!(open.status, StatusCode::OK, "{}", open.body);
+        let node = open.node().expect("a node answered").to_string();
+        let page = EditorPage::parse(&open.body);
+        assert_eq!(page.asset_base, format!("{}/collab", os.public_url));
+        // The script, root-relative below the service root, through officeswitch.
+        let script = client::send(
+            Method::GET,
+            &format!("{}{}", os.public_url, page.asset_url),
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(script.status, StatusCode::OK, "{}", page.asset_url);
+        // The WebSocket the page opens: hexified, no query; WOPISrc only inside the hex. It
+        // reaches the node of the page, through officeswitch.
+        let prefix = format!("ws://127.0.0.1:{port}/collab/cool/0x");
+        assert!(
+            page.websocket_url.starts_with(&prefix) && !page.websocket_url.contains('?'),
+            "{}",
+            page.websocket_url
+        );
+        let (mut socket, response) = client::websocket(&page.websocket_url, &os.public_url)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", page.websocket_url));
+        assert_eq!(
+            response
+                .headers()
+                .get("x-standin-node")
+                .and_then(|v| v.to_str().ok()),
+            Some(node.as_str())
+        );
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::text("load"))
+            .await
+            .expect("send");
+        let echo = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("echo in time");
+        assert!(
+            matches!(echo, Some(Ok(tokio_tungstenite::tungstenite::Message::Text(ref t))) if t.as_str() == "load"),
+            "{echo:?}"
+        );
+        nodes_used.insert(node);
+    }
+    assert_eq!(nodes_used.len(), 2, "documents spread over both nodes");
 }
 
 #[tokio::test]
