@@ -8,7 +8,9 @@
 //! Every loopback `http://` node of every pool in the settings gets a stand-in editor of
 //! the pool's kind on its address (the same stand-ins the integration tests use: real
 //! HTTP servers serving the real discovery and capabilities documents of
-//! `../shared/fixtures`). Then officeswitch runs on those settings until Ctrl-C.
+//! `../shared/fixtures`). Collabora stand-ins are configured as the README's "Setting up
+//! the editors" asks: `server_name` = `public_url`'s host and port, and the node URL's path
+//! as their service root. Then officeswitch runs on those settings until Ctrl-C.
 
 #[path = "../tests/integration/support/editor.rs"]
 #[allow(dead_code)]
@@ -19,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use editor::{StandInEditor, Suite};
+use editor::{StandInEditor, StandInOptions, Suite};
 use officeswitch::app::{self, App, Listeners, MissingKey};
 use officeswitch::config::{Config, SuiteKind};
 
@@ -43,28 +45,37 @@ async fn main() -> ExitCode {
     };
     officeswitch::telemetry::init(&config.log);
     let mut editors = Vec::new();
+    let server_name = officeswitch::discovery::announced::host_port(&config.public_url);
     for pool in &config.pools {
         let suite = match pool.kind {
             SuiteKind::Collabora => Suite::Collabora,
             SuiteKind::OnlyOffice => Suite::OnlyOffice,
         };
         for node in &pool.nodes {
+            let options = match suite {
+                Suite::Collabora => StandInOptions::default()
+                    .server_name(server_name.clone())
+                    .service_root(node.path()),
+                Suite::OnlyOffice => StandInOptions::default(),
+            };
             let addr = node
                 .socket_addrs(|| None)
                 .ok()
                 .and_then(|a| a.into_iter().find(|a: &SocketAddr| a.ip().is_loopback()));
             match (node.scheme(), addr) {
-                ("http", Some(addr)) => match StandInEditor::start_on(suite, addr).await {
-                    Ok(e) => {
-                        println!(
-                            "stand-in {suite:?} editor for pool {} on {}",
-                            pool.name,
-                            e.url()
-                        );
-                        editors.push(e);
+                ("http", Some(addr)) => {
+                    match StandInEditor::start_on_with(suite, addr, options).await {
+                        Ok(e) => {
+                            println!(
+                                "stand-in {suite:?} editor for pool {} on {}",
+                                pool.name,
+                                e.url()
+                            );
+                            editors.push(e);
+                        }
+                        Err(e) => eprintln!("cannot start a stand-in on {addr}: {e}"),
                     }
-                    Err(e) => eprintln!("cannot start a stand-in on {addr}: {e}"),
-                },
+                }
                 _ => eprintln!("{node} is not a loopback http:// node: no stand-in for it"),
             }
         }

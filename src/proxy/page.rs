@@ -114,19 +114,29 @@ fn with_frame_ancestors(html: &str, origins: &[String]) -> String {
     }
     // One copy of the page, grown in place.
     // 22.05: `window.frameAncestors = decodeURIComponent('<list>');`
-    // 26.04: `data-frame-ancestors="<list>"`.
+    // 26.04: `data-frame-ancestors = "<list>"` (cool.html.m4 writes spaces around `=`).
     let mut out = html.to_string();
-    for (open, close) in [
-        ("window.frameAncestors = decodeURIComponent('", "'"),
-        ("data-frame-ancestors=\"", "\""),
-    ] {
-        if let Some(start) = out.find(open).map(|i| i + open.len())
-            && let Some(len) = out[start..].find(close)
-        {
-            out.insert_str(start + len, &extra);
-        }
+    let open = "window.frameAncestors = decodeURIComponent('";
+    if let Some(start) = out.find(open).map(|i| i + open.len())
+        && let Some(len) = out[start..].find('\'')
+    {
+        out.insert_str(start + len, &extra);
+    }
+    if let Some(end) = attribute_value_end(&out, "data-frame-ancestors") {
+        out.insert_str(end, &extra);
     }
     out
+}
+
+/// Where the value of the first `name` attribute ends (the index of its closing quote),
+/// whitespace around `=` and either quote allowed.
+fn attribute_value_end(html: &str, name: &str) -> Option<usize> {
+    let after_name = html.find(name)? + name.len();
+    let rest = html[after_name..].trim_start();
+    let rest = rest.strip_prefix('=')?.trim_start();
+    let quote = rest.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let value_start = html.len() - rest.len() + 1;
+    html[value_start..].find(quote).map(|len| value_start + len)
 }
 
 #[cfg(test)]
@@ -176,5 +186,22 @@ mod tests {
             out.contains(r#"data-frame-ancestors="%20office.example:*%20cloud.example.org""#),
             "{out}"
         );
+        // As cool.html.m4 of 26.04 writes it: spaces around `=`, `*` encoded.
+        let real = "<input type=\"hidden\" id=\"initial-variables\"\n      \
+                    data-frame-ancestors = \"%20127.0.0.1:%2A%20office.example:%2A\"\n      \
+                    data-geolocation-setup = \"\"";
+        let out = with_frame_ancestors(real, &[NC.into(), "http://nc2.test:8080".into()]);
+        assert!(
+            out.contains(
+                "data-frame-ancestors = \"%20127.0.0.1:%2A%20office.example:%2A\
+                 %20cloud.example.org%20nc2.test:8080\"\n"
+            ),
+            "{out}"
+        );
+        assert!(out.ends_with("data-geolocation-setup = \"\""), "{out}");
+        // No such attribute, or one without a value: the page is left alone.
+        for page in ["<p>data-frame-ancestors</p>", "<i data-frame-ancestors>"] {
+            assert_eq!(with_frame_ancestors(page, &[NC.into()]), page);
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use http::StatusCode;
 use serde_json::Value;
 
-use crate::support::editor::{StandInEditor, Suite};
+use crate::support::editor::{StandInEditor, StandInOptions, Suite};
 use crate::support::officeswitch::OfficeSwitch;
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
@@ -246,15 +246,30 @@ async fn a_rotated_key_is_published_as_old() {
 #[tokio::test]
 async fn a_node_announcing_its_own_address_is_listed_in_readyz_and_the_instance_stays_ready() {
     trace_init();
-    // Both stand-ins build their urlsrc on their own address: the Collabora one as coolwsd
-    // without server_name does, the OnlyOffice one ignoring the forwarding headers.
-    let (cool, oo) = tokio::join!(
+    // Two stand-ins that build their urlsrc on another origin than officeswitch's: the
+    // Collabora one on its own address, as coolwsd without server_name does (officeswitch
+    // sends each node its own Host); the OnlyOffice one on the `wopi.host` its local.json
+    // sets, which wins over the forwarding headers. A third, an OnlyOffice as shipped,
+    // follows the forwarding headers and is not listed.
+    let key = std::sync::Arc::new(
+        tokio::task::spawn_blocking(officeswitch::wopi::proof_key::ProofKey::generate)
+            .await
+            .expect("key task")
+            .expect("a key"),
+    );
+    let (cool, oo, good) = tokio::join!(
         StandInEditor::start(Suite::Collabora),
-        StandInEditor::start(Suite::OnlyOffice)
+        StandInEditor::start_with(
+            Suite::OnlyOffice,
+            StandInOptions::default()
+                .key(key.clone())
+                .wopi_host("http://docs.internal:8000")
+        ),
+        StandInEditor::start_with_key(Suite::OnlyOffice, key.clone()),
     );
     let os = OfficeSwitch::builder()
         .pool("collabora", "collabora", &[cool.url()])
-        .pool("onlyoffice", "onlyoffice", &[oo.url()])
+        .pool("onlyoffice", "onlyoffice", &[oo.url(), good.url()])
         .start()
         .await;
     merged(&os).await;
@@ -290,7 +305,19 @@ async fn a_node_announcing_its_own_address_is_listed_in_readyz_and_the_instance_
             ))
         })
         .unwrap_or_else(|| panic!("no misconfigured line for the OnlyOffice node:\n{ready}"));
+    assert!(
+        line.contains(&format!(
+            "announces http://docs.internal:8000 instead of {}",
+            os.public_url
+        )),
+        "{line}"
+    );
     assert!(line.contains("X-Forwarded-Host"), "{line}");
+    assert!(line.contains("wopi.host"), "{line}");
+    assert!(
+        !ready.contains(&format!("node {}/: misconfigured", good.url())),
+        "{ready}"
+    );
     // The discovery fetch carried the forwarding headers the proxy sends.
     let fetch = oo
         .requests()

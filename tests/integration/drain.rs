@@ -13,33 +13,41 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::support::client::{self, encode, post_form};
 use crate::support::editor::{
-    EditorSession, PutBody, StandInEditor, Suite, WopiCall, pattern_sha256,
+    EditorSession, PutBody, StandInEditor, StandInOptions, Suite, WopiCall, pattern_sha256,
 };
 use crate::support::nextcloud::StandInNextcloud;
-use crate::support::officeswitch::{Builder, OfficeSwitch};
+use crate::support::officeswitch::{Builder, OfficeSwitch, free_port};
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
-/// One Collabora node and a Nextcloud owned by `acme`.
+/// One Collabora node and a Nextcloud owned by `acme`, and the port officeswitch will
+/// listen on (the node's `server_name`).
 struct Peers {
     cool: StandInEditor,
     nc: StandInNextcloud,
+    port: u16,
 }
 
 impl Peers {
     async fn start() -> Peers {
         trace_init();
-        let cool = StandInEditor::start(Suite::Collabora).await;
+        let port = free_port().await;
+        let cool = StandInEditor::start_with(
+            Suite::Collabora,
+            StandInOptions::default().server_name(format!("127.0.0.1:{port}")),
+        )
+        .await;
         let nc = StandInNextcloud::start().await;
         nc.add_file("1_oc", "a.odt", b"first version".to_vec());
         nc.grant("1_oc", "token-a");
-        Peers { cool, nc }
+        Peers { cool, nc, port }
     }
 
     fn officeswitch(&self) -> Builder {
         OfficeSwitch::builder()
+            .port(self.port)
             .pool("collabora", "collabora", &[self.cool.url()])
             .org("acme", &[self.nc.origin()], "")
     }
@@ -72,13 +80,14 @@ async fn open(base: &str, peers: &Peers) -> EditorSession {
         .expect("the editor kept the session")
 }
 
-/// The document's WebSocket through officeswitch at `addr`, as the editor page opens it.
+/// The document's WebSocket through officeswitch at `addr`, as the editor page opens it
+/// (from a page on officeswitch's origin).
 async fn websocket(addr: std::net::SocketAddr, session: &EditorSession) -> Socket {
     let enc = encode(&session.wopi_src);
     let url = format!("ws://{addr}/cool/{enc}/ws?WOPISrc={enc}&compat=/ws");
     let (socket, response) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url),
+        client::websocket(&url, &format!("http://{addr}")),
     )
     .await
     .expect("handshake in time")

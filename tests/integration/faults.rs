@@ -13,12 +13,13 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::support::client::{encode, post_form};
+use crate::support::client::{encode, post_form, websocket as websocket_from};
 use crate::support::editor::{
-    EditorSession, PutBody, StandInEditor, Suite, WopiCall, assert_ok, pattern_sha256,
+    EditorSession, PutBody, StandInEditor, StandInOptions, Suite, WopiCall, assert_ok,
+    pattern_sha256,
 };
 use crate::support::nextcloud::{PutFault, StandInNextcloud};
-use crate::support::officeswitch::OfficeSwitch;
+use crate::support::officeswitch::{OfficeSwitch, free_port};
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
 
@@ -66,7 +67,7 @@ async fn websocket(os: &OfficeSwitch, session: &EditorSession) -> Socket {
     let url = format!("ws://{}/cool/{enc}/ws?WOPISrc={enc}&compat=/ws", os.addr);
     let (socket, response) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url),
+        websocket_from(&url, &os.public_url),
     )
     .await
     .expect("WebSocket handshake within 10 s")
@@ -113,12 +114,16 @@ async fn wait_down(os: &OfficeSwitch, node: &str) {
 #[tokio::test]
 async fn a_node_killed_under_a_live_websocket_ends_it_and_the_document_reopens_elsewhere() {
     trace_init();
+    // Both nodes name officeswitch (server_name), as the README asks.
+    let port = free_port().await;
+    let named = || StandInOptions::default().server_name(format!("127.0.0.1:{port}"));
     let (a, b) = tokio::join!(
-        StandInEditor::start(Suite::Collabora),
-        StandInEditor::start(Suite::Collabora)
+        StandInEditor::start_with(Suite::Collabora, named()),
+        StandInEditor::start_with(Suite::Collabora, named())
     );
     let nc = StandInNextcloud::start().await;
     let os = OfficeSwitch::builder()
+        .port(port)
         .pool("collabora", "collabora", &[a.url(), b.url()])
         .org("acme", &[nc.origin()], "")
         .section(FAST_HEALTH)

@@ -63,3 +63,6 @@ mod real_browser;
 mod real_editors;
 /// Collabora's settings iframe and presets reach Nextcloud through officeswitch (issue 11).
 mod settings;
+/// Users open documents through officeswitch in a real browser with the stand-in editors,
+/// which build their URLs, CSP and scripts as the real ones do (issue 11).
+mod standin_browser;

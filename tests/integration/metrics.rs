@@ -14,9 +14,9 @@ use http::{Method, StatusCode};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::client::{self, encode, post_form};
-use crate::support::editor::{Fault, PutBody, StandInEditor, Suite, WopiCall};
+use crate::support::editor::{Fault, PutBody, StandInEditor, StandInOptions, Suite, WopiCall};
 use crate::support::nextcloud::{PutFault, StandInNextcloud};
-use crate::support::officeswitch::OfficeSwitch;
+use crate::support::officeswitch::{OfficeSwitch, free_port};
 use crate::support::redis::RedisServer;
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
@@ -57,9 +57,16 @@ const FAST_HEALTH: &str = "[health]\ninterval_secs = 1\ntimeout_secs = 1\nfall =
 /// (returned last).
 async fn instance() -> (StandInEditor, StandInNextcloud, OfficeSwitch, SocketAddr) {
     trace_init();
-    let cool = StandInEditor::start(Suite::Collabora).await;
+    // The node names officeswitch (server_name), as the README asks.
+    let port = free_port().await;
+    let cool = StandInEditor::start_with(
+        Suite::Collabora,
+        StandInOptions::default().server_name(format!("127.0.0.1:{port}")),
+    )
+    .await;
     let nc = StandInNextcloud::start().await;
     let os = OfficeSwitch::builder()
+        .port(port)
         .pool("collabora", "collabora", &[cool.url()])
         .org("acme", &[nc.origin()], "")
         .admin(TOKEN)
@@ -588,7 +595,7 @@ async fn websocket_metrics_follow_the_tunnel() {
     let url = format!("ws://{}/cool/{src}/ws?WOPISrc={src}&compat=/ws", os.addr);
     let (mut socket, _) = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url),
+        client::websocket(&url, &os.public_url),
     )
     .await
     .expect("handshake in time")

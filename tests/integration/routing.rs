@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
+use futures_util::{SinkExt as _, StreamExt as _};
+
 use http::{Method, StatusCode};
 
 use crate::support::client::{self, Reply, encode, post_form};
-use crate::support::editor::{EditorPage, StandInEditor, Suite};
+use crate::support::editor::{EditorPage, StandInEditor, StandInOptions, Suite};
 use crate::support::nextcloud::StandInNextcloud;
-use crate::support::officeswitch::{Builder, OfficeSwitch};
+use crate::support::officeswitch::{Builder, OfficeSwitch, free_port};
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
 
@@ -15,6 +17,9 @@ const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessing
 const ODT: &str = "application/vnd.oasis.opendocument.text";
 
 /// Two nodes per suite, one Nextcloud owned by organisation `acme`, officeswitch in front.
+/// The Collabora nodes name officeswitch (`server_name` = its public host and port, as the
+/// README's "Setting up the editors" asks); the ONLYOFFICE nodes follow its forwarding
+/// headers.
 pub struct Lab {
     pub cool: Vec<StandInEditor>,
     pub oo: Vec<StandInEditor>,
@@ -25,14 +30,17 @@ pub struct Lab {
 impl Lab {
     pub async fn start(configure: impl FnOnce(Builder, &StandInNextcloud) -> Builder) -> Lab {
         trace_init();
+        let port = free_port().await;
+        let named = || StandInOptions::default().server_name(format!("127.0.0.1:{port}"));
         let (c1, c2, o1, o2) = tokio::join!(
-            StandInEditor::start(Suite::Collabora),
-            StandInEditor::start(Suite::Collabora),
+            StandInEditor::start_with(Suite::Collabora, named()),
+            StandInEditor::start_with(Suite::Collabora, named()),
             StandInEditor::start(Suite::OnlyOffice),
             StandInEditor::start(Suite::OnlyOffice),
         );
         let nc = StandInNextcloud::start().await;
         let builder = OfficeSwitch::builder()
+            .port(port)
             .pool("collabora", "collabora", &[c1.url(), c2.url()])
             .pool("onlyoffice", "onlyoffice", &[o1.url(), o2.url()])
             .org("acme", &[nc.origin()], "");
@@ -132,6 +140,157 @@ async fn docx_opens_on_onlyoffice_and_odt_on_collabora() {
     assert_eq!(open.headers["x-forwarded-host"], public_host);
     assert_eq!(open.headers["x-forwarded-proto"], "http");
     assert_eq!(open.headers["host"], node.addr().to_string());
+    // The ONLYOFFICE page is relative, so it works at officeswitch's address; the Collabora
+    // page builds its script and WebSocket URLs on officeswitch (its server_name), with
+    // the WOPISrc of its own address, officeswitch's.
+    let page = EditorPage::parse(&docx.body);
+    assert!(page.asset_url.starts_with("../../../web-apps/"), "{page:?}");
+    let page = EditorPage::parse(&odt.body);
+    assert_eq!(page.asset_base, lab.os.public_url);
+    let socket_prefix = format!("ws://{public_host}/cool/");
+    assert!(
+        page.websocket_url.starts_with(&socket_prefix),
+        "{}",
+        page.websocket_url
+    );
+    assert!(
+        page.websocket_url.ends_with(&format!(
+            "/ws?WOPISrc={}&compat=/ws",
+            encode(&page.wopi_src)
+        )),
+        "{}",
+        page.websocket_url
+    );
+}
+
+#[tokio::test]
+async fn the_collabora_page_admits_the_organisations_nextcloud_for_framing() {
+    let lab = Lab::start(|b, _| b).await;
+    let odt = lab.open(ODT, &lab.nc.wopi_src("3_oc")).await;
+    assert_eq!(odt.status, StatusCode::OK, "{}", odt.body);
+    // coolwsd frames its page on its own host and the WOPISrc's, officeswitch's; officeswitch
+    // adds the organisation's Nextcloud origins to the CSP and to the page's list.
+    let csp = odt
+        .headers
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let frame_ancestors = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("frame-ancestors"))
+        .unwrap_or_else(|| panic!("no frame-ancestors: {csp}"));
+    assert!(
+        frame_ancestors.starts_with("frame-ancestors  127.0.0.1:*"),
+        "{frame_ancestors}"
+    );
+    assert!(
+        frame_ancestors
+            .split_whitespace()
+            .any(|s| s == lab.nc.origin()),
+        "{frame_ancestors}"
+    );
+    let nc_host = lab.nc.origin().trim_start_matches("http://").to_string();
+    assert!(
+        odt.body.contains(&format!(
+            "data-frame-ancestors = \"%20127.0.0.1:%2A%20{nc_host}\""
+        )),
+        "{}",
+        odt.body
+    );
+}
+
+#[tokio::test]
+async fn collabora_below_a_service_root_with_hexified_urls_works_through_officeswitch() {
+    trace_init();
+    // As the README's "Setting up the editors" allows: net.service_root=/collab (nodes
+    // configured as http://node/collab/) and hexify_embedded_urls=true.
+    let port = free_port().await;
+    let options = || {
+        StandInOptions::default()
+            .server_name(format!("127.0.0.1:{port}"))
+            .service_root("/collab")
+            .hexify_embedded_urls()
+    };
+    let (c1, c2) = tokio::join!(
+        StandInEditor::start_with(Suite::Collabora, options()),
+        StandInEditor::start_with(Suite::Collabora, options()),
+    );
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .port(port)
+        .pool(
+            "collabora",
+            "collabora",
+            &[format!("{}/", c1.base_url()), format!("{}/", c2.base_url())],
+        )
+        .org("acme", &[nc.origin()], "")
+        .start()
+        .await;
+    let (status, xml) = os.get("/hosting/discovery").await;
+    assert_eq!(status, StatusCode::OK, "{xml}");
+    let urlsrc = RichdocumentsView::parse(&xml)
+        .url_src(ODT)
+        .expect("an odt urlsrc")
+        .1
+        .to_string();
+    // Several documents over two nodes: each hexified socket must meet its page's node
+    // (a route by anything but the WOPISrc inside the hex would miss some).
+    let mut nodes_used = std::collections::HashSet::new();
+    for i in 0..6 {
+        let open = post_form(
+            &format!(
+                "{urlsrc}WOPISrc={}&lang=de",
+                encode(&nc.wopi_src(&format!("{i}_oc")))
+            ),
+            "access_token=tok-123&access_token_ttl=0",
+        )
+        .await;
+        assert_eq!(open.status, StatusCode::OK, "{}", open.body);
+        let node = open.node().expect("a node answered").to_string();
+        let page = EditorPage::parse(&open.body);
+        assert_eq!(page.asset_base, format!("{}/collab", os.public_url));
+        // The script, root-relative below the service root, through officeswitch.
+        let script = client::send(
+            Method::GET,
+            &format!("{}{}", os.public_url, page.asset_url),
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(script.status, StatusCode::OK, "{}", page.asset_url);
+        // The WebSocket the page opens: hexified, no query; WOPISrc only inside the hex. It
+        // reaches the node of the page, through officeswitch.
+        let prefix = format!("ws://127.0.0.1:{port}/collab/cool/0x");
+        assert!(
+            page.websocket_url.starts_with(&prefix) && !page.websocket_url.contains('?'),
+            "{}",
+            page.websocket_url
+        );
+        let (mut socket, response) = client::websocket(&page.websocket_url, &os.public_url)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", page.websocket_url));
+        assert_eq!(
+            response
+                .headers()
+                .get("x-standin-node")
+                .and_then(|v| v.to_str().ok()),
+            Some(node.as_str())
+        );
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::text("load"))
+            .await
+            .expect("send");
+        let echo = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("echo in time");
+        assert!(
+            matches!(echo, Some(Ok(tokio_tungstenite::tungstenite::Message::Text(ref t))) if t.as_str() == "load"),
+            "{echo:?}"
+        );
+        nodes_used.insert(node);
+    }
+    assert_eq!(nodes_used.len(), 2, "documents spread over both nodes");
 }
 
 #[tokio::test]

@@ -28,11 +28,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::certs::TestCerts;
+use crate::support::client::websocket;
 use crate::support::editor::{
     COLLABORA_VERSION_HASH, CallOptions, CheckFileInfoOutcome, EditorPage, EditorSession, Fault,
     NO_ANSWER, NODE_HEADER, ONLYOFFICE_EDITORS, ONLYOFFICE_VERSION, PutBody, Signing,
-    StandInEditor, Suite, VERSION_HEADER, WOPI_CALL_TIMEOUT, WopiCall, encode_uri_component,
-    onlyoffice_discovery, pattern_stream, proof_message, utf7_encode,
+    StandInEditor, StandInOptions, Suite, VERSION_HEADER, WOPI_CALL_TIMEOUT, WopiCall,
+    encode_uri_component, onlyoffice_discovery, pattern_stream, proof_message, utf7_encode,
 };
 use crate::support::nextcloud::{
     ProofCheck, ProofMatch, PutFault, StandInNextcloud, WopiOperation, WopiRequest,
@@ -1018,27 +1019,45 @@ async fn editor_pages_call_check_file_info_on_the_host() {
         )
     );
     let encoded = encode_uri_component(&wopi_src);
-    let collabora = StandInEditor::start_with_key(Suite::Collabora, shared_key()).await;
+    // coolwsd configured with server_name; DocService as shipped. The requests come through
+    // a proxy at https://office.example.com that sends the forwarding headers.
+    let collabora = StandInEditor::start_with(
+        Suite::Collabora,
+        StandInOptions::default()
+            .key(shared_key())
+            .server_name("office.example.com"),
+    )
+    .await;
     let onlyoffice = StandInEditor::start_with_key(Suite::OnlyOffice, shared_key()).await;
     let client = body_client();
+    // What the real pages build their URLs from: coolwsd its server_name (never
+    // X-Forwarded-*) and the page's own query, with the token; ONLYOFFICE nothing absolute
+    // (the API script and the socket resolve against the page's address), only its
+    // discovery base follows the forwarding headers.
+    let collabora_socket = format!(
+        "ws://office.example.com/cool/{}/ws?WOPISrc={encoded}&compat=/ws",
+        encode_uri_component(&format!(
+            "{wopi_src}?access_token={token}&access_token_ttl=1700000000&no_auth_header="
+        ))
+    );
     let pages = [
         (
             &collabora,
             format!("/browser/{COLLABORA_VERSION_HASH}/cool.html?WOPISrc={encoded}&lang=en"),
-            format!("https://office.example.com/browser/{COLLABORA_VERSION_HASH}/"),
-            format!("wss://office.example.com/cool/{encoded}/ws?WOPISrc={encoded}&compat=/ws"),
+            "http://office.example.com".to_owned(),
+            format!("/browser/{COLLABORA_VERSION_HASH}/bundle.js"),
+            collabora_socket,
         ),
         (
             &onlyoffice,
             // OnlyOffice lower-cases query keys.
             format!("/hosting/wopi/word/edit?wopisrc={encoded}&lang=en"),
-            "https://office.example.com/9.3.1-standin/web-apps/".to_owned(),
-            format!(
-                "wss://office.example.com/doc/{FILE_ID}/c/?EIO=4&transport=websocket&WOPISrc={encoded}"
-            ),
+            "https://office.example.com".to_owned(),
+            format!("../../../web-apps/apps/api/documents/api.js?WOPISrc={encoded}"),
+            format!("/9.3.1-standin/doc/{FILE_ID}/c/?WOPISrc={encoded}&EIO=4&transport=websocket"),
         ),
     ];
-    for (editor, path, asset_prefix, websocket_url) in pages {
+    for (editor, path, asset_base, asset_url, websocket_url) in pages {
         let page = send_body(
             &client,
             open_request(&format!("{}{path}", editor.url()), token),
@@ -1047,29 +1066,60 @@ async fn editor_pages_call_check_file_info_on_the_host() {
         assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.text());
         assert!(page.content_type().starts_with("text/html"), "{path}");
         assert_eq!(page.header(NODE_HEADER), editor.url());
-        assert!(
-            !page.text().contains(token),
-            "{path}: the page echoes the token"
-        );
         let parsed = EditorPage::parse(page.text());
         assert_eq!(parsed.suite, editor.suite().name());
         assert_eq!(parsed.node, editor.url());
         assert_eq!(parsed.wopi_src, wopi_src);
         assert_eq!(parsed.access_token_len, token.len());
         assert_eq!(parsed.access_token_ttl, "1700000000");
-        assert_eq!(parsed.asset_base, "https://office.example.com");
-        assert!(
-            parsed.asset_url.starts_with(&asset_prefix),
-            "{}",
-            parsed.asset_url
-        );
+        assert_eq!(parsed.asset_base, asset_base, "{path}");
+        assert_eq!(parsed.asset_url, asset_url, "{path}");
         assert!(
             page.text()
-                .contains(&format!("<script src=\"{}", parsed.asset_url))
+                .contains(&format!("<script src=\"{}\"", parsed.asset_url)),
+            "{path}: {}",
+            page.text()
         );
-        assert_eq!(parsed.websocket_url, websocket_url);
+        assert_eq!(parsed.websocket_url, websocket_url, "{path}");
         assert_eq!(parsed.check_file_info, "200");
         assert_eq!(parsed.base_file_name, "report.odt");
+        match editor.suite() {
+            // coolwsd writes the form's token into the page (its script builds the
+            // WebSocket URL with it), and a CSP framing it on its own host and the
+            // WOPISrc host only, listed again for the postMessage check.
+            Suite::Collabora => {
+                for variable in [
+                    format!("data-access-token = \"{token}\""),
+                    "data-host = \"ws://office.example.com\"".to_owned(),
+                    "data-frame-ancestors = \"%20office.example.com:%2A%20127.0.0.1:%2A\""
+                        .to_owned(),
+                ] {
+                    assert!(
+                        page.text().contains(&variable),
+                        "{variable}: {}",
+                        page.text()
+                    );
+                }
+                let csp = page.header("content-security-policy");
+                assert!(
+                    csp.contains("frame-ancestors  office.example.com:* 127.0.0.1:*;"),
+                    "{csp}"
+                );
+                assert!(
+                    csp.contains("connect-src  'self' https://www.zotero.org https://api.zotero.org ws://office.example.com http://office.example.com; "),
+                    "{csp}"
+                );
+                assert!(csp.contains("script-src  'self' 'unsafe-eval'; "), "{csp}");
+            }
+            Suite::OnlyOffice => {
+                assert!(
+                    !page.text().contains(token),
+                    "{path}: the page echoes the token"
+                );
+                assert_eq!(page.header("content-security-policy"), "");
+                assert!(page.text().contains(&format!("\"key\":\"{FILE_ID}\"")));
+            }
+        }
 
         let calls = editor.check_file_infos();
         assert_eq!(calls.len(), 1, "{path}");
@@ -1082,6 +1132,33 @@ async fn editor_pages_call_check_file_info_on_the_host() {
         assert_eq!(info["UserCanWrite"], true);
         assert_eq!(info["PostMessageOrigin"], nextcloud.origin());
     }
+
+    // Without server_name coolwsd builds on the request's Host, whatever the forwarding
+    // headers say.
+    let plain = StandInEditor::start_with_key(Suite::Collabora, shared_key()).await;
+    let bare = send_body(
+        &client,
+        Request::get(format!(
+            "{}/browser/{COLLABORA_VERSION_HASH}/cool.html?WOPISrc={encoded}",
+            plain.url()
+        ))
+        .header("x-forwarded-host", "office.example.com")
+        .header("x-forwarded-proto", "https")
+        .body(empty_body())
+        .unwrap(),
+    )
+    .await;
+    let parsed = EditorPage::parse(bare.text());
+    assert_eq!(parsed.asset_base, plain.url());
+    assert!(
+        parsed
+            .websocket_url
+            .starts_with(&format!("{}/cool/", plain.url().replacen("http", "ws", 1))),
+        "{}",
+        parsed.websocket_url
+    );
+    assert_eq!(parsed.check_file_info, "none");
+    plain.stop().await;
 
     // The host saw two signed CheckFileInfo calls; the proofs verify with the editors' key
     // (both proofs: old = current, as the editors publish it).
@@ -1174,9 +1251,14 @@ fn websocket_urls(editor: &StandInEditor, wopi_src: &str) -> Vec<String> {
             format!("{base}/cool/ws?WOPISrc={encoded}"),
             format!("{base}/lool/{encoded}/ws?WOPISrc={encoded}"),
         ],
-        Suite::OnlyOffice => vec![format!(
-            "{base}/doc/{FILE_ID}/c/?EIO=4&transport=websocket&WOPISrc={encoded}"
-        )],
+        // The path the editor frame opens (below the version segment), and the one
+        // DocService itself serves, which its nginx forwards it to.
+        Suite::OnlyOffice => vec![
+            format!(
+                "{base}/9.3.1-standin/doc/{FILE_ID}/c/?WOPISrc={encoded}&EIO=4&transport=websocket"
+            ),
+            format!("{base}/doc/{FILE_ID}/c/?EIO=4&transport=websocket&WOPISrc={encoded}"),
+        ],
     }
 }
 
@@ -1188,7 +1270,8 @@ async fn websockets_echo_a_thousand_messages_in_order() {
         let editor = StandInEditor::start_with_key(suite, shared_key()).await;
         let urls = websocket_urls(&editor, &wopi_src);
         for url in &urls {
-            let (socket, response) = tokio_tungstenite::connect_async(url.as_str())
+            // As a browser on a page the node served: `Origin` is the node itself.
+            let (socket, response) = websocket(url, &editor.url())
                 .await
                 .unwrap_or_else(|e| panic!("{url}: {e}"));
             assert_eq!(response.headers()[NODE_HEADER], editor.url().as_str());
@@ -1248,9 +1331,7 @@ async fn stopping_a_node_closes_its_websockets() {
     for suite in [Suite::Collabora, Suite::OnlyOffice] {
         let editor = StandInEditor::start_with_key(suite, shared_key()).await;
         let url = websocket_urls(&editor, &wopi_src).remove(0);
-        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .unwrap();
+        let (mut socket, _) = websocket(&url, &editor.url()).await.unwrap();
         socket.send(Message::text("hello")).await.unwrap();
         assert_eq!(
             socket.next().await.unwrap().unwrap(),
@@ -1400,6 +1481,256 @@ async fn clipboard_and_media_check_the_server_id() {
     assert_eq!(send_body(&client, post).await.status, StatusCode::OK);
     editor.stop().await;
     other.stop().await;
+}
+
+/// The first `urlsrc` of a discovery document.
+fn first_urlsrc(xml: &str) -> String {
+    let discovery = parse_discovery(xml).expect("a discovery document");
+    let action = discovery
+        .apps
+        .iter()
+        .flat_map(|app| &app.actions)
+        .next()
+        .expect("an action");
+    attr(action, "urlsrc").expect("a urlsrc").to_owned()
+}
+
+/// A GET with extra headers.
+async fn get_with(url: &str, headers: &[(&str, &str)]) -> Fetched {
+    let mut request = Request::get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send_body(&body_client(), request.body(empty_body()).unwrap()).await
+}
+
+#[tokio::test]
+async fn collabora_builds_its_urls_on_server_name_or_host_and_checks_the_websocket_origin() {
+    trace_init();
+    let wopi_src = format!("http://127.0.0.1:9/index.php/apps/richdocuments/wopi/files/{FILE_ID}");
+    let encoded = encode_uri_component(&wopi_src);
+
+    // As shipped: the request's Host, never X-Forwarded-*.
+    let plain = StandInEditor::start_with_key(Suite::Collabora, shared_key()).await;
+    let discovery = format!("{}/hosting/discovery", plain.url());
+    let own = get_with(&discovery, &[]).await;
+    assert_eq!(
+        first_urlsrc(own.text()),
+        format!(
+            "{}/browser/{COLLABORA_VERSION_HASH}/cool.html?",
+            plain.url()
+        )
+    );
+    let forwarded = get_with(
+        &discovery,
+        &[
+            ("x-forwarded-host", "office.example.com"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    assert_eq!(forwarded.text(), own.text());
+    let by_host = get_with(&discovery, &[("host", "office.example.com:8443")]).await;
+    assert_eq!(
+        first_urlsrc(by_host.text()),
+        format!("http://office.example.com:8443/browser/{COLLABORA_VERSION_HASH}/cool.html?")
+    );
+    // 26.04 refuses a WebSocket without an Origin or from another origin than its own.
+    let ws = format!(
+        "{}/cool/{encoded}/ws?WOPISrc={encoded}&compat=/ws",
+        plain.url().replacen("http", "ws", 1)
+    );
+    let bare = tokio_tungstenite::connect_async(ws.as_str()).await;
+    assert!(
+        matches!(&bare, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == StatusCode::FORBIDDEN),
+        "{bare:?}"
+    );
+    for origin in ["http://nextcloud.example.com", "http://127.0.0.1:9"] {
+        let refused = websocket(&ws, origin).await;
+        assert!(
+            matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == StatusCode::FORBIDDEN),
+            "{origin}: {refused:?}"
+        );
+    }
+    let (mut socket, _) = websocket(&ws, &plain.url()).await.expect("own origin");
+    socket.send(Message::text("hello")).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::text("hello")
+    );
+    drop(socket);
+    plain.stop().await;
+
+    // server_name, a service root and hexified URLs, as a hoster behind officeswitch.
+    let cool = StandInEditor::start_with(
+        Suite::Collabora,
+        StandInOptions::default()
+            .key(shared_key())
+            .server_name("office.example.com:8443")
+            .service_root("/collab/")
+            .hexify_embedded_urls(),
+    )
+    .await;
+    assert_eq!(cool.base_url(), format!("{}/collab", cool.url()));
+    let discovery = get_with(&format!("{}/hosting/discovery", cool.base_url()), &[]).await;
+    assert_eq!(
+        first_urlsrc(discovery.text()),
+        format!(
+            "http://office.example.com:8443/collab/browser/{COLLABORA_VERSION_HASH}/cool.html?"
+        )
+    );
+    assert_eq!(cool.discovery_xml(), discovery.text());
+    let outside = get_with(&format!("{}/hosting/discovery", cool.url()), &[]).await;
+    assert_eq!(outside.status, StatusCode::BAD_REQUEST);
+    let health = get_with(&format!("{}/", cool.base_url()), &[]).await;
+    assert_eq!((health.status, health.text()), (StatusCode::OK, "OK"));
+
+    let page = get_with(
+        &format!(
+            "{}/browser/{COLLABORA_VERSION_HASH}/cool.html?WOPISrc={encoded}&access_token=tok&access_token_ttl=0",
+            cool.base_url()
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let parsed = EditorPage::parse(page.text());
+    assert_eq!(parsed.asset_base, "http://office.example.com:8443/collab");
+    assert_eq!(
+        parsed.asset_url,
+        format!("/collab/browser/{COLLABORA_VERSION_HASH}/bundle.js")
+    );
+    let plain_tail = format!(
+        "{}/ws?WOPISrc={encoded}&compat=",
+        encode_uri_component(&format!(
+            "{wopi_src}?access_token=tok&access_token_ttl=0&no_auth_header="
+        ))
+    );
+    let hex: String = plain_tail.bytes().map(|b| format!("{b:x}")).collect();
+    assert_eq!(
+        parsed.websocket_url,
+        format!("ws://office.example.com:8443/collab/cool/0x{hex}/ws")
+    );
+    assert!(page.text().contains("data-hexify-url = \"true\""));
+    assert!(page.text().contains("data-service-root = \"/collab\""));
+    let script = get_with(&format!("{}{}", cool.url(), parsed.asset_url), &[]).await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert!(script.text().contains("hexEncode"), "{}", script.text());
+
+    // The hexified socket, reached at the node's address: the browser's Origin is
+    // server_name's; the node's own Host is allowed too; server_name without its port is
+    // another origin.
+    let path = parsed
+        .websocket_url
+        .strip_prefix("ws://office.example.com:8443")
+        .unwrap();
+    let ws = format!("{}{path}", cool.url().replacen("http", "ws", 1));
+    for origin in ["http://office.example.com:8443", cool.url().as_str()] {
+        let (mut socket, response) = websocket(&ws, origin)
+            .await
+            .unwrap_or_else(|e| panic!("{origin}: {e}"));
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        socket.send(Message::text("load")).await.unwrap();
+        assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("load"));
+    }
+    let refused = websocket(&ws, "http://office.example.com").await;
+    assert!(
+        matches!(&refused, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == StatusCode::FORBIDDEN),
+        "{refused:?}"
+    );
+    let recorded = cool.requests();
+    let upgrade = recorded
+        .iter()
+        .find(|r| r.path().starts_with("/collab/cool/0x"))
+        .expect("the hexified upgrade was recorded as it arrived");
+    assert_eq!(upgrade.path_and_query, path);
+    cool.stop().await;
+}
+
+#[tokio::test]
+async fn onlyoffice_serves_what_its_page_and_editor_frame_resolve() {
+    trace_init();
+    let editor = StandInEditor::start_with_key(Suite::OnlyOffice, shared_key()).await;
+    let discovery = format!("{}/hosting/discovery", editor.url());
+    // DocService builds its discovery on the forwarding headers, else Host.
+    let own = get_with(&discovery, &[]).await;
+    assert!(
+        first_urlsrc(own.text()).starts_with(&format!("{}/hosting/wopi/", editor.url())),
+        "{}",
+        first_urlsrc(own.text())
+    );
+    let forwarded = get_with(
+        &discovery,
+        &[
+            ("x-forwarded-host", "office.example.com"),
+            ("x-forwarded-proto", "https"),
+        ],
+    )
+    .await;
+    assert!(first_urlsrc(forwarded.text()).starts_with("https://office.example.com/hosting/wopi/"));
+    // ...unless wopi.host pins it.
+    let pinned = StandInEditor::start_with(
+        Suite::OnlyOffice,
+        StandInOptions::default()
+            .key(shared_key())
+            .wopi_host("https://docs.example.org/"),
+    )
+    .await;
+    let fetched = get_with(
+        &format!("{}/hosting/discovery", pinned.url()),
+        &[("x-forwarded-host", "office.example.com")],
+    )
+    .await;
+    assert!(first_urlsrc(fetched.text()).starts_with("https://docs.example.org/hosting/wopi/"));
+    assert_eq!(pinned.discovery_xml(), fetched.text());
+    pinned.stop().await;
+
+    // The page's relative API script, the versioned editor frame, and what the frame
+    // fetches below the version segment.
+    let api = get_with(
+        &format!(
+            "{}/web-apps/apps/api/documents/api.js?WOPISrc=x",
+            editor.url()
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(api.status, StatusCode::OK);
+    assert!(api.content_type().contains("javascript"));
+    assert!(
+        api.text().contains("var VERSION = '9.3.1-standin';"),
+        "{}",
+        api.text()
+    );
+    for frame in [
+        "/9.3.1-standin/web-apps/apps/documenteditor/main/index.html?_dc=0&lang=en",
+        "/9.3.1-standin/web-apps/apps/spreadsheeteditor/main/index.html",
+    ] {
+        let page = get_with(&format!("{}{frame}", editor.url()), &[]).await;
+        assert_eq!(page.status, StatusCode::OK, "{frame}");
+        assert!(page.content_type().starts_with("text/html"), "{frame}");
+        assert!(page.text().contains("'../../../../doc/'"), "{frame}");
+        assert!(page.text().contains("9.3.1-standin"), "{frame}");
+    }
+    for (path, expected) in [
+        ("/9.3.1-standin/plugins.json", StatusCode::OK),
+        ("/9.3.1-standin/themes.json", StatusCode::OK),
+        ("/themes.json", StatusCode::OK),
+        // nginx serves the cache itself, never below a version.
+        (
+            "/9.3.1-standin/cache/files/data/x/output.pdf",
+            StatusCode::NOT_FOUND,
+        ),
+        ("/9.3.1-standin/nothing.json", StatusCode::NOT_FOUND),
+    ] {
+        let reply = get_with(&format!("{}{path}", editor.url()), &[]).await;
+        assert_eq!(reply.status, expected, "{path}");
+        if expected == StatusCode::OK {
+            let json: serde_json::Value = serde_json::from_str(reply.text()).expect(path);
+            assert!(json.is_object(), "{path}");
+        }
+    }
+    editor.stop().await;
 }
 
 #[tokio::test]

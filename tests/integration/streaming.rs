@@ -24,8 +24,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::client::{self, encode};
 use crate::support::editor::{
-    PATTERN_PERIOD, PutBody, StandInEditor, Suite, WopiCall, pattern_byte, pattern_sha256,
-    pattern_stream,
+    PATTERN_PERIOD, PutBody, StandInEditor, StandInOptions, Suite, WopiCall, pattern_byte,
+    pattern_sha256, pattern_stream,
 };
 use crate::support::nextcloud::StandInNextcloud;
 use crate::support::officeswitch::OfficeSwitch;
@@ -437,12 +437,18 @@ struct Setup {
 impl Setup {
     async fn start() -> Setup {
         trace_init();
+        // The Collabora node names officeswitch (server_name), as the README asks.
+        let port = free_port().await;
         let (cool, oo) = tokio::join!(
-            StandInEditor::start(Suite::Collabora),
+            StandInEditor::start_with(
+                Suite::Collabora,
+                StandInOptions::default().server_name(format!("127.0.0.1:{port}"))
+            ),
             StandInEditor::start(Suite::OnlyOffice),
         );
         let nc = StandInNextcloud::start().await;
         let os = OfficeSwitch::builder()
+            .port(port)
             .pool("collabora", "collabora", &[cool.url()])
             .pool("onlyoffice", "onlyoffice", &[oo.url()])
             .org("acme", &[nc.origin()], "")
@@ -470,7 +476,7 @@ impl Setup {
         let url = format!("ws://{}{}", self.os.addr, self.ws_path(id));
         let (socket, response) = tokio::time::timeout(
             Duration::from_secs(10),
-            tokio_tungstenite::connect_async(url),
+            client::websocket(&url, &self.os.public_url),
         )
         .await
         .expect("handshake in time")

@@ -132,3 +132,30 @@ pub async fn post_form_once(url: &str, form: &str) -> Reply {
 pub fn encode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+/// A client WebSocket as [`websocket`] returns it.
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to `url` as a browser does from a page on `origin`: with
+/// `Origin: <origin>` (coolwsd refuses an upgrade without one, or from another origin than
+/// its own, with 403).
+///
+/// # Errors
+/// The handshake's error (a refused upgrade is `Http` with the response).
+pub async fn websocket(
+    url: &str,
+    origin: &str,
+) -> Result<
+    (
+        WebSocket,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = url.into_client_request()?;
+    let origin = http::HeaderValue::from_str(origin).expect("an origin is a header value");
+    request.headers_mut().insert(http::header::ORIGIN, origin);
+    tokio_tungstenite::connect_async(request).await
+}

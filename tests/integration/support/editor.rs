@@ -15,6 +15,19 @@
 //!   page (which calls the WOPI host's CheckFileInfo, signed with the proof key, as the
 //!   real editors do), versioned static assets, the document WebSocket (an echo server),
 //!   downloads, streaming convert endpoints and Collabora's `ServerId`-checked clipboard;
+//! - builds its URLs as the real editors do (`../shared/notes/real-editors.md` §1-3, §6):
+//!   Collabora on its `server_name`, else the request's `Host`, never `X-Forwarded-*`
+//!   (discovery, the page's `data-host`, its CSP), below its service root, with a
+//!   `Content-Security-Policy` framing the page only on its own host and the `WOPISrc`'s,
+//!   and a WebSocket refused (403) unless its `Origin` is its own; ONLYOFFICE's discovery on
+//!   `X-Forwarded-Proto`/`-Host` (else `Host`) and a page that is relative throughout.
+//!   Settings as on the real editors: [`StandInOptions`];
+//! - serves pages a browser really runs: Collabora's script reads `WOPISrc` from the page's
+//!   own address and opens the WebSocket; ONLYOFFICE's page loads `api.js` by its relative
+//!   address, which creates the versioned editor frame, which fetches `plugins.json` and
+//!   `themes.json` and opens the socket below the version segment. Both check the echo and
+//!   post `App_LoadingStatus` `Document_Loaded` to the parent, as the real ones do (see
+//!   [`COLLABORA_BUNDLE_JS`], [`ONLYOFFICE_API_JS`], [`ONLYOFFICE_FRAME_HTML`]);
 //! - marks every response with [`NODE_HEADER`] (its URL) and [`VERSION_HEADER`], so a test
 //!   can tell from a response alone which node answered;
 //! - records every request it receives, in order, with its own URL
@@ -306,17 +319,29 @@ pub struct EditorPage {
     pub node: String,
     /// The `WOPISrc` it was opened with (decoded; empty if none).
     pub wopi_src: String,
-    /// The length of the form's (or, for a Collabora GET, the query's) `access_token`; the
-    /// token itself is never echoed.
+    /// The length of the form's (or, for a Collabora GET, the query's) `access_token`. No
+    /// field holds the token itself (Collabora's page carries it in `data-access-token`, as
+    /// coolwsd's does, for its script; OnlyOffice's does not).
     pub access_token_len: usize,
     /// The form's `access_token_ttl`, as sent.
     pub access_token_ttl: String,
-    /// The origin the editor builds asset and WebSocket URLs on: `X-Forwarded-Proto` ://
-    /// `X-Forwarded-Host`, else `http://` + `Host`.
+    /// The base the editor builds absolute URLs on, as the real one does. Collabora: the
+    /// web server URL of its CSP and `data-host`, `http://` + `server_name` (else the
+    /// request's `Host`; `X-Forwarded-*` are ignored) followed by the service root.
+    /// OnlyOffice: DocService's base, `wopi.host` or `X-Forwarded-Proto://X-Forwarded-Host`
+    /// (else `http://` + `Host`), which only its discovery uses: its page is relative.
     pub asset_base: String,
-    /// One asset URL as the page references it (`<script src>`).
+    /// The page's script as the page writes it (`<script src>`): Collabora the
+    /// root-relative `<root>/browser/<hash>/bundle.js`; OnlyOffice the relative
+    /// `../../../web-apps/apps/api/documents/api.js?WOPISrc=<enc>`, which the browser
+    /// resolves against the page's own address.
     pub asset_url: String,
-    /// The document WebSocket URL the editor's JavaScript would open.
+    /// The document WebSocket as the page's script opens it. Collabora: the absolute
+    /// `ws://<server_name or Host><root>/cool/<enc(WOPISrc?access_token=..)>/ws?WOPISrc=
+    /// <enc>&compat=/ws` (hexified when configured), built from the `WOPISrc` of the
+    /// page's own address. OnlyOffice: the path the editor frame's socket resolves to,
+    /// `/<version>/doc/<docid>/c/?WOPISrc=<enc>&EIO=4&transport=websocket`, on whatever
+    /// origin the browser loaded the page from.
     pub websocket_url: String,
     /// The CheckFileInfo result: its status (`200`), `error: ...`, or `none` when the page
     /// had no `WOPISrc` or no token.
@@ -372,9 +397,8 @@ impl EditorPage {
         page
     }
 
-    /// The page as the stand-in serves it: a small HTML document with the fields as
-    /// `<meta>` tags and the asset referenced as a real page would.
-    fn render(&self) -> String {
+    /// The fields as `<meta>` tags, one a line, for the head of a page.
+    fn meta_tags(&self) -> String {
         let access_token_len = self.access_token_len.to_string();
         let values: [&str; 10] = [
             &self.suite,
@@ -388,9 +412,7 @@ impl EditorPage {
             &self.check_file_info,
             &self.base_file_name,
         ];
-        let mut html = String::from(
-            "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>stand-in editor</title>\n",
-        );
+        let mut html = String::new();
         for (key, value) in Self::KEYS.iter().zip(values) {
             let _ = writeln!(
                 html,
@@ -398,16 +420,283 @@ impl EditorPage {
                 html_escape(value)
             );
         }
-        let _ = write!(
-            html,
-            "<script src=\"{}\"></script>\n</head>\n<body>\n<div id=\"document-container\" \
-             data-websocket=\"{}\"></div>\n</body>\n</html>\n",
-            html_escape(&self.asset_url),
-            html_escape(&self.websocket_url)
-        );
         html
     }
 }
+
+/// The Collabora page's script (`/browser/<hash>/bundle.js`), doing for loading what
+/// `browser/js/global.js`, `Socket.ts` and `Map.WOPI.js` do (`shared/notes/real-editors.md`
+/// §2, §3): it reads `WOPISrc` from the page's **own** address (`location.search`) and the
+/// rest from `#initial-variables`, opens the document WebSocket at `data-host` +
+/// `data-service-root` + `/cool/<enc(WOPISrc?access_token=..)>/ws?WOPISrc=<enc>&compat=/ws`
+/// (hexified when `data-hexify-url` says so), sends a `load` line, and when the echo comes
+/// back posts `App_LoadingStatus` `Document_Loaded` (a JSON string) to `window.parent`.
+/// `Frame_Ready` goes first, to `data-post-message-origin-ext` or `*`; `Document_Loaded`
+/// to the `PostMessageOrigin` of CheckFileInfo (the real kit gets it over the WebSocket;
+/// the echo socket cannot send it, so the page carries it in
+/// `data-standin-wopi-post-message-origin`). Messages from the parent are accepted only
+/// from origins in `data-frame-ancestors`, as `_allowMessageOrigin` does in browsers
+/// without `location.ancestorOrigins` (Firefox): so the list is exercised in Chromium too.
+/// What happened is in `window.__standin`.
+const COLLABORA_BUNDLE_JS: &str = r#"(function () {
+  'use strict';
+  var vars = document.getElementById('initial-variables').dataset;
+  var state = window.__standin = {
+    suite: 'collabora', websocketUrl: '', wopiSrc: '', opened: false, echoed: false,
+    documentLoaded: false, closed: null, fromHost: [], errors: []
+  };
+  var postMessageOrigin = vars.postMessageOriginExt || '*';
+  var post = function (id, values) {
+    if (!postMessageOrigin || window.parent === window.self) return;
+    window.parent.postMessage(JSON.stringify({ MessageId: id, SendTime: Date.now(), Values: values }), postMessageOrigin);
+  };
+  var ancestors = decodeURIComponent(vars.frameAncestors || '').trim().split(' ')
+    .filter(function (a) { return a.length > 0; })
+    .map(function (a) { return '^(http|https)://' + a.replace(/:\*/, ':?.*') + '$'; });
+  window.addEventListener('message', function (e) {
+    var accepted = e.origin !== 'null' && ancestors.some(function (a) { return e.origin.match(a); });
+    var data = null;
+    try { data = JSON.parse(e.data); } catch (err) { data = null; }
+    state.fromHost.push({ origin: e.origin, accepted: accepted, messageId: data && data.MessageId });
+    if (!accepted) console.error('PostMessage not allowed due to incorrect origin.');
+  }, false);
+  var hexEncode = function (text) {
+    var bytes = new TextEncoder().encode(text);
+    var hex = '0x';
+    for (var i = 0; i < bytes.length; ++i) hex += bytes[i].toString(16);
+    return hex;
+  };
+  var search = window.location.search;
+  var params = new URLSearchParams(search.slice(search.lastIndexOf('?') + 1));
+  var wopiSrc = params.get('WOPISrc') || '';
+  state.wopiSrc = wopiSrc;
+  var docURL = decodeURIComponent(wopiSrc);
+  var docParams = '';
+  if (vars.accessToken !== '') {
+    docParams = 'access_token=' + encodeURIComponent(vars.accessToken) +
+      '&access_token_ttl=' + encodeURIComponent(vars.accessTokenTtl) +
+      '&no_auth_header=' + encodeURIComponent(vars.noAuthHeader);
+  }
+  var docParamsPart = docParams ? (docURL.indexOf('?') >= 0 ? '&' : '?') + docParams : '';
+  var tail = encodeURIComponent(docURL + docParamsPart) + '/ws' +
+    (wopiSrc !== '' ? '?WOPISrc=' + encodeURIComponent(wopiSrc) + '&compat=' : '');
+  if (vars.hexifyUrl === 'true') tail = hexEncode(tail);
+  var url = vars.host + vars.serviceRoot + '/cool/' + tail + '/ws';
+  state.websocketUrl = url;
+  post('App_LoadingStatus', { Status: 'Frame_Ready' });
+  var probe = 'load url=' + docURL + ' ' + Date.now();
+  var socket;
+  try {
+    socket = new WebSocket(url);
+  } catch (err) {
+    state.errors.push('cannot open the WebSocket: ' + err);
+    return;
+  }
+  socket.onopen = function () { state.opened = true; socket.send(probe); };
+  socket.onmessage = function (e) {
+    if (e.data !== probe) {
+      state.errors.push('unexpected message: ' + String(e.data).slice(0, 200));
+      return;
+    }
+    state.echoed = true;
+    postMessageOrigin = vars.standinWopiPostMessageOrigin || postMessageOrigin;
+    state.documentLoaded = true;
+    post('App_LoadingStatus', { Status: 'Document_Loaded', DocumentLoadedTime: Date.now() });
+  };
+  socket.onerror = function () { state.errors.push('WebSocket error'); };
+  socket.onclose = function (e) { state.closed = e.code; };
+})();
+"#;
+
+/// The ONLYOFFICE page's own script, after `api.js` (as `editor-wopi.ejs`): on load it
+/// creates `DocsAPI.DocEditor`; when the editor frame reports the document ready it
+/// posts `App_LoadingStatus` `Document_Loaded` (a JSON string) to `window.parent`, to
+/// the `PostMessageOrigin` of CheckFileInfo (none: nothing is posted, as `postMessage`
+/// with no target origin fails); it takes messages only from that origin.
+/// `window.__standinEditor` (set by the page) holds `key`, `wopiSrc`, `documentType`,
+/// `mode`, `lang` and `fileInfo`; what happened is in `window.__standin`.
+const ONLYOFFICE_PAGE_JS: &str = r#"(function () {
+  'use strict';
+  var editor = window.__standinEditor;
+  var state = window.__standin = {
+    suite: 'onlyoffice', appReady: false, documentLoaded: false, fromHost: [], errors: []
+  };
+  var postMessageOrigin = editor.fileInfo.PostMessageOrigin;
+  if (typeof postMessageOrigin === 'string' && postMessageOrigin.charAt(postMessageOrigin.length - 1) === '/') {
+    postMessageOrigin = postMessageOrigin.substring(0, postMessageOrigin.length - 1);
+  }
+  var post = function (id, values) {
+    if (!postMessageOrigin) {
+      state.errors.push('no PostMessageOrigin: ' + id + ' not posted');
+      return;
+    }
+    values['ui-language'] = editor.lang;
+    values.wdUserSession = '';
+    window.parent.postMessage(JSON.stringify({ MessageId: id, SendTime: Date.now(), Values: values }), postMessageOrigin);
+  };
+  window.addEventListener('message', function (e) {
+    if (e.origin !== postMessageOrigin) return;
+    var data = null;
+    try { data = JSON.parse(e.data); } catch (err) { data = null; }
+    state.fromHost.push({ origin: e.origin, messageId: data && data.MessageId });
+  }, false);
+  window.addEventListener('load', function () {
+    var start = Date.now();
+    if (typeof DocsAPI === 'undefined') {
+      state.errors.push('api.js did not load');
+      return;
+    }
+    new DocsAPI.DocEditor('iframeEditor', {
+      width: '100%',
+      height: '100%',
+      type: 'desktop',
+      documentType: editor.documentType,
+      document: { title: editor.fileInfo.BaseFileName || '', url: editor.wopiSrc, key: editor.key },
+      editorConfig: { mode: editor.mode, lang: editor.lang },
+      events: {
+        onAppReady: function () { state.appReady = true; },
+        onDocumentReady: function () {
+          state.documentLoaded = true;
+          post('App_LoadingStatus', { Status: 'Document_Loaded', DocumentLoadedTime: Date.now() - start });
+        },
+        onError: function (event) { state.errors.push('editor error: ' + JSON.stringify(event.data)); }
+      }
+    });
+  });
+})();
+"#;
+
+/// `web-apps/apps/api/documents/api.js` of the stand-in: `DocsAPI.DocEditor` replaces the
+/// placeholder with the editor frame at `<base>/<version>/web-apps/apps/<editor>/main/
+/// index.html?_dc=0&lang=..&frameEditorId=..&parentOrigin=..`, where `<base>` is where
+/// this script was loaded from (`getBasePath`, minus any version segment) and `<version>`
+/// is this build's (`extendAppPath`); on the frame's load it sends the configuration
+/// (`init`) and its own query (`?WOPISrc=..`, the page's `apiQuery`) to the frame, and
+/// calls the page's `events` for what the frame reports. `{{VERSION}}` is filled in.
+const ONLYOFFICE_API_JS: &str = r#"(function (DocsAPI, window, document) {
+  'use strict';
+  var VERSION = '{{VERSION}}';
+  var apps = { word: 'documenteditor', cell: 'spreadsheeteditor', slide: 'presentationeditor', pdf: 'pdfeditor' };
+  var script = (function () {
+    var scripts = document.getElementsByTagName('script');
+    for (var i = scripts.length - 1; i >= 0; i--) {
+      if (/api\/documents\/api\.js/i.test(scripts[i].src)) return scripts[i].src;
+    }
+    return '';
+  })();
+  var apiQuery = script.indexOf('?') >= 0 ? script.substring(script.indexOf('?')) : '';
+  var appsBase = script.replace(/api\/documents\/api\.js.*$/i, '');
+  var root = appsBase.replace(/web-apps\/apps\/$/, '').replace(/\/\d+\.\d+\.\d+[.-]\w+\/$/, '/');
+  DocsAPI.DocEditor = function (placeholderId, config) {
+    var placeholder = document.getElementById(placeholderId);
+    var app = apps[config.documentType] || 'documenteditor';
+    var src = root + VERSION + '/web-apps/apps/' + app + '/main/index.html' +
+      '?_dc=0&lang=' + ((config.editorConfig && config.editorConfig.lang) || 'en') +
+      '&frameEditorId=' + placeholderId + '&parentOrigin=' + window.location.origin;
+    var frameOrigin = new URL(src, window.location.href).origin;
+    var iframe = document.createElement('iframe');
+    iframe.src = src;
+    iframe.name = 'frameEditor';
+    iframe.width = config.width || '100%';
+    iframe.height = config.height || '100%';
+    iframe.frameBorder = 0;
+    window.addEventListener('message', function (msg) {
+      if (msg.origin !== frameOrigin) return;
+      var data = null;
+      try { data = JSON.parse(msg.data); } catch (err) { return; }
+      var handler = data && data.event && config.events && config.events[data.event];
+      if (handler) handler.call(null, { target: null, data: data.data });
+    }, false);
+    iframe.addEventListener('load', function () {
+      iframe.contentWindow.postMessage(JSON.stringify({ command: 'init', data: { config: config, apiQuery: apiQuery } }), '*');
+    });
+    placeholder.parentNode.replaceChild(iframe, placeholder);
+  };
+  DocsAPI.DocEditor.version = function () { return VERSION; };
+})(window.DocsAPI = window.DocsAPI || {}, window, document);
+"#;
+
+/// The editor frame (`web-apps/apps/<editor>/main/index.html`): on `init` from the API it
+/// fetches `../../../../plugins.json` and `../../../../themes.json` and opens the socket.io
+/// WebSocket at `../../../../doc/<key>/c/?WOPISrc=<enc>&EIO=4&transport=websocket`, all
+/// relative to its own address as web-apps and sdkjs do (`shared/notes/real-editors.md` §6),
+/// so below the version segment; it reports `onAppReady` once the socket is open and
+/// `onDocumentReady` once the socket echoed and both files loaded, to `parentOrigin`.
+/// What happened is in `window.__standin`.
+const ONLYOFFICE_FRAME_HTML: &str = r#"<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<title>ONLYOFFICE editor (stand-in)</title>
+</head>
+<body>
+<div id="editor">stand-in editor</div>
+<script type="text/javascript">
+(function () {
+  'use strict';
+  var state = window.__standin = {
+    suite: 'onlyoffice-frame', socketUrl: '', opened: false, echoed: false, fetched: {},
+    documentReady: false, errors: []
+  };
+  var params = new URLSearchParams(window.location.search);
+  var parentOrigin = params.get('parentOrigin') || '*';
+  var notify = function (event, data) {
+    window.parent.postMessage(JSON.stringify({ event: event, data: data || {} }), parentOrigin);
+  };
+  var started = false;
+  window.addEventListener('message', function (e) {
+    var msg = null;
+    try { msg = JSON.parse(e.data); } catch (err) { return; }
+    if (!msg || msg.command !== 'init' || started) return;
+    started = true;
+    start(msg.data);
+  }, false);
+  var start = function (data) {
+    var key = data.config.document.key;
+    var wopiSrc = new URLSearchParams(data.apiQuery || '').get('WOPISrc') || '';
+    var files = ['../../../../plugins.json', '../../../../themes.json'].map(function (rel) {
+      return fetch(rel).then(function (response) {
+        state.fetched[rel] = response.status;
+        if (!response.ok) throw new Error(rel + ': ' + response.status);
+        return response.json();
+      });
+    });
+    var socketUrl = new URL('../../../../doc/' + encodeURIComponent(key) + '/c/' +
+      (wopiSrc !== '' ? '?WOPISrc=' + encodeURIComponent(wopiSrc) + '&' : '?') +
+      'EIO=4&transport=websocket', window.location.href);
+    socketUrl.protocol = socketUrl.protocol === 'https:' ? 'wss:' : 'ws:';
+    state.socketUrl = socketUrl.href;
+    var probe = '40' + JSON.stringify({ key: key, time: Date.now() });
+    var echoed = new Promise(function (resolve, reject) {
+      var socket = new WebSocket(state.socketUrl);
+      socket.onopen = function () {
+        state.opened = true;
+        notify('onAppReady');
+        socket.send(probe);
+      };
+      socket.onmessage = function (e) {
+        if (e.data === probe) {
+          state.echoed = true;
+          resolve();
+        } else {
+          state.errors.push('unexpected message: ' + String(e.data).slice(0, 200));
+        }
+      };
+      socket.onerror = function () { reject(new Error('WebSocket error')); };
+    });
+    Promise.all([echoed].concat(files)).then(function () {
+      state.documentReady = true;
+      notify('onDocumentReady');
+    }, function (err) {
+      state.errors.push(String(err));
+      notify('onError', { message: String(err) });
+    });
+  };
+})();
+</script>
+</body>
+</html>
+"#;
 
 /// Escapes text for an HTML attribute value.
 fn html_escape(raw: &str) -> String {
@@ -464,23 +753,110 @@ pub struct StandInEditor {
     server: Option<JoinHandle<()>>,
 }
 
+/// Settings of a stand-in that the real editors take from their configuration
+/// (`coolwsd.xml`, DocService's `local.json`). The default is an editor configured as
+/// shipped: no `server_name`, no service root, no hexified URLs, no `wopi.host`.
+///
+/// ```ignore
+/// let cool = StandInEditor::start_with(
+///     Suite::Collabora,
+///     StandInOptions::default().server_name("office.example.org:8443"),
+/// ).await;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct StandInOptions {
+    /// coolwsd's `server_name` (`host[:port]`): the authority of every URL it builds
+    /// (discovery `urlsrc`, the page's `data-host`, the WebSocket URL, the CSP) instead of
+    /// the request's `Host`, and an allowed WebSocket `Origin`. Ignored by OnlyOffice.
+    pub server_name: Option<String>,
+    /// coolwsd's `net.service_root` (`/collab`): every path it serves and builds is below
+    /// it; a request outside it gets 400. Configure the node as [`StandInEditor::base_url`].
+    /// Ignored by OnlyOffice.
+    pub service_root: Option<String>,
+    /// coolwsd's `hexify_embedded_urls`: the page's script opens
+    /// `/cool/0x<hex>/ws` with `WOPISrc` only inside the hex, and coolwsd decodes such
+    /// paths before it reads them. Ignored by OnlyOffice.
+    pub hexify_embedded_urls: bool,
+    /// coolwsd's `net.frame_ancestors` (space-separated `host[:port]` sources), put in
+    /// front of the page's CSP `frame-ancestors` list. Ignored by OnlyOffice.
+    pub frame_ancestors: Option<String>,
+    /// DocService's `wopi.host` (`https://office.example.org`): the base of its discovery
+    /// instead of `X-Forwarded-Proto`/`X-Forwarded-Host` (else `Host`). Ignored by
+    /// Collabora.
+    pub wopi_host: Option<String>,
+    /// The proof key; `None` generates one.
+    pub key: Option<Arc<ProofKey>>,
+}
+
+impl StandInOptions {
+    /// Sets coolwsd's `server_name`.
+    pub fn server_name(mut self, host_port: impl Into<String>) -> Self {
+        self.server_name = Some(host_port.into());
+        self
+    }
+
+    /// Sets coolwsd's `net.service_root` (`/collab`; a trailing slash is dropped).
+    pub fn service_root(mut self, root: impl Into<String>) -> Self {
+        self.service_root = Some(root.into());
+        self
+    }
+
+    /// Turns on coolwsd's `hexify_embedded_urls`.
+    pub fn hexify_embedded_urls(mut self) -> Self {
+        self.hexify_embedded_urls = true;
+        self
+    }
+
+    /// Sets coolwsd's `net.frame_ancestors`.
+    pub fn frame_ancestors(mut self, sources: impl Into<String>) -> Self {
+        self.frame_ancestors = Some(sources.into());
+        self
+    }
+
+    /// Sets DocService's `wopi.host`.
+    pub fn wopi_host(mut self, url: impl Into<String>) -> Self {
+        self.wopi_host = Some(url.into());
+        self
+    }
+
+    /// Uses `key` as the proof key (several nodes of one pool share theirs).
+    pub fn key(mut self, key: impl Into<Arc<ProofKey>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// The service root as a path prefix: `/collab`, or empty.
+    fn root(&self) -> String {
+        self.service_root
+            .as_deref()
+            .map(|root| format!("/{}", root.trim_matches('/')))
+            .filter(|root| root != "/")
+            .unwrap_or_default()
+    }
+}
+
 impl StandInEditor {
     /// Starts a stand-in on `127.0.0.1:0` with a freshly generated proof key.
     ///
     /// RSA key generation takes a moment; tests that start many editors can share one key
     /// with [`StandInEditor::start_with_key`].
     pub async fn start(suite: Suite) -> Self {
-        Self::start_with_key(suite, generate_key().await).await
+        Self::start_with(suite, StandInOptions::default()).await
+    }
+
+    /// Starts a stand-in on `127.0.0.1:0` configured with `options`.
+    pub async fn start_with(suite: Suite, options: StandInOptions) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_on_with(suite, loopback, options)
+            .await
+            .expect("stand-in editor: cannot bind 127.0.0.1:0")
     }
 
     /// Starts a stand-in on `127.0.0.1:0` with the given proof key. Accepts a `ProofKey` or
     /// an `Arc<ProofKey>`, so several editors can share one key (as the two editors behind
     /// one merged discovery must, if richdocuments is to verify both).
     pub async fn start_with_key(suite: Suite, key: impl Into<Arc<ProofKey>>) -> Self {
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self::start_on_with_key(suite, loopback, key)
-            .await
-            .expect("stand-in editor: cannot bind 127.0.0.1:0")
+        Self::start_with(suite, StandInOptions::default().key(key)).await
     }
 
     /// Starts a stand-in on a given address, typically the address of an editor that was
@@ -490,7 +866,7 @@ impl StandInEditor {
     /// # Errors
     /// Fails if the address cannot be bound (still in use, not local).
     pub async fn start_on(suite: Suite, addr: SocketAddr) -> io::Result<Self> {
-        Self::start_on_with_key(suite, addr, generate_key().await).await
+        Self::start_on_with(suite, addr, StandInOptions::default()).await
     }
 
     /// Starts a stand-in on a given address with the given proof key.
@@ -502,7 +878,25 @@ impl StandInEditor {
         addr: SocketAddr,
         key: impl Into<Arc<ProofKey>>,
     ) -> io::Result<Self> {
-        Self::start_inner(suite, addr, key.into(), true).await
+        Self::start_on_with(suite, addr, StandInOptions::default().key(key)).await
+    }
+
+    /// Starts a stand-in on a given address configured with `options` (to bring a stopped
+    /// node back as it was: [`StandInEditor::options`] holds its key too).
+    ///
+    /// # Errors
+    /// Fails if the address cannot be bound (still in use, not local).
+    pub async fn start_on_with(
+        suite: Suite,
+        addr: SocketAddr,
+        mut options: StandInOptions,
+    ) -> io::Result<Self> {
+        let key = match &options.key {
+            Some(key) => Arc::clone(key),
+            None => Arc::new(generate_key().await),
+        };
+        options.key = Some(Arc::clone(&key));
+        Self::start_inner(suite, addr, key, true, options).await
     }
 
     /// Starts a stand-in on `127.0.0.1:0` that neither publishes a proof key in its
@@ -510,9 +904,15 @@ impl StandInEditor {
     /// without `proof_key`). OnlyOffice still sends `X-WOPI-TimeStamp`.
     pub async fn start_unsigned(suite: Suite) -> Self {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self::start_inner(suite, loopback, spare_key().await, false)
-            .await
-            .expect("stand-in editor: cannot bind 127.0.0.1:0")
+        Self::start_inner(
+            suite,
+            loopback,
+            spare_key().await,
+            false,
+            StandInOptions::default(),
+        )
+        .await
+        .expect("stand-in editor: cannot bind 127.0.0.1:0")
     }
 
     async fn start_inner(
@@ -520,11 +920,18 @@ impl StandInEditor {
         addr: SocketAddr,
         key: Arc<ProofKey>,
         signing: bool,
+        options: StandInOptions,
     ) -> io::Result<Self> {
         let listener = bind(addr)?;
         let addr = listener.local_addr()?;
         let base = format!("http://{addr}");
-        let shared = Arc::new(Shared::new(suite, &base, Arc::clone(&key), signing));
+        let shared = Arc::new(Shared::new(
+            suite,
+            &base,
+            Arc::clone(&key),
+            signing,
+            options,
+        ));
         let (shutdown, stop_rx) = watch::channel(false);
         let server = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop_rx));
         tracing::debug!(?suite, %addr, "stand-in editor started");
@@ -535,6 +942,17 @@ impl StandInEditor {
             shutdown,
             server: Some(server),
         })
+    }
+
+    /// What the stand-in was configured with (its proof key included).
+    pub fn options(&self) -> &StandInOptions {
+        &self.shared.options
+    }
+
+    /// The URL to configure the node as: [`StandInEditor::url`] plus the service root
+    /// (`http://127.0.0.1:PORT/collab`), without a trailing slash.
+    pub fn base_url(&self) -> String {
+        format!("{}{}", self.url(), self.shared.root)
     }
 
     /// The address the stand-in listens on.
@@ -654,7 +1072,9 @@ impl StandInEditor {
         self.shared.close_codes.lock().expect("close codes").clone()
     }
 
-    /// The discovery document served when no fault is set.
+    /// The discovery document served when no fault is set to a request that names the
+    /// node's own address (`Host`) and carries no forwarding headers: on `server_name` (+
+    /// service root) for Collabora, `wopi.host` for OnlyOffice, when configured.
     pub fn discovery_xml(&self) -> &str {
         &self.shared.discovery
     }
@@ -746,8 +1166,18 @@ struct Shared {
     sessions: Mutex<Vec<EditorSession>>,
     /// What the editor learnt per (WOPISrc, token) from CheckFileInfo and PutFile answers.
     known: Mutex<HashMap<(String, String), Known>>,
-    /// `GET /hosting/discovery` body (fault-free).
+    /// What the node was configured with.
+    options: StandInOptions,
+    /// The service root as a path prefix (`/collab`), or empty.
+    root: String,
+    /// The discovery served to a request that names the node's own address and carries
+    /// no forwarding headers ([`StandInEditor::discovery_xml`]).
     discovery: String,
+    /// The key published in the discovery (`None` when unsigned).
+    published: Option<PublicProofKey>,
+    /// Discovery documents by the base they were built on (they are built per request,
+    /// as the real editors fill in the origin per request).
+    discoveries: Mutex<HashMap<String, Arc<str>>>,
     /// `GET /hosting/capabilities` body (fault-free).
     capabilities: String,
     /// Misbehaviour currently in force for the discovery and capabilities routes.
@@ -767,25 +1197,48 @@ struct Shared {
 }
 
 impl Shared {
-    /// Builds the documents once, since they depend only on the bound URL and the key.
-    fn new(suite: Suite, base: &str, key: Arc<ProofKey>, signing: bool) -> Self {
-        let published = signing.then(|| key.public());
-        let (discovery, capabilities, server_id, version) = match suite {
+    /// Builds the fixed documents once; the discovery is built per origin on demand.
+    fn new(
+        suite: Suite,
+        base: &str,
+        key: Arc<ProofKey>,
+        signing: bool,
+        options: StandInOptions,
+    ) -> Self {
+        let published = signing.then(|| key.public().clone());
+        let root = options.root();
+        let (capabilities, server_id, version) = match suite {
             Suite::Collabora => {
                 let server_id = random_server_id();
                 (
-                    collabora_discovery_with(base, published),
                     collabora_capabilities(&server_id),
                     Some(server_id),
                     COLLABORA_VERSION_HASH,
                 )
             }
             Suite::OnlyOffice => (
-                onlyoffice_discovery_with(base, published),
                 ONLYOFFICE_CAPABILITIES.to_owned(),
                 None,
                 onlyoffice_versioned(),
             ),
+        };
+        // The document for a request to the node's own address, without forwarding headers.
+        let own_base = match suite {
+            Suite::Collabora => {
+                let authority = options
+                    .server_name
+                    .clone()
+                    .unwrap_or_else(|| base.trim_start_matches("http://").to_owned());
+                format!("http://{authority}{root}")
+            }
+            Suite::OnlyOffice => options.wopi_host.as_deref().map_or_else(
+                || base.to_owned(),
+                |host| host.trim_end_matches('/').to_owned(),
+            ),
+        };
+        let discovery = match suite {
+            Suite::Collabora => collabora_discovery_with(&own_base, published.as_ref()),
+            Suite::OnlyOffice => onlyoffice_discovery_with(&own_base, published.as_ref()),
         };
         Self {
             suite,
@@ -804,7 +1257,11 @@ impl Shared {
             wopi_timeout: Mutex::new(WOPI_CALL_TIMEOUT),
             sessions: Mutex::new(Vec::new()),
             known: Mutex::new(HashMap::new()),
+            options,
+            root,
+            discoveries: Mutex::new(HashMap::from([(own_base, Arc::from(discovery.as_str()))])),
             discovery,
+            published,
             capabilities,
             fault: Mutex::new(Fault::None),
             health_fault: Mutex::new(Fault::None),
@@ -954,8 +1411,8 @@ fn split_reset_handle(stream: TcpStream) -> io::Result<(TcpStream, std::net::Tcp
     Ok((TcpStream::from_std(std_stream)?, duplicate))
 }
 
-/// The routes a stand-in knows. To add one: a variant here, a line in [`Route::of`], an
-/// arm in [`route`].
+/// The routes a stand-in knows. To add one: a variant here, a line in [`Route::of`] (or
+/// [`onlyoffice_route`]), an arm in [`route`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
     /// `GET /hosting/discovery` (both suites).
@@ -970,11 +1427,17 @@ enum Route {
     /// is on the page and recorded once the page has arrived. (OnlyOffice waits too;
     /// coolwsd serves the page at once and checks in parallel.)
     EditorPage,
-    /// Static files: Collabora `GET /browser/<hash>/...`, OnlyOffice
-    /// `GET [/<version>-<build>]/{web-apps,sdkjs,sdkjs-plugins,fonts,dictionaries}/...`.
+    /// Static files: Collabora `GET /browser/<hash>/...` (`bundle.js` is the page's
+    /// script), OnlyOffice `GET [/<version>-<build>]/{web-apps,sdkjs,sdkjs-plugins,fonts,
+    /// dictionaries}/...` (`web-apps/apps/api/documents/api.js` and
+    /// `web-apps/apps/<editor>/main/index.html` are the API script and the editor frame).
     Static,
+    /// OnlyOffice `GET [/<version>-<build>]/plugins.json` and `/themes.json`, which the
+    /// editor frame fetches.
+    EditorJson,
     /// The document WebSocket (an echo server): Collabora `/cool/<enc>/ws`, `/cool/ws`,
-    /// `/lool/.../ws`; OnlyOffice `/doc/<docid>/c/` (socket.io). 400 without an upgrade.
+    /// `/lool/.../ws` (hexified paths decoded first); OnlyOffice
+    /// `[/<version>-<build>]/doc/<docid>/c/` (socket.io). 400 without an upgrade.
     WebSocket,
     /// Collabora `GET /cool/<enc>/download/<name>`: a short body.
     Download,
@@ -986,40 +1449,69 @@ enum Route {
     /// Collabora `GET|POST /cool/clipboard`, `/cool/media`: 400 unless `ServerId` is this
     /// node's.
     ServerBound,
-    /// OnlyOffice `GET /cache/files/...`: a short body.
+    /// OnlyOffice `GET /cache/files/...` (served by its nginx, never versioned): a short
+    /// body.
     CacheFile,
     /// Anything else.
     NotFound,
 }
 
 impl Route {
-    /// Classifies a request; pure, so the routing table reads in one place.
+    /// Classifies a request by its path as the editor reads it (Collabora: below the
+    /// service root, hexified segments decoded; see [`collabora_local`]); pure, so the
+    /// routing table reads in one place.
     fn of(suite: Suite, method: &Method, path: &str) -> Self {
         match (suite, method.as_str(), path) {
+            (Suite::OnlyOffice, method, path) => onlyoffice_route(method, path),
             (_, "GET", "/hosting/discovery") => Self::Discovery,
             (_, "GET", "/hosting/capabilities") => Self::Capabilities,
-            (Suite::Collabora, "GET" | "HEAD", "/") => Self::Health,
-            (Suite::OnlyOffice, "GET", "/healthcheck") => Self::Health,
+            (_, "GET" | "HEAD", "/") => Self::Health,
             (_, "POST", path) if is_convert_to(path) => Self::Convert,
-            (Suite::Collabora, "GET" | "POST", path) if is_collabora_page(path) => Self::EditorPage,
-            (Suite::Collabora, "GET", path) if is_collabora_static(path) => Self::Static,
-            (Suite::Collabora, "GET", path) if is_collabora_websocket(path) => Self::WebSocket,
-            (Suite::Collabora, "GET", "/cool/clipboard" | "/cool/media")
-            | (Suite::Collabora, "POST", "/cool/clipboard") => Self::ServerBound,
-            (Suite::Collabora, "GET", path) => match collabora_download(path) {
+            (_, "GET" | "POST", path) if is_collabora_page(path) => Self::EditorPage,
+            (_, "GET", path) if is_collabora_static(path) => Self::Static,
+            (_, "GET", path) if is_collabora_websocket(path) => Self::WebSocket,
+            (_, "GET", "/cool/clipboard" | "/cool/media") | (_, "POST", "/cool/clipboard") => {
+                Self::ServerBound
+            }
+            (_, "GET", path) => match collabora_download(path) {
                 Some("big") => Self::BigDownload,
                 Some(_) => Self::Download,
                 None => Self::NotFound,
             },
-            (Suite::OnlyOffice, "POST", path) if is_onlyoffice_page(path) => Self::EditorPage,
-            (Suite::OnlyOffice, "POST", "/ConvertService.ashx" | "/converter") => Self::Convert,
-            (Suite::OnlyOffice, "GET", path) if is_onlyoffice_static(path) => Self::Static,
-            (Suite::OnlyOffice, "GET", path) if path.starts_with("/doc/") => Self::WebSocket,
-            (Suite::OnlyOffice, "GET", path) if path.starts_with("/cache/files/") => {
-                Self::CacheFile
-            }
             _ => Self::NotFound,
         }
+    }
+}
+
+/// OnlyOffice's routes: its nginx forwards every path below a version segment with the
+/// segment stripped (`/9.3.1-standin/doc/...` is `/doc/...`), and serves `/cache/files/`
+/// itself (unversioned only).
+fn onlyoffice_route(method: &str, path: &str) -> Route {
+    let (version, rest) = split_onlyoffice_version(path);
+    match (method, rest) {
+        ("GET", "/hosting/discovery") => Route::Discovery,
+        ("GET", "/hosting/capabilities") => Route::Capabilities,
+        ("GET", "/healthcheck") => Route::Health,
+        ("POST", path) if is_convert_to(path) => Route::Convert,
+        ("POST", "/ConvertService.ashx" | "/converter") => Route::Convert,
+        ("POST", path) if is_onlyoffice_page(path) => Route::EditorPage,
+        ("GET", path) if is_onlyoffice_static(path) => Route::Static,
+        ("GET", "/plugins.json" | "/themes.json") => Route::EditorJson,
+        ("GET", path) if path.starts_with("/doc/") => Route::WebSocket,
+        ("GET", path) if version.is_none() && path.starts_with("/cache/files/") => Route::CacheFile,
+        _ => Route::NotFound,
+    }
+}
+
+/// `(Some(version), rest)` for `/<version>/rest` (`rest` keeps its leading `/`), else
+/// `(None, path)`.
+fn split_onlyoffice_version(path: &str) -> (Option<&str>, &str) {
+    let Some(rest) = path.strip_prefix('/') else {
+        return (None, path);
+    };
+    match rest.split_once('/') {
+        Some((first, _)) if is_onlyoffice_version(first) => (Some(first), &path[first.len() + 1..]),
+        _ => (None, path),
     }
 }
 
@@ -1075,19 +1567,10 @@ fn is_onlyoffice_page(path: &str) -> bool {
     ONLYOFFICE_EDITORS.iter().any(|e| e.doc_type == doc_type) && matches!(mode, "view" | "edit")
 }
 
-/// OnlyOffice's nginx static location,
-/// `^(/\d+\.\d+\.\d+[.-]\w+)?/(web-apps|sdkjs|sdkjs-plugins|fonts|dictionaries)(/.*)$`.
+/// OnlyOffice's nginx static location below the version segment,
+/// `/(web-apps|sdkjs|sdkjs-plugins|fonts|dictionaries)(/.*)$`.
 fn is_onlyoffice_static(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    let (first, after) = rest.split_once('/').unwrap_or((rest, ""));
-    let unversioned = if is_onlyoffice_version(first) {
-        after
-    } else {
-        rest
-    };
-    let Some((dir, _file)) = unversioned.split_once('/') else {
+    let Some((dir, _file)) = path.strip_prefix('/').and_then(|rest| rest.split_once('/')) else {
         return false;
     };
     matches!(
@@ -1134,14 +1617,80 @@ fn wopi_src_of(suite: Suite, req: &Request<Incoming>) -> Option<String> {
 async fn handle(
     shared: Arc<Shared>,
     sessions: &mpsc::UnboundedSender<Session>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     shared.record(&req);
-    let mut response = route(&shared, sessions, req).await;
+    let mut response = match localize(&shared, &mut req) {
+        None => route(&shared, sessions, req).await,
+        Some(refused) => refused,
+    };
     let headers = response.headers_mut();
     headers.insert(NODE_HEADER, shared.node_header.clone());
     headers.insert(VERSION_HEADER, HeaderValue::from_static(shared.version));
     response
+}
+
+/// Collabora reads a request as coolwsd's `RequestDetails` does: below `net.service_root`
+/// (a request outside it is a 400) and with a hexified `cool/0x<hex>` segment decoded
+/// (`dehexify`), which may bring the query (`?WOPISrc=..`) back. The request's URI is
+/// replaced by that; [`StandInEditor::requests`] keeps what arrived. OnlyOffice: as is.
+/// `Some` is the answer to a request refused on the way.
+fn localize(shared: &Shared, req: &mut Request<Incoming>) -> Option<Response<Body>> {
+    if shared.suite != Suite::Collabora {
+        return None;
+    }
+    let original = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let Some(local) = original
+        .strip_prefix(shared.root.as_str())
+        .filter(|local| local.starts_with('/'))
+    else {
+        let text = format!("The request does not start with prefix: {}\n", shared.root);
+        return Some(whole(StatusCode::BAD_REQUEST, "text/plain", text));
+    };
+    let local = dehexify(local);
+    if local != original {
+        match local.parse() {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(err) => {
+                let text = format!("bad request URI {local}: {err}\n");
+                return Some(whole(StatusCode::BAD_REQUEST, "text/plain", text));
+            }
+        }
+    }
+    None
+}
+
+/// coolwsd's `RequestDetails::dehexify`: the text after `cool/0x` up to the next `/`,
+/// hex-decoded, replaces `0x<hex>`. Malformed hex decodes to nothing, as in coolwsd.
+fn dehexify(uri: &str) -> String {
+    const PREFIX: &str = "cool/0x";
+    let Some(at) = uri.find(PREFIX) else {
+        return uri.to_owned();
+    };
+    let start = at + PREFIX.len();
+    let end = uri[start..].find('/').map_or(uri.len(), |i| start + i);
+    let hex = &uri[start..end];
+    let decoded: Option<Vec<u8>> = hex
+        .len()
+        .is_multiple_of(2)
+        .then(|| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+                .collect()
+        })
+        .flatten();
+    let decoded = String::from_utf8_lossy(&decoded.unwrap_or_default()).into_owned();
+    format!("{}{decoded}{}", &uri[..start - 2], &uri[end..])
+}
+
+/// The browser's `hexEncode` (`global.js`): `0x` and each UTF-8 byte in lower-case hex,
+/// **without** zero padding (bytes below 0x10 give one digit, as in the real script).
+fn hex_encode_js(text: &str) -> String {
+    text.bytes().fold(String::from("0x"), |mut hex, byte| {
+        let _ = write!(hex, "{byte:x}");
+        hex
+    })
 }
 
 /// Answers a request by its [`Route`].
@@ -1158,7 +1707,8 @@ async fn route(
                 Suite::OnlyOffice => "text/xml; charset=utf-8",
             };
             let fault = lock(&shared.fault).clone();
-            faultable(fault, &shared.discovery, content_type).await
+            let document = discovery_for(shared, &req);
+            faultable(fault, &document, content_type).await
         }
         Route::Capabilities => {
             let content_type = match shared.suite {
@@ -1182,6 +1732,7 @@ async fn route(
         }
         Route::EditorPage => editor_page(shared, req).await,
         Route::Static => static_file(shared, req.uri().path()),
+        Route::EditorJson => editor_json(req.uri().path()),
         Route::WebSocket => accept_websocket(shared, sessions, req),
         Route::Download => download(shared, &req),
         Route::BigDownload => big_download(&req),
@@ -1200,17 +1751,123 @@ async fn route(
     }
 }
 
+/// The discovery for this request, on the origin the real editor would fill in:
+/// Collabora `http://` + `server_name`, else the request's `Host`, + the service root
+/// (`%SRV_URI%`; forwarding headers ignored); OnlyOffice `wopi.host`, else
+/// [`docservice_base`].
+fn discovery_for(shared: &Shared, req: &Request<Incoming>) -> Arc<str> {
+    let base = match shared.suite {
+        Suite::Collabora => format!("http://{}{}", collabora_authority(shared, req), shared.root),
+        Suite::OnlyOffice => docservice_base(shared, req),
+    };
+    let mut built = lock(&shared.discoveries);
+    if let Some(document) = built.get(&base) {
+        return Arc::clone(document);
+    }
+    let document: Arc<str> = Arc::from(match shared.suite {
+        Suite::Collabora => collabora_discovery_with(&base, shared.published.as_ref()),
+        Suite::OnlyOffice => onlyoffice_discovery_with(&base, shared.published.as_ref()),
+    });
+    built.insert(base, Arc::clone(&document));
+    document
+}
+
+/// The request's `Host` (HTTP/2: its authority), else the node's own address.
+fn request_host(shared: &Shared, req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(ToString::to_string))
+        .unwrap_or_else(|| shared.node.trim_start_matches("http://").to_owned())
+}
+
+/// The authority coolwsd builds its URLs on: `server_name`, else the request's `Host`
+/// (`ServerURL`; `X-Forwarded-*` are never read).
+fn collabora_authority(shared: &Shared, req: &Request<Incoming>) -> String {
+    shared
+        .options
+        .server_name
+        .clone()
+        .unwrap_or_else(|| request_host(shared, req))
+}
+
+/// DocService's base URL (`utils.getBaseUrlByRequest`): `wopi.host` if set, else
+/// `X-Forwarded-Proto` (else `http`) `://` `X-Forwarded-Host` (else `Host`) plus
+/// `X-Forwarded-Prefix`, without a trailing slash.
+fn docservice_base(shared: &Shared, req: &Request<Incoming>) -> String {
+    if let Some(host) = &shared.options.wopi_host {
+        return host.trim_end_matches('/').to_owned();
+    }
+    let headers = req.headers();
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+            .map(str::to_owned)
+    };
+    let proto = first("x-forwarded-proto")
+        .filter(|proto| proto == "http" || proto == "https")
+        .unwrap_or_else(|| "http".to_owned());
+    let host = first("x-forwarded-host").unwrap_or_else(|| request_host(shared, req));
+    let prefix = first("x-forwarded-prefix").unwrap_or_default();
+    format!("{proto}://{host}{prefix}")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// What an editor page was opened with, and what the host's CheckFileInfo said.
+struct Opened {
+    /// `WOPISrc` from the page's query, decoded (empty if none).
+    wopi_src: String,
+    /// The `access_token` (form, or query for a Collabora GET).
+    token: String,
+    /// `access_token_ttl` as sent.
+    access_token_ttl: String,
+    /// The form's other fields.
+    form: Vec<(String, String)>,
+    /// [`EditorPage::check_file_info`].
+    check_file_info: String,
+    /// CheckFileInfo's JSON answer, when it was a 200.
+    info: Option<serde_json::Value>,
+}
+
+impl Opened {
+    /// A form field, or empty.
+    fn field(&self, name: &str) -> &str {
+        self.form
+            .iter()
+            .find(|(key, _)| key == name)
+            .map_or("", |(_, value)| value.as_str())
+    }
+
+    /// A string field of CheckFileInfo's answer, or empty.
+    fn info_str(&self, name: &str) -> &str {
+        self.info
+            .as_ref()
+            .and_then(|info| info[name].as_str())
+            .unwrap_or_default()
+    }
+}
+
 /// The editor page. Reads the form (`access_token`, `access_token_ttl`), calls the host's
-/// CheckFileInfo when it has a `WOPISrc` and a token, and renders an [`EditorPage`] whose
-/// URLs are built on the forwarded origin, as the real editors build theirs.
+/// CheckFileInfo when it has a `WOPISrc` and a token, and answers the suite's page
+/// ([`collabora_page`], [`onlyoffice_page`]), an [`EditorPage`] in its head.
 async fn editor_page(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     let suite = shared.suite;
     let wopi_src = wopi_src_of(suite, &req).unwrap_or_default();
-    let asset_base = forwarded_origin(req.headers());
+    let authority = collabora_authority(shared, &req);
+    let docservice = docservice_base(shared, &req);
+    let path = req.uri().path().to_owned();
     let req_query = req.uri().query().map(str::to_owned);
-    let query_token = req_query
-        .as_deref()
-        .and_then(|query| query_param(query, "access_token", false));
+    let query_value = |name: &str| {
+        req_query
+            .as_deref()
+            .and_then(|query| query_param(query, name, suite == Suite::OnlyOffice))
+    };
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -1235,13 +1892,11 @@ async fn editor_page(shared: &Shared, req: Request<Incoming>) -> Response<Body> 
             .map(|(_, value)| value.clone())
     };
     // Collabora also takes the token from the query of a GET (old integrations).
-    let token = field("access_token").or(query_token).unwrap_or_default();
+    let token = field("access_token")
+        .or_else(|| query_value("access_token"))
+        .unwrap_or_default();
     let access_token_ttl = field("access_token_ttl")
-        .or_else(|| {
-            req_query
-                .as_deref()
-                .and_then(|query| query_param(query, "access_token_ttl", false))
-        })
+        .or_else(|| query_value("access_token_ttl"))
         .unwrap_or_default();
     if !wopi_src.is_empty() {
         lock(&shared.sessions).push(EditorSession {
@@ -1252,85 +1907,341 @@ async fn editor_page(shared: &Shared, req: Request<Incoming>) -> Response<Body> 
         });
     }
 
-    let (check_file_info, base_file_name) = if wopi_src.is_empty() || token.is_empty() {
-        ("none".to_owned(), String::new())
+    let (check_file_info, info) = if wopi_src.is_empty() || token.is_empty() {
+        ("none".to_owned(), None)
     } else {
         let outcome = check_file_info(shared, &wopi_src, &token).await;
-        if let Some(info) = outcome.json() {
-            learn(shared, &wopi_src, &token, &WopiCall::CheckFileInfo, &info);
+        let info = outcome.json();
+        if let Some(info) = &info {
+            learn(shared, &wopi_src, &token, &WopiCall::CheckFileInfo, info);
         }
-        let base_file_name = outcome
-            .json()
-            .and_then(|info| info["BaseFileName"].as_str().map(str::to_owned))
-            .unwrap_or_default();
         let summary = outcome.summary();
         lock(&shared.check_file_infos).push(CheckFileInfoCall {
             wopi_src: wopi_src.clone(),
             access_token_len: token.len(),
             outcome,
         });
-        (summary, base_file_name)
+        (summary, info)
     };
-
-    let encoded = encode_uri_component(&wopi_src);
-    let ws_base = asset_base.strip_prefix("https://").map_or_else(
-        || asset_base.replacen("http://", "ws://", 1),
-        |host| format!("wss://{host}"),
-    );
-    let (asset_url, websocket_url) = match suite {
-        Suite::Collabora => (
-            format!("{asset_base}/browser/{COLLABORA_VERSION_HASH}/bundle.js"),
-            format!("{ws_base}/cool/{encoded}/ws?WOPISrc={encoded}&compat=/ws"),
-        ),
-        Suite::OnlyOffice => {
-            // The WOPI docId is the last path segment of WOPISrc (wopiClient.js).
-            let doc_id = wopi_src
-                .split('?')
-                .next()
-                .and_then(|path| path.rsplit('/').next())
-                .unwrap_or_default();
-            (
-                format!(
-                    "{asset_base}/{}/web-apps/apps/api/documents/api.js?WOPISrc={encoded}",
-                    shared.version
-                ),
-                format!(
-                    "{ws_base}/doc/{}/c/?EIO=4&transport=websocket&WOPISrc={encoded}",
-                    encode_uri_component(doc_id)
-                ),
-            )
-        }
-    };
-    let page = EditorPage {
-        suite: suite.name().to_owned(),
-        node: shared.node.clone(),
+    let opened = Opened {
         wopi_src,
-        access_token_len: token.len(),
+        token,
         access_token_ttl,
-        asset_base,
-        asset_url,
-        websocket_url,
+        form,
         check_file_info,
-        base_file_name,
+        info,
     };
-    whole(StatusCode::OK, "text/html; charset=utf-8", page.render())
+    match suite {
+        Suite::Collabora => collabora_page(shared, &authority, &opened),
+        Suite::OnlyOffice => {
+            let lang = query_value("lang").unwrap_or_else(|| "en".to_owned());
+            onlyoffice_page(shared, &docservice, &path, &lang, &opened)
+        }
+    }
 }
 
-/// `X-Forwarded-Proto://X-Forwarded-Host` (first values), else `http://` + `Host`.
-fn forwarded_origin(headers: &HeaderMap) -> String {
-    let first = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(',').next())
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
+/// The fields every stand-in page carries, for [`EditorPage::parse`].
+fn page_fields(shared: &Shared, opened: &Opened) -> EditorPage {
+    EditorPage {
+        suite: shared.suite.name().to_owned(),
+        node: shared.node.clone(),
+        wopi_src: opened.wopi_src.clone(),
+        access_token_len: opened.token.len(),
+        access_token_ttl: opened.access_token_ttl.clone(),
+        check_file_info: opened.check_file_info.clone(),
+        base_file_name: opened.info_str("BaseFileName").to_owned(),
+        ..EditorPage::default()
+    }
+}
+
+/// coolwsd's `cool.html` (`FileServer.cpp` `preprocessFile`, `cool.html.m4` of 26.04) for
+/// a page whose URLs are built on `authority` (`server_name`, else `Host`):
+///
+/// - `#initial-variables` with `data-host = "ws://<authority>"`, the service root, the
+///   form's token (`Uri::encode`d) and TTL, and `data-frame-ancestors`, the CSP list
+///   `Uri::encode`d (`%20127.0.0.1:%2A`), written as the real template writes them
+///   (`data-x = "..."`);
+/// - the script at the root-relative `<root>/browser/<hash>/bundle.js`
+///   ([`COLLABORA_BUNDLE_JS`]);
+/// - `Content-Security-Policy`: `script-src 'self'` (no inline script), `connect-src`
+///   with the WebSocket and web server URLs, `frame-ancestors` (and `img-src`) =
+///   `net.frame_ancestors` + the WebSocket host + the host of the page's `WOPISrc`, each as
+///   `host:*`, in coolwsd's `name  value; ` form.
+fn collabora_page(shared: &Shared, authority: &str, opened: &Opened) -> Response<Body> {
+    let root = &shared.root;
+    let web_server = format!("http://{authority}");
+    let ws_host = format!("ws://{authority}");
+    let configured = shared.options.frame_ancestors.clone().unwrap_or_default();
+    let ws_hostname = url::Url::parse(&web_server)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut ancestors = configured.clone();
+    if ws_hostname != configured {
+        let _ = write!(ancestors, " {ws_hostname}:*");
+    }
+    let wopi_hostname = url::Url::parse(&percent_decode(&opened.wopi_src))
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_owned));
+    if let Some(host) = wopi_hostname
+        && host != ws_hostname
+        && host != configured
+    {
+        let _ = write!(ancestors, " {host}:*");
+    }
+    let mut csp = Csp::default();
+    csp.add("default-src", "'none'");
+    csp.add("frame-src", "'self' blob:");
+    csp.add("connect-src", "'self'");
+    csp.add("connect-src", "https://www.zotero.org");
+    csp.add("connect-src", "https://api.zotero.org");
+    csp.add("connect-src", &ws_host);
+    csp.add("connect-src", &web_server);
+    csp.add("script-src", "'self' 'unsafe-eval'");
+    csp.add("style-src", "'self'");
+    csp.add("font-src", "'self'");
+    csp.add("object-src", "'self'");
+    csp.add("media-src", "'self' blob:");
+    csp.add("media-src", &web_server);
+    csp.add("img-src", "'self' data: https://www.collaboraoffice.com");
+    if !ancestors.is_empty() {
+        csp.add("img-src", &ancestors);
+        csp.add("frame-ancestors", &ancestors);
+    }
+
+    let ttl: u64 = opened.access_token_ttl.parse().unwrap_or(0);
+    let ttl = if opened.token.is_empty() { 0 } else { ttl };
+    let asset_url = format!("{root}/browser/{COLLABORA_VERSION_HASH}/bundle.js");
+    let websocket_url = collabora_websocket_url(shared, &ws_host, opened);
+    let page = EditorPage {
+        asset_base: format!("{web_server}{root}"),
+        asset_url: asset_url.clone(),
+        websocket_url: websocket_url.clone(),
+        ..page_fields(shared, opened)
     };
-    let proto = first("x-forwarded-proto").unwrap_or("http");
-    let host = first("x-forwarded-host")
-        .or_else(|| first("host"))
-        .unwrap_or("localhost");
-    format!("{proto}://{host}")
+    let mut html = String::from(
+        "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>stand-in editor</title>\n",
+    );
+    html.push_str(&page.meta_tags());
+    let _ = write!(
+        html,
+        "</head>\n<body>\n<div id=\"document-container\" data-websocket=\"{}\"></div>\n\
+         <input type=\"hidden\" id=\"initial-variables\"\n",
+        html_escape(&websocket_url)
+    );
+    let variables = [
+        (
+            "data-access-header",
+            poco_encode(opened.field("access_header"), "'"),
+        ),
+        ("data-access-token", poco_encode(&opened.token, "'")),
+        ("data-access-token-ttl", ttl.to_string()),
+        ("data-frame-ancestors", poco_encode(&ancestors, "'")),
+        (
+            "data-hexify-url",
+            shared.options.hexify_embedded_urls.to_string(),
+        ),
+        ("data-host", ws_host.clone()),
+        (
+            "data-no-auth-header",
+            poco_encode(opened.field("no_auth_header"), "'"),
+        ),
+        (
+            "data-post-message-origin-ext",
+            poco_encode(opened.field("postmessage_origin"), "'"),
+        ),
+        ("data-service-root", root.clone()),
+        (
+            "data-standin-wopi-post-message-origin",
+            opened.info_str("PostMessageOrigin").to_owned(),
+        ),
+        ("data-version-path", COLLABORA_VERSION_HASH.to_owned()),
+    ];
+    for (name, value) in variables {
+        let _ = writeln!(html, "      {name} = \"{}\"", html_escape(&value));
+    }
+    let _ = write!(
+        html,
+        "      />\n<script src=\"{}\" defer></script>\n</body>\n</html>\n",
+        html_escape(&asset_url)
+    );
+    let mut response = whole(StatusCode::OK, "text/html; charset=utf-8", html);
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff".to_owned()),
+        ("x-xss-protection", "1; mode=block".to_owned()),
+        ("referrer-policy", "no-referrer".to_owned()),
+        (header::CONTENT_SECURITY_POLICY.as_str(), csp.generate()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    response
+}
+
+/// The document WebSocket URL the Collabora page's script opens (see
+/// [`COLLABORA_BUNDLE_JS`]), computed the same way from what the page got.
+fn collabora_websocket_url(shared: &Shared, ws_host: &str, opened: &Opened) -> String {
+    let doc_url = percent_decode(&opened.wopi_src);
+    let doc_params = if opened.token.is_empty() {
+        String::new()
+    } else {
+        let ttl: u64 = opened.access_token_ttl.parse().unwrap_or(0);
+        format!(
+            "access_token={}&access_token_ttl={ttl}&no_auth_header={}",
+            encode_uri_component(&poco_encode(&opened.token, "'")),
+            encode_uri_component(&poco_encode(opened.field("no_auth_header"), "'")),
+        )
+    };
+    let doc_params_part = match (doc_params.is_empty(), doc_url.contains('?')) {
+        (true, _) => String::new(),
+        (false, true) => format!("&{doc_params}"),
+        (false, false) => format!("?{doc_params}"),
+    };
+    let mut tail = format!(
+        "{}/ws",
+        encode_uri_component(&format!("{doc_url}{doc_params_part}"))
+    );
+    if !opened.wopi_src.is_empty() {
+        let _ = write!(
+            tail,
+            "?WOPISrc={}&compat=",
+            encode_uri_component(&opened.wopi_src)
+        );
+    }
+    if shared.options.hexify_embedded_urls {
+        tail = hex_encode_js(&tail);
+    }
+    format!("{ws_host}{}/cool/{tail}/ws", shared.root)
+}
+
+/// DocService's editor page (`editor-wopi.ejs` via `wopiClient.js getEditorHtml`) for
+/// `POST /hosting/wopi/<type>/<mode>`: the API script by the **relative** address
+/// `../../../web-apps/apps/api/documents/api.js?WOPISrc=<enc>` (the page's `apiQuery`),
+/// then the page's script ([`ONLYOFFICE_PAGE_JS`]) with the WOPI `docId` as the key (the
+/// last path segment of `WOPISrc`), the `WOPISrc`, and CheckFileInfo's
+/// `BaseFileName`/`PostMessageOrigin`. No absolute URL: the page works at whatever
+/// address the browser loaded it from. No CSP, as DocService sends none.
+fn onlyoffice_page(
+    shared: &Shared,
+    docservice: &str,
+    path: &str,
+    lang: &str,
+    opened: &Opened,
+) -> Response<Body> {
+    let encoded = encode_uri_component(&opened.wopi_src);
+    // The WOPI docId is the last path segment of WOPISrc (wopiClient.js).
+    let doc_id = opened
+        .wopi_src
+        .split('?')
+        .next()
+        .and_then(|path| path.rsplit('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    let (doc_type, mode) = path
+        .trim_start_matches("/hosting/wopi/")
+        .split_once('/')
+        .unwrap_or(("word", "edit"));
+    let asset_url = format!("../../../web-apps/apps/api/documents/api.js?WOPISrc={encoded}");
+    let websocket_url = format!(
+        "/{}/doc/{}/c/?WOPISrc={encoded}&EIO=4&transport=websocket",
+        shared.version,
+        encode_uri_component(&doc_id)
+    );
+    let page = EditorPage {
+        asset_base: docservice.to_owned(),
+        asset_url: asset_url.clone(),
+        websocket_url: websocket_url.clone(),
+        ..page_fields(shared, opened)
+    };
+    let editor = serde_json::json!({
+        "key": doc_id,
+        "wopiSrc": opened.wopi_src,
+        "documentType": doc_type,
+        "mode": mode,
+        "lang": lang,
+        "fileInfo": {
+            "BaseFileName": opened.info_str("BaseFileName"),
+            "PostMessageOrigin": opened.info_str("PostMessageOrigin"),
+            "UserId": opened.info_str("UserId"),
+        },
+    });
+    // Inside a <script>, `</` would end it.
+    let editor = editor.to_string().replace("</", "<\\/");
+    let mut html = String::from(
+        "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>ONLYOFFICE (stand-in)</title>\n",
+    );
+    html.push_str(&page.meta_tags());
+    let _ = write!(
+        html,
+        "<style>html, body, .form, iframe {{ height: 100%; width: 100%; margin: 0; border: 0 }}</style>\n\
+         </head>\n<body>\n<div id=\"document-container\" data-websocket=\"{}\"></div>\n\
+         <div class=\"form\"><div id=\"iframeEditor\"></div></div>\n\
+         <script src=\"{}\" type=\"text/javascript\"></script>\n\
+         <script type=\"text/javascript\">\nwindow.__standinEditor = {editor};\n{ONLYOFFICE_PAGE_JS}</script>\n\
+         </body>\n</html>\n",
+        html_escape(&websocket_url),
+        html_escape(&asset_url)
+    );
+    whole(StatusCode::OK, "text/html; charset=utf-8", html)
+}
+
+/// A CSP as coolwsd's `ContentSecurityPolicy` builds it: values appended per directive,
+/// rendered `name  value value; ` (its generate() puts a space before every value).
+#[derive(Default)]
+struct Csp(Vec<(&'static str, String)>);
+
+impl Csp {
+    /// Appends `value` (trimmed) to `directive`.
+    fn add(&mut self, directive: &'static str, value: &str) {
+        let value = value.trim();
+        if value.is_empty() {
+            return;
+        }
+        match self.0.iter_mut().find(|(name, _)| *name == directive) {
+            Some((_, values)) => {
+                values.push(' ');
+                values.push_str(value);
+            }
+            None => self.0.push((directive, format!(" {value}"))),
+        }
+    }
+
+    /// The header value.
+    fn generate(&self) -> String {
+        self.0
+            .iter()
+            .fold(String::new(), |mut out, (name, values)| {
+                let _ = write!(out, "{name} {values}; ");
+                out
+            })
+    }
+}
+
+/// Poco's `URI::encode(raw, reserved)`, as coolwsd escapes values it writes into
+/// `cool.html`: unreserved characters stay, `%<>{}|\"^`!*'()$,[]`, controls, spaces,
+/// non-ASCII and `reserved` become `%XX`; everything else (`/`, `:`, `=`, `&`, ...) stays.
+fn poco_encode(raw: &str, reserved: &str) -> String {
+    const ILLEGAL: &str = "%<>{}|\\\"^`!*'()$,[]";
+    raw.bytes().fold(String::new(), |mut out, byte| {
+        let c = char::from(byte);
+        let escape = !(byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte))
+            && (byte <= 0x20 || byte >= 0x7f || ILLEGAL.contains(c) || reserved.contains(c));
+        if escape {
+            let _ = write!(out, "%{byte:02X}");
+        } else {
+            out.push(c);
+        }
+        out
+    })
+}
+
+/// `decodeURIComponent`, lossy (malformed escapes stay as they are).
+fn percent_decode(raw: &str) -> String {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// WOPI CheckFileInfo: `GET {WOPISrc}?access_token=<token>`, signed with the node's proof
@@ -2086,23 +2997,87 @@ async fn cut_upload(
     }
 }
 
-/// A small static file naming the node and the version it really serves, with
-/// `Cache-Control: public` as versioned assets have.
+/// A static file with `Cache-Control: public`, as versioned assets have, whose first line
+/// names the node and the version it really serves. Most are that line alone; the files
+/// the stand-in pages run are real: Collabora's `bundle.js` ([`COLLABORA_BUNDLE_JS`]),
+/// OnlyOffice's `web-apps/apps/api/documents/api.js` ([`ONLYOFFICE_API_JS`]) and
+/// `web-apps/apps/<editor>/main/index.html` ([`ONLYOFFICE_FRAME_HTML`]).
 fn static_file(shared: &Shared, path: &str) -> Response<Body> {
     let content_type = mime_guess::from_path(path)
         .first_raw()
         .unwrap_or("application/octet-stream");
-    let text = format!(
-        "/* stand-in {} static file {path} from {} version {} */\n",
+    let origin = format!(
+        "stand-in {} static file {path} from {} version {}",
         shared.suite.name(),
         shared.node,
         shared.version
     );
+    let (content_type, text) = match (shared.suite, static_asset(shared.suite, path)) {
+        (Suite::Collabora, Some(StaticAsset::CollaboraBundle)) => (
+            "application/javascript",
+            format!("/* {origin} */\n{COLLABORA_BUNDLE_JS}"),
+        ),
+        (Suite::OnlyOffice, Some(StaticAsset::OnlyOfficeApi)) => (
+            "application/javascript",
+            format!(
+                "/* {origin} */\n{}",
+                ONLYOFFICE_API_JS.replace("{{VERSION}}", shared.version)
+            ),
+        ),
+        (Suite::OnlyOffice, Some(StaticAsset::OnlyOfficeFrame)) => (
+            "text/html; charset=utf-8",
+            ONLYOFFICE_FRAME_HTML.replacen("<head>", &format!("<head>\n<!-- {origin} -->"), 1),
+        ),
+        _ => (content_type, format!("/* {origin} */\n")),
+    };
     let mut response = whole(StatusCode::OK, content_type, text);
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("public"));
     response
+}
+
+/// The static files the stand-in pages run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StaticAsset {
+    /// Collabora `/browser/<hash>/bundle.js`.
+    CollaboraBundle,
+    /// OnlyOffice `[/<version>]/web-apps/apps/api/documents/api.js`.
+    OnlyOfficeApi,
+    /// OnlyOffice `[/<version>]/web-apps/apps/<editor>/main/index.html`.
+    OnlyOfficeFrame,
+}
+
+/// Which of [`StaticAsset`] `path` is, if any.
+fn static_asset(suite: Suite, path: &str) -> Option<StaticAsset> {
+    match suite {
+        Suite::Collabora => path
+            .strip_prefix("/browser/")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(_, file)| file == "bundle.js")
+            .then_some(StaticAsset::CollaboraBundle),
+        Suite::OnlyOffice => {
+            let (_, rest) = split_onlyoffice_version(path);
+            let apps = rest.strip_prefix("/web-apps/apps/")?;
+            if apps == "api/documents/api.js" {
+                return Some(StaticAsset::OnlyOfficeApi);
+            }
+            let (editor, file) = apps.split_once('/')?;
+            (file == "main/index.html" && ONLYOFFICE_EDITORS.iter().any(|e| e.web_app == editor))
+                .then_some(StaticAsset::OnlyOfficeFrame)
+        }
+    }
+}
+
+/// OnlyOffice's `plugins.json` and `themes.json`, as DocService serves them (no plugins,
+/// no extra themes).
+fn editor_json(path: &str) -> Response<Body> {
+    let body = if path.ends_with("/plugins.json") {
+        r#"{"url":"","pluginsData":[],"autostart":[]}"#
+    } else {
+        r#"{"themes":[]}"#
+    };
+    whole(StatusCode::OK, "application/json; charset=utf-8", body)
 }
 
 /// Collabora's document download: a short body naming what was asked.
@@ -2218,6 +3193,11 @@ fn accept_websocket(
             "expected a WebSocket upgrade (version 13, with a key)\n",
         );
     };
+    if shared.suite == Suite::Collabora && !collabora_origin_allowed(shared, &req) {
+        let origin = req.headers().get(header::ORIGIN);
+        let text = format!("WebSocket upgrade refused: Origin {origin:?} is not this server\n");
+        return whole(StatusCode::FORBIDDEN, "text/plain", text);
+    }
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let open = OpenWebSocket::new(Arc::clone(shared));
@@ -2239,6 +3219,35 @@ fn accept_websocket(
         HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
     );
     response
+}
+
+/// coolwsd's `allowedOrigin` (26.04) for a document WebSocket: the upgrade must carry an
+/// `Origin`, and it must be the web server URL (`http://` + `server_name`, else `Host`), or
+/// `http(s)://` + `Host`, or `http(s)://` + `server_name`; else 403. Browsers always send
+/// `Origin`: the page's, i.e. the origin the browser loaded the editor page from.
+fn collabora_origin_allowed(shared: &Shared, req: &Request<Incoming>) -> bool {
+    let Some(origin) = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|origin| url::Url::parse(origin).ok())
+    else {
+        return false;
+    };
+    let host = request_host(shared, req);
+    let mut allowed = vec![
+        format!("http://{}", collabora_authority(shared, req)),
+        format!("https://{host}"),
+        format!("http://{host}"),
+    ];
+    if let Some(name) = &shared.options.server_name {
+        allowed.push(format!("https://{name}"));
+        allowed.push(format!("http://{name}"));
+    }
+    allowed
+        .iter()
+        .filter_map(|candidate| url::Url::parse(candidate).ok())
+        .any(|candidate| candidate.origin() == origin.origin())
 }
 
 /// Counts a WebSocket as open from the 101 on until its session ends or is dropped.

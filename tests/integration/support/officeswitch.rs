@@ -526,8 +526,10 @@ async fn bind(addr: SocketAddr) -> TcpListener {
     panic!("cannot bind {addr}");
 }
 
-/// A loopback port free right now.
-async fn free_port() -> u16 {
+/// A loopback port free right now. Tests that must tell a Collabora node officeswitch's
+/// public address before officeswitch starts (its `server_name`, as the README's "Setting
+/// up the editors" asks) pick the port with this and pass it to [`Builder::port`].
+pub async fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     l.local_addr().expect("addr").port()
 }
