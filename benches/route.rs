@@ -13,14 +13,16 @@ use http::Method;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use url::Url;
 
-use officeswitch::config::{PoolConfig, SuiteKind};
+use officeswitch::config::{HealthConfig, PoolConfig, SuiteKind};
 use officeswitch::discovery::Catalog;
 use officeswitch::proxy::classify::{Class, classify, query_param};
 use officeswitch::proxy::route::{OrgTags, RouteContext};
 use officeswitch::rules::RuleSet;
+use officeswitch::sticky::health::Health;
 use officeswitch::sticky::hrw;
 use officeswitch::wopi::token::{TokenKeys, TokenSecret};
 use officeswitch::wopi::wopi_src;
@@ -124,6 +126,15 @@ fn full_route(c: &mut Criterion) {
     );
     let catalog = Catalog::default();
     let spread = AtomicUsize::new(0);
+    let health = Health::new(
+        &pools,
+        &HealthConfig {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            fall: 3,
+            rise: 2,
+        },
+    );
     let tokens = TokenKeys::new(TokenSecret::from_bytes(&[7; 32]).expect("secret"), None);
     let org_tags = OrgTags::new(Arc::clone(&rules), &tokens);
     let ctx = RouteContext {
@@ -134,6 +145,7 @@ fn full_route(c: &mut Criterion) {
         tokens: &tokens,
         org_tags: &org_tags,
         files_base: "https://os.example/wopi/files/",
+        health: &health,
     };
     // What editors carry after an open: officeswitch's WOPISrc, encoded once.
     let file_id = tokens.file_id("acme", DOC_KEY);

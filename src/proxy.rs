@@ -299,6 +299,7 @@ impl Proxy {
             tokens: &self.tokens,
             org_tags: &snapshot.org_tags,
             files_base: &self.files_base,
+            health: self.sticky.health(),
         }
     }
 

@@ -8,17 +8,19 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use std::path::Path;
 
 use http::Method;
 use url::Url;
 
-use officeswitch::config::{PoolConfig, SuiteKind};
+use officeswitch::config::{HealthConfig, PoolConfig, SuiteKind};
 use officeswitch::discovery::Catalog;
 use officeswitch::proxy::classify::{Class, classify, query_param};
 use officeswitch::proxy::route::{OrgTags, RouteContext};
 use officeswitch::rules::RuleSet;
+use officeswitch::sticky::health::Health;
 use officeswitch::sticky::hrw;
 use officeswitch::wopi::token::{TokenKeys, TokenSecret};
 use officeswitch::wopi::wopi_src;
@@ -288,6 +290,15 @@ fn editor_route_with_officeswitch_wopi_src_allocates_nothing() {
     let tokens = tokens();
     let org_tags = OrgTags::new(Arc::clone(&rules), &tokens);
     let files_base = "https://os.example/wopi/files/";
+    let health = Health::new(
+        &pools,
+        &HealthConfig {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            fall: 3,
+            rise: 2,
+        },
+    );
     let ctx = RouteContext {
         pools: &pools,
         rules: &rules,
@@ -296,6 +307,7 @@ fn editor_route_with_officeswitch_wopi_src_allocates_nothing() {
         tokens: &tokens,
         org_tags: &org_tags,
         files_base,
+        health: &health,
     };
     let method: Method = "GET".parse().expect("method");
     // What editors carry after an open: officeswitch's own WOPISrc, encoded once.

@@ -34,6 +34,7 @@ use crate::discovery::document::{Action, Discovery};
 use crate::discovery::open_url::{FileFormat, OpenUrl};
 use crate::discovery::service::{Catalog, PoolSource, PoolState};
 use crate::rules::{Organisation, RuleSet};
+use crate::sticky::health::Health;
 use crate::sticky::hrw;
 use crate::wopi::token::{self, FileId, TokenKeys};
 use crate::wopi::wopi_src::{self, DocRef, WopiSrc};
@@ -137,6 +138,9 @@ pub struct RouteContext<'a> {
     pub org_tags: &'a OrgTags,
     /// `{public_url}wopi/files/`: what officeswitch's own `WOPISrc`s start with.
     pub files_base: &'a str,
+    /// Node health: requests any node can serve (assets, stateless calls) avoid nodes
+    /// marked down, so a crashed node does not break the pages of documents that moved.
+    pub health: &'a Health,
 }
 
 impl RouteContext<'_> {
@@ -404,15 +408,27 @@ impl RouteContext<'_> {
             .ok_or_else(|| Answer::NoDiscovery(pool.name.clone()))
     }
 
-    /// Round robin over the pool, for requests any node can serve.
+    /// Round robin over the pool's healthy nodes, for requests any node can serve; over
+    /// all of them when none is healthy (the request then fails as the node would).
     fn spread(&self, pool: &PoolConfig) -> Option<usize> {
         let n = pool.nodes.len();
-        (n > 0).then(|| self.spread.fetch_add(1, Ordering::Relaxed) % n)
+        if n == 0 {
+            return None;
+        }
+        let healthy = self.healthy_in(pool);
+        let start = self.spread.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| healthy(i))
+            .or(Some(start % n))
     }
 
-    /// A node serving asset `version` (hashing the path among them, for cache locality),
-    /// else any node.
+    /// A node for asset `version` (hashing the path, for cache locality): a healthy node
+    /// serving that version, else any healthy node (coolwsd and ONLYOFFICE's nginx serve
+    /// an asset whatever version its path names), else one serving the version, else any.
     fn by_version(&self, pool: &PoolConfig, version: Option<&str>, path: &str) -> Option<usize> {
+        let key = path.as_bytes();
+        let healthy = self.healthy_in(pool);
         let state = self.catalog.pools.iter().find(|p| p.name == pool.name);
         if let (Some(version), Some(state)) = (version, state) {
             let serves = |i: usize| {
@@ -422,11 +438,18 @@ impl RouteContext<'_> {
                     .and_then(Option::as_ref)
                     .is_some_and(|s| serves_version(pool.kind, s, version))
             };
-            if let Some(i) = hrw::pick_where(path.as_bytes(), &pool.nodes, serves) {
-                return Some(i);
-            }
+            return hrw::pick_where(key, &pool.nodes, |i| serves(i) && healthy(i))
+                .or_else(|| hrw::pick_where(key, &pool.nodes, &healthy))
+                .or_else(|| hrw::pick_where(key, &pool.nodes, serves))
+                .or_else(|| hrw::pick(key, &pool.nodes));
         }
-        hrw::pick(path.as_bytes(), &pool.nodes)
+        hrw::pick_where(key, &pool.nodes, &healthy).or_else(|| hrw::pick(key, &pool.nodes))
+    }
+
+    /// Whether node `i` of `pool` passes its health checks.
+    fn healthy_in(&self, pool: &PoolConfig) -> impl Fn(usize) -> bool {
+        let (health, index) = (self.health, self.index_of(pool));
+        move |i| health.is_healthy(index, i)
     }
 }
 
@@ -616,6 +639,7 @@ mod tests {
             None,
         );
         let org_tags = OrgTags::new(Arc::clone(&rules), &tokens);
+        let health = health_of(&pool);
         let ctx = RouteContext {
             pools: std::slice::from_ref(&pool),
             rules: &rules,
@@ -624,6 +648,7 @@ mod tests {
             tokens: &tokens,
             org_tags: &org_tags,
             files_base: "https://os.example/wopi/files/",
+            health: &health,
         };
         for version in ["aaa111", "bbb222"] {
             let serving: Vec<&Url> = match version {
@@ -644,5 +669,42 @@ mod tests {
                 );
             }
         }
+
+        // A node marked down gets no assets: those of its version go to the other node
+        // serving it; with both down, to a healthy node of the other version.
+        let route = |path: &str| {
+            let Class::Editor(request) = classify(&http::Method::GET, path, None, false) else {
+                panic!("{path} is not editor traffic");
+            };
+            ctx.editor(&request, path, None).unwrap().node
+        };
+        for _ in 0..3 {
+            health.report_failure(0, 1, "connection refused");
+        }
+        let paths: Vec<String> = (0..40)
+            .map(|file| format!("/browser/aaa111/bundle-{file}.js"))
+            .collect();
+        assert!(paths.iter().all(|p| route(p) == 3));
+        for _ in 0..3 {
+            health.report_failure(0, 3, "connection refused");
+        }
+        assert!(paths.iter().all(|p| [0, 2].contains(&route(p))));
+        // Requests any node serves skip them too.
+        let stateless: Vec<usize> = (0..8).map(|_| ctx.spread(&pool).unwrap()).collect();
+        assert!(
+            stateless.iter().all(|i| [0, 2].contains(i)),
+            "{stateless:?}"
+        );
+    }
+
+    /// Health of `pool`'s nodes, all up, marked down after 3 failures.
+    fn health_of(pool: &PoolConfig) -> Arc<Health> {
+        let config = crate::config::HealthConfig {
+            interval: std::time::Duration::from_secs(5),
+            timeout: std::time::Duration::from_secs(2),
+            fall: 3,
+            rise: 2,
+        };
+        Health::new(std::slice::from_ref(pool), &config)
     }
 }

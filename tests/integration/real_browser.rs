@@ -54,6 +54,8 @@ impl Stand {
     /// origin; here the page needs a name only Chromium resolves).
     async fn start(port: u16, pools: &[(&str, &str, &[String])], org_extra: &str) -> Stand {
         let nc = StandInNextcloud::start().await;
+        // What a user lives through depends on richdocuments' own lock semantics.
+        nc.lock_like_richdocuments();
         let page = NextcloudPage::start().await;
         let public = format!("http://127.0.0.1:{port}");
         let mut builder = OfficeSwitch::builder().port(port);
@@ -151,13 +153,20 @@ async fn broken_requests(page: &Page, public: &str, node: &str) -> Vec<String> {
             continue;
         }
         if r.status == Some(404) && r.method == "GET" {
-            let direct = format!("{}/{}", node.trim_end_matches('/'), &r.url[public.len()..].trim_start_matches('/'));
+            let direct = format!(
+                "{}/{}",
+                node.trim_end_matches('/'),
+                &r.url[public.len()..].trim_start_matches('/')
+            );
             let (status, _) = client::get(&direct).await;
             if status == StatusCode::NOT_FOUND {
                 continue;
             }
         }
-        broken.push(format!("{:?} {:?} {} {}", r.status, r.error, r.method, r.url));
+        broken.push(format!(
+            "{:?} {:?} {} {}",
+            r.status, r.error, r.method, r.url
+        ));
     }
     broken
 }
@@ -227,7 +236,9 @@ async fn wait_count(stand: &Stand, pages: &[&Page], probe: &str, n: usize) {
             .wait_for_in_frame(&format!("{}/", stand.public), &expr, LOAD_LIMIT)
             .await
         {
-            let seen = page.eval_in_frame(&format!("{}/", stand.public), probe).await;
+            let seen = page
+                .eval_in_frame(&format!("{}/", stand.public), probe)
+                .await;
             fail(
                 &format!("the editor frame counts {seen:?}, not {n}: {e}"),
                 pages,
@@ -402,6 +413,177 @@ async fn collabora_odt_two_users_co_edit_and_save_on_one_node_in_a_real_browser(
     cool.stop().await;
 }
 
+/// Collabora documents of one session: an odt on two real nodes with one user, for the
+/// fault tests.
+async fn collabora_fault_stand(stand: &Stand, file_id: &str, users: &[&str]) -> (String, Vec<u8>) {
+    let odt = convert(&stand.public, "in.txt", b"hello from the host\n", "odt").await;
+    stand.nc.add_file(file_id, "notes.odt", odt.clone());
+    for user in users {
+        stand
+            .nc
+            .grant_to_user(file_id, &format!("{user}-token"), user, true);
+    }
+    stand
+        .nc
+        .set_check_file_info_extra(file_id, json!({ "PostMessageOrigin": stand.page.origin() }));
+    (stand.form_url(ODT, file_id).await, odt)
+}
+
+/// The text of an ODF or OOXML document the real Collabora behind `public` reads.
+async fn text_of(public: &str, name: &str, bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&convert(public, name, bytes, "txt").await).into_owned()
+}
+
+#[tokio::test]
+async fn collabora_page_reconnects_to_the_same_node_after_officeswitch_restarts_and_saves_both_edits()
+ {
+    trace_init();
+    let _turn = real_editor_lock().await;
+    let Ok(browser) = Browser::launch().await else {
+        return;
+    };
+    let port = free_port().await;
+    let Ok(cool) = RealCollabora::start(2, &format!("127.0.0.1:{port}"), &[]).await else {
+        return;
+    };
+    let mut stand = Stand::start(port, &[("collabora", "collabora", cool.urls())], "").await;
+    let (form_url, _) = collabora_fault_stand(&stand, "31_oc", &["alice"]).await;
+    let alice = open_in_browser(&browser, &stand, "alice", &form_url, "alice-token").await;
+    type_text(&alice, "alpaca").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = stand.nodes_of_document_traffic();
+
+    // A deploy restarts officeswitch: it drains (close frames), a new process takes the
+    // port, and Collabora's page reconnects on its own, to the same node, whose kit still
+    // holds the unsaved edit.
+    stand.os.restart().await;
+    stand.os.wait_ready().await;
+    let sockets_before = alice.websockets().len();
+    let reconnected = |page: &Page| {
+        page.websockets()
+            .iter()
+            .skip(sockets_before)
+            .any(|ws| ws.handshake_status == Some(101) && ws.frames_received > 0)
+    };
+    if let Err(e) = alice
+        .wait_observed("a new WebSocket after the restart", LOAD_LIMIT, reconnected)
+        .await
+    {
+        fail(&e, &[&alice]);
+    }
+    // The document is usable again once the editor's map is back.
+    wait_count(&stand, &[&alice], COLLABORA_VIEWS, 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    type_text(&alice, "bison").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        stand.nodes_of_document_traffic(),
+        before,
+        "the reconnected session moved"
+    );
+    stand.assert_clean(&[&alice], cool.urls(), &["alice-token"]);
+    drop(alice);
+    let public = stand.public.clone();
+    let saved = wait_saved(&stand, "31_oc", &["alpaca", "bison"], async |odt| {
+        text_of(&public, "notes.odt", &odt).await
+    })
+    .await;
+    if let Err(e) = saved {
+        panic!("{e}\n{}", stand.os.log());
+    }
+    cool.stop().await;
+}
+
+#[tokio::test]
+async fn collabora_node_crash_mid_session_saves_nothing_wrong_and_reopening_lands_on_the_survivor()
+{
+    trace_init();
+    let _turn = real_editor_lock().await;
+    let Ok(browser) = Browser::launch().await else {
+        return;
+    };
+    let port = free_port().await;
+    let Ok(cool) = RealCollabora::start(2, &format!("127.0.0.1:{port}"), &[]).await else {
+        return;
+    };
+    let stand = Stand::start(port, &[("collabora", "collabora", cool.urls())], "").await;
+    let (form_url, original) = collabora_fault_stand(&stand, "32_oc", &["alice", "bob"]).await;
+    let alice = open_in_browser(&browser, &stand, "alice", &form_url, "alice-token").await;
+    type_text(&alice, "alpaca").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = stand.nodes_of_document_traffic();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let crashed = cool
+        .urls()
+        .iter()
+        .position(|u| *u == first[0])
+        .expect("the document's node is one of the pool");
+    cool.crash(crashed);
+
+    // The user's socket ends; the page shows Collabora's own state (no officeswitch
+    // page), and nothing reached the host: the file is as it was.
+    let closed = |page: &Page| page.websockets().iter().all(|ws| ws.closed);
+    if let Err(e) = alice
+        .wait_observed("the editor's WebSocket closing", LOAD_LIMIT, closed)
+        .await
+    {
+        fail(&e, &[&alice]);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        stand.nc.contents_of("32_oc").as_deref(),
+        Some(&original[..]),
+        "the crash wrote to the file: {:?}",
+        stand.nc.puts()
+    );
+    drop(alice);
+
+    // officeswitch's checks find the node down (`fall` failed checks, `interval` apart:
+    // 15 s by default); until then its documents still go to it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while !stand.os.log().contains("node marked down") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "officeswitch did not notice the crash:\n{}",
+            stand.os.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Re-opening lands on the surviving node, and a save from there is the user's.
+    let bob = open_in_browser(&browser, &stand, "bob", &form_url, "bob-token").await;
+    type_text(&bob, "bison").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stand.assert_clean(&[&bob], cool.urls(), &["alice-token", "bob-token"]);
+    drop(bob);
+    let public = stand.public.clone();
+    let saved = wait_saved(
+        &stand,
+        "32_oc",
+        &["hello from the host", "bison"],
+        async |odt| text_of(&public, "notes.odt", &odt).await,
+    )
+    .await;
+    match saved {
+        Ok(text) => assert!(!text.contains("alpaca"), "a lost edit came back: {text}"),
+        Err(e) => panic!("{e}\n{}", stand.os.log()),
+    }
+    // Bob's editor socket (logged when it closed) was on the surviving node.
+    let survivor = format!("node=\"{}\"", cool.urls()[1 - crashed]);
+    assert!(
+        stand
+            .os
+            .log()
+            .lines()
+            .any(|l| l.contains("class=\"websocket\"")
+                && l.contains(&survivor)
+                && l.contains("status=101")),
+        "no editor socket on the surviving node ({survivor}):\n{}",
+        stand.os.log()
+    );
+    cool.stop().await;
+}
+
 /// A minimal flat ODF presentation: one slide, one text box over the whole slide (so a
 /// click in the editor lands in it).
 const FODP: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -455,10 +637,26 @@ async fn collabora_ods_odp_and_a_docx_the_organisation_routes_to_collabora_open_
         "[extensions]\ndocx = \"collabora\"\n",
     )
     .await;
-    let cases: [(&str, &str, &str, &[u8], &str, &str); 3] = [
+    // (file id, name, MIME type, source, its name for convert-to, text format to read back)
+    type Case<'a> = (&'a str, &'a str, &'a str, &'a [u8], &'a str, &'a str);
+    let cases: [Case; 3] = [
         ("11_oc", "sheet.ods", ODS, FODS.as_bytes(), "in.fods", "csv"),
-        ("12_oc", "slides.odp", ODP, FODP.as_bytes(), "in.fodp", "fodp"),
-        ("13_oc", "letter.docx", DOCX, b"hello from the host\n", "in.txt", "txt"),
+        (
+            "12_oc",
+            "slides.odp",
+            ODP,
+            FODP.as_bytes(),
+            "in.fodp",
+            "fodp",
+        ),
+        (
+            "13_oc",
+            "letter.docx",
+            DOCX,
+            b"hello from the host\n",
+            "in.txt",
+            "txt",
+        ),
     ];
     for (file_id, name, mime, source, source_name, text_format) in cases {
         let ext = name.rsplit('.').next().expect("an extension");
@@ -508,7 +706,10 @@ async fn collabora_ods_odp_and_a_docx_the_organisation_routes_to_collabora_open_
         "a document went to {nodes:?}"
     );
     assert!(
-        onlyoffice.requests().iter().all(|r| !r.path().starts_with("/hosting/wopi")),
+        onlyoffice
+            .requests()
+            .iter()
+            .all(|r| !r.path().starts_with("/hosting/wopi")),
         "an open reached ONLYOFFICE: {:?}",
         onlyoffice.requests()
     );
@@ -600,7 +801,9 @@ async fn onlyoffice_xlsx_and_pptx_open_and_save_in_a_real_browser() {
         let ext = name.rsplit('.').next().expect("an extension");
         let template = std::fs::read(oo.template(ext)).expect("ONLYOFFICE's blank file");
         stand.nc.add_file(file_id, name, template);
-        stand.nc.grant_to_user(file_id, "frank-token", "frank", true);
+        stand
+            .nc
+            .grant_to_user(file_id, "frank-token", "frank", true);
         stand.nc.set_check_file_info_extra(
             file_id,
             json!({ "PostMessageOrigin": stand.page.origin() }),

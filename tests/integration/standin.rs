@@ -2125,6 +2125,42 @@ async fn nextcloud_locks_conflict_with_423_as_richdocuments() {
     nextcloud.stop().await;
 }
 
+#[tokio::test]
+async fn nextcloud_locking_like_richdocuments_holds_one_app_lock_whatever_the_string() {
+    trace_init();
+    let nextcloud = nextcloud_with_file("token").await;
+    nextcloud.lock_like_richdocuments();
+    let client = body_client();
+    let file = format!("{}?access_token=token", nextcloud.wopi_src(FILE_ID));
+    let contents = format!(
+        "{}/contents?access_token=token",
+        nextcloud.wopi_src(FILE_ID)
+    );
+    let wopi = |url: &str, operation: &str, lock: &str| {
+        Request::post(url)
+            .header("X-WOPI-Override", operation)
+            .header("X-WOPI-Lock", lock)
+            .body(full_body("body"))
+            .unwrap()
+    };
+    // A node that died held "A"; another node's LOCK "B" extends the one app lock, and
+    // writes and UNLOCK with any string pass, as richdocuments (files_lock) does.
+    let steps = [
+        (wopi(&file, "LOCK", "A"), 200),
+        (wopi(&file, "LOCK", "B"), 200),
+        (wopi(&file, "REFRESH_LOCK", "C"), 200),
+        (wopi(&contents, "PUT", "D"), 200),
+        (wopi(&file, "UNLOCK", "E"), 200),
+    ];
+    for (i, (request, status)) in steps.into_iter().enumerate() {
+        let response = send_body(&client, request).await;
+        assert_eq!(response.status.as_u16(), status, "step {i}");
+    }
+    assert_eq!(nextcloud.lock_of(FILE_ID), None);
+    assert_eq!(nextcloud.puts().len(), 1);
+    nextcloud.stop().await;
+}
+
 // ---- The editors' WOPI client against the stand-in Nextcloud, proofs verified ----
 
 /// Opens `file_id` on `editor` as richdocuments does (form POST to the urlsrc, `WOPISrc`

@@ -26,7 +26,10 @@
 //! - lock strings are compared (richdocuments holds one app lock whatever the string): an
 //!   `UNLOCK` or `REFRESH_LOCK` with another lock gets 423 `[]`, and a PutFile, RenameFile
 //!   or DeleteFile on a file locked by another lock gets 423 `{"message":"File locked"}`,
-//!   richdocuments' answer to a locked file;
+//!   richdocuments' answer to a locked file. [`StandInNextcloud::lock_like_richdocuments`]
+//!   turns that off for tests of what users live through (an editor node dying with the
+//!   lock): then, as richdocuments with files_lock, one app lock is held whatever the
+//!   string, a LOCK from anyone extends it, UNLOCK releases it and writes ignore it;
 //! - `GET_LOCK` returns `X-WOPI-Lock`; `Version` counts PutFiles (richdocuments: `"0"`);
 //! - RENAME_FILE does not write its (empty) body over the file, as richdocuments does;
 //! - `DELETE`, `PUT_USER_INFO` and unknown overrides, which richdocuments lets fall through
@@ -419,6 +422,12 @@ impl StandInNextcloud {
         self.host().put_relative_extra = extra;
     }
 
+    /// Locks as richdocuments keeps them from now on (see the module documentation):
+    /// lock strings ignored.
+    pub fn lock_like_richdocuments(&self) {
+        self.host().lock_ids_ignored = true;
+    }
+
     /// Breaks every upload from now on as `fault` says (`None` heals).
     pub fn set_put_fault(&self, fault: Option<PutFault>) {
         self.host().put_fault = fault;
@@ -619,6 +628,8 @@ struct Host {
     put_relative_url: Option<String>,
     /// Fields merged over PutRelativeFile and RenameFile answers.
     put_relative_extra: Option<Value>,
+    /// Locks as richdocuments keeps them: one app lock whatever the string.
+    lock_ids_ignored: bool,
 }
 
 /// State shared by the connection tasks and the handle.
@@ -1434,9 +1445,10 @@ fn file_locked() -> Response<Body> {
     json_response(StatusCode::LOCKED, &json!({"message": "File locked"}))
 }
 
-/// Whether `sent` may write a file holding `current`.
-fn lock_allows(current: Option<&str>, sent: Option<&str>) -> bool {
-    current.is_none_or(|current| sent == Some(current))
+/// Whether `sent` may write a file holding `current` (any may, when `host` ignores lock
+/// strings as richdocuments does).
+fn lock_allows(host: &Host, current: Option<&str>, sent: Option<&str>) -> bool {
+    host.lock_ids_ignored || current.is_none_or(|current| sent == Some(current))
 }
 
 /// PutFile: the `X-COOL-WOPI-Timestamp` check, the lock, then the body into a hash.
@@ -1462,7 +1474,7 @@ async fn put_file(
         {
             return json_response(StatusCode::CONFLICT, &json!({"COOLStatusCode": 1010})).into();
         }
-        if !lock_allows(file.lock.as_deref(), header("x-wopi-lock")) {
+        if !lock_allows(&host, file.lock.as_deref(), header("x-wopi-lock")) {
             return file_locked().into();
         }
     }
@@ -1634,7 +1646,7 @@ fn rename_file(state: &State, parts: &Parts, file_id: &str, grant: &Grant) -> Re
     let Some(file) = host.files.get(file_id) else {
         return json_response(StatusCode::NOT_FOUND, &json!([]));
     };
-    if !lock_allows(file.lock.as_deref(), header("x-wopi-lock")) {
+    if !lock_allows(&host, file.lock.as_deref(), header("x-wopi-lock")) {
         return file_locked();
     }
     let extension = file.name.rsplit_once('.').map(|(_, ext)| ext.to_owned());
@@ -1674,7 +1686,7 @@ fn delete_file(state: &State, parts: &Parts, file_id: &str) -> Response<Body> {
     let Some(file) = host.files.get(file_id) else {
         return json_response(StatusCode::NOT_FOUND, &json!([]));
     };
-    if !lock_allows(file.lock.as_deref(), sent) {
+    if !lock_allows(&host, file.lock.as_deref(), sent) {
         return file_locked();
     }
     host.files.remove(file_id);
@@ -1761,6 +1773,7 @@ fn lock_operation(
     old: Option<String>,
 ) -> Response<Body> {
     let mut host = state.host();
+    let lock_ids_ignored = host.lock_ids_ignored;
     let Some(file) = host.files.get_mut(file_id) else {
         return json_response(StatusCode::NOT_FOUND, &json!([]));
     };
@@ -1775,6 +1788,11 @@ fn lock_operation(
     let Some(sent) = sent.filter(|sent| !sent.is_empty()) else {
         return json_response(StatusCode::BAD_REQUEST, &json!([]));
     };
+    if lock_ids_ignored {
+        // richdocuments: one app lock; LOCK and REFRESH_LOCK (re)take it, UNLOCK drops it.
+        file.lock = (*operation != WopiOperation::Unlock).then_some(sent);
+        return json_response(StatusCode::OK, &json!([]));
+    }
     let current = file.lock.clone();
     let outcome = match (operation, old) {
         // UnlockAndRelock: the old lock must be the current one.

@@ -201,6 +201,24 @@ impl OfficeSwitchProcess {
         None
     }
 
+    /// Restarts the process as a deploy does: SIGTERM (officeswitch drains: WebSockets get
+    /// close frames), then the same binary on the same settings, keys and port; its log
+    /// goes on in the same file. Panics when it does not stop within 30 s.
+    pub async fn restart(&mut self) {
+        self.signal("TERM");
+        assert!(
+            self.wait_exit(Duration::from_secs(30)).await.is_some(),
+            "officeswitch did not stop on SIGTERM; log:\n{}",
+            self.log()
+        );
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("officeswitch.log"))
+            .expect("log file");
+        self.child = run_binary(&self.dir.path().join("officeswitch.toml"), log);
+        wait_listening(self.addr).await;
+    }
+
     /// Sends `signal` (e.g. "HUP") to the process.
     pub fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
@@ -209,6 +227,28 @@ impl OfficeSwitchProcess {
             .status()
             .expect("kill");
         assert!(status.success(), "kill -{signal} failed");
+    }
+}
+
+/// Runs the `officeswitch` binary on `config`, its output into `log`.
+fn run_binary(config: &std::path::Path, log: std::fs::File) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_officeswitch"))
+        .arg("--config")
+        .arg(config)
+        .env_remove("RUST_LOG")
+        .stderr(log.try_clone().expect("log file"))
+        .stdout(log)
+        .spawn()
+        .expect("run officeswitch")
+}
+
+/// Waits (5 s at most) until something accepts connections on `addr`.
+async fn wait_listening(addr: SocketAddr) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -325,20 +365,8 @@ impl Builder {
             Config::from_file(&dir.path().join("officeswitch.toml")).expect("valid settings");
         let addr = config.listen.expect("listen");
         let log = std::fs::File::create(dir.path().join("officeswitch.log")).expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_officeswitch"))
-            .arg("--config")
-            .arg(dir.path().join("officeswitch.toml"))
-            .env_remove("RUST_LOG")
-            .stderr(log.try_clone().expect("log file"))
-            .stdout(log)
-            .spawn()
-            .expect("run officeswitch");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let child = run_binary(&dir.path().join("officeswitch.toml"), log);
+        wait_listening(addr).await;
         OfficeSwitchProcess {
             addr,
             public_url: config.public_url.as_str().trim_end_matches('/').to_string(),

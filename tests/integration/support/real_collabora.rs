@@ -273,6 +273,16 @@ impl RealCollabora {
             .collect()
     }
 
+    /// Kills node `i` at once, as a crash does: SIGKILL to coolwsd, its forkit and kits, so
+    /// nothing is saved and no client is told. [`RealCollabora::stop`] is still safe after.
+    pub fn crash(&self, i: usize) {
+        if let Some(pid) = self.nodes.get(i).and_then(CoolNode::pid) {
+            let procs = family(pid);
+            signal(&procs, "KILL");
+            wait_gone(&procs, Duration::from_secs(5));
+        }
+    }
+
     /// Stops every node without blocking the runtime's thread (dropping does the same,
     /// blocking).
     pub async fn stop(self) {

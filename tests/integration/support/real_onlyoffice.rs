@@ -31,7 +31,7 @@ use tokio::sync::OnceCell;
 
 use super::real_editor::{
     Skip, alive, disabled, family, free_port, kill_survivors, open_temp_dir, report_stopped,
-    run_build, shared_dir, tail, urls_from_env,
+    run_build, shared_dir, signal, tail, urls_from_env, wait_gone,
 };
 
 /// Names existing ONLYOFFICE servers to use instead of starting any (comma-separated URLs).
@@ -225,6 +225,17 @@ impl RealOnlyOffice {
     /// Every live process of the stacks, to check none outlives [`RealOnlyOffice::stop`].
     pub fn pids(&self) -> Vec<u32> {
         self.stacks.iter().flat_map(Stack::pids).collect()
+    }
+
+    /// Kills stack `i` at once, as a crashed node: SIGKILL to every process of it
+    /// (nginx, DocService, FileConverter and their database and queue), so nothing is
+    /// saved and no client is told. [`RealOnlyOffice::stop`] is still safe after.
+    pub fn crash(&self, i: usize) {
+        if let Some(stack) = self.stacks.get(i) {
+            let procs = stack.pids();
+            signal(&procs, "KILL");
+            wait_gone(&procs, Duration::from_secs(5));
+        }
     }
 
     /// Stops every stack (side by side, ~13 s) on a blocking thread, so the test's runtime
