@@ -63,6 +63,9 @@ mod real_browser;
 mod real_editors;
 /// Collabora's settings iframe and presets reach Nextcloud through officeswitch (issue 11).
 mod settings;
+/// ONLYOFFICE behind Nextcloud Office: renames, old versions and out-of-date saves lose
+/// nothing; Collabora's exchange is untouched (issue 12).
+mod dialect;
 /// Users open documents through officeswitch in a real browser with the stand-in editors,
 /// which build their URLs, CSP and scripts as the real ones do (issue 11).
 mod standin_browser;
