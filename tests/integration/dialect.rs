@@ -111,7 +111,12 @@ async fn a_rename_through_onlyoffice_leaves_the_files_bytes_intact() {
             },
         )
         .await;
-    assert_eq!(renamed.status, StatusCode::NOT_IMPLEMENTED, "{}", renamed.text());
+    assert_eq!(
+        renamed.status,
+        StatusCode::NOT_IMPLEMENTED,
+        "{}",
+        renamed.text()
+    );
     assert!(
         renamed.header("x-wopi-servererror").contains("renam"),
         "{:?}",
@@ -166,7 +171,12 @@ async fn a_version_opened_in_onlyoffice_cannot_change_the_current_file() {
                 },
             )
             .await;
-        assert_eq!(put.status, StatusCode::FORBIDDEN, "{host_id}: {}", put.text());
+        assert_eq!(
+            put.status,
+            StatusCode::FORBIDDEN,
+            "{host_id}: {}",
+            put.text()
+        );
         assert!(put.header("x-wopi-servererror").contains("read-only"));
         let copy = editor
             .wopi(
@@ -193,7 +203,11 @@ async fn a_version_opened_in_onlyoffice_cannot_change_the_current_file() {
     assert!(host_calls(&lab, &WopiOperation::PutRelativeFile).is_empty());
     assert!(lab.nc.put_records().is_empty());
     let kept = lab.nc.contents_of("61_oc").expect("kept");
-    assert_eq!(sha256_hex(&kept), sha256_hex(&current), "current bytes intact");
+    assert_eq!(
+        sha256_hex(&kept),
+        sha256_hex(&current),
+        "current bytes intact"
+    );
     assert_eq!(lab.nc.file_ids(), ["61_oc"], "no copy was made");
 }
 
@@ -295,7 +309,8 @@ fn without_rewritten(mut info: Value) -> Value {
 async fn a_collabora_pools_check_file_info_is_field_for_field_what_nextcloud_sent() {
     let lab = Lab::start(|b, _| b).await;
     lab.nc.add_file("81_oc", "minutes.odt", b"odt".to_vec());
-    lab.nc.add_version("81_oc", "1700000000", b"older odt".to_vec());
+    lab.nc
+        .add_version("81_oc", "1700000000", b"older odt".to_vec());
     lab.nc.grant("81_oc", "carol-token");
     // Everything the ONLYOFFICE dialect would change, on a secure-view guest file of a
     // Nextcloud below a path.
@@ -366,10 +381,8 @@ async fn onlyoffice_check_file_info_gets_the_fields_it_reads_and_secure_view_is_
     assert_eq!(info["FileVersionPostMessage"], false, "not for guests");
     assert_eq!(info["UserCanWrite"], true);
 
-    lab.nc.set_check_file_info_extra(
-        "91_oc",
-        json!({ "WatermarkText": "dave 2026-01-01" }),
-    );
+    lab.nc
+        .set_check_file_info_extra("91_oc", json!({ "WatermarkText": "dave 2026-01-01" }));
     let refused = editor.wopi(&session, WopiCall::CheckFileInfo).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert!(

@@ -244,14 +244,7 @@ async fn nextcloud_restarting_mid_putfile_fails_the_save_and_the_retry_stores_it
     let original = b"the document as last saved".to_vec();
     nc.add_file("32_oc", "report.odt", original.clone());
     nc.grant("32_oc", "nc-token-1");
-    let (_, session) = open(
-        &os,
-        &nc,
-        std::slice::from_ref(&cool),
-        "32_oc",
-        "nc-token-1",
-    )
-    .await;
+    let (_, session) = open(&os, &nc, std::slice::from_ref(&cool), "32_oc", "nc-token-1").await;
     assert_ok(
         &cool.wopi(&session, WopiCall::CheckFileInfo).await,
         "CheckFileInfo",
@@ -332,11 +325,7 @@ async fn nextcloud_restarting_mid_putfile_fails_the_save_and_the_retry_stores_it
     assert_ok(&retry, "the retried PutFile");
     assert_eq!(
         nc.puts(),
-        vec![(
-            "32_oc".to_string(),
-            SAVE_BYTES,
-            pattern_sha256(SAVE_BYTES)
-        )],
+        vec![("32_oc".to_string(), SAVE_BYTES, pattern_sha256(SAVE_BYTES))],
         "the retry is stored whole"
     );
     assert_eq!(nc.version_of("32_oc"), Some(2));

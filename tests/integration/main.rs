@@ -54,6 +54,9 @@ mod faults;
 
 /// The real-browser kit (headless Chromium, stand-in Nextcloud frontend) checked without officeswitch.
 mod browser_kit;
+/// ONLYOFFICE behind Nextcloud Office: renames, old versions and out-of-date saves lose
+/// nothing; Collabora's exchange is untouched (issue 12).
+mod dialect;
 /// `officeswitch doctor`: every node checked as officeswitch sees it, verdicts and exit codes (issue 11).
 mod doctor;
 /// Users open, edit, save and co-edit through officeswitch in a real browser, with the real
@@ -63,9 +66,6 @@ mod real_browser;
 mod real_editors;
 /// Collabora's settings iframe and presets reach Nextcloud through officeswitch (issue 11).
 mod settings;
-/// ONLYOFFICE behind Nextcloud Office: renames, old versions and out-of-date saves lose
-/// nothing; Collabora's exchange is untouched (issue 12).
-mod dialect;
 /// Users open documents through officeswitch in a real browser with the stand-in editors,
 /// which build their URLs, CSP and scripts as the real ones do (issue 11).
 mod standin_browser;

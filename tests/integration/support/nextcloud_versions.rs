@@ -90,13 +90,15 @@ impl StandInNextcloud {
 
 #[cfg(test)]
 mod tests {
-    use super::split;
-
     #[test]
     fn file_ids_split_as_richdocuments_parses_them() {
+        let split = super::split;
         assert_eq!(split("42_ocabc"), ("42_ocabc", None));
         assert_eq!(split("42_ocabc_0"), ("42_ocabc", None));
-        assert_eq!(split("42_ocabc_1700000000"), ("42_ocabc", Some("1700000000")));
+        assert_eq!(
+            split("42_ocabc_1700000000"),
+            ("42_ocabc", Some("1700000000"))
+        );
         assert_eq!(split("42"), ("42", None));
     }
 }
