@@ -99,6 +99,7 @@ async fn setup() -> Setup {
             url: wopi_src.clone(),
             host_token: "bench-token".into(),
             expires_at: now + 3600,
+            read_only: false,
         })
         .expect("mint");
     Setup {

@@ -31,6 +31,7 @@ fn bench(c: &mut Criterion) {
         url: WOPI_SRC.into(),
         host_token: HOST_TOKEN.into(),
         expires_at: NOW + 3600,
+        read_only: false,
     };
     let token = keys.mint(&grant).expect("mint");
     // One character changed in the middle of the signature: refused after trying both keys.

@@ -442,7 +442,8 @@ pub fn token_check(data: &[u8]) {
     assert_eq!(keys.check(&again, CHECK_FILE_ID, NOW), Ok(grant));
 }
 
-/// Grant fields: `kind` (`l` for a link, anything else a file), `expiry` (seconds from
+/// Grant fields: `kind` (`l` for a link, `r` for a read-only file, anything else a
+/// file), `expiry` (seconds from
 /// [`NOW`], may be negative), `file_id` (empty: derived from org and url), `org`, `pool`,
 /// `url`, `host_token`. Properties: a derived file id is 32 id characters starting with the
 /// organisation's tag; minting succeeds for any well-formed file id and fields of modest
@@ -478,6 +479,7 @@ pub fn token_mint(data: &[u8]) {
         url,
         host_token,
         expires_at,
+        read_only: kind == "r",
     };
     let token = match keys.mint(&grant) {
         Ok(token) => token,

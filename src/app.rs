@@ -517,6 +517,7 @@ mod tests {
             url: "u".into(),
             host_token: "t".into(),
             expires_at: u64::MAX,
+            read_only: false,
         };
         let minted = before.mint(&grant).unwrap();
         assert_eq!(prepared.tokens.check(&minted, &id, 0).unwrap(), grant);

@@ -16,8 +16,11 @@
 //!
 //! WOPI calls from editors ([`callback`]) take the same shape towards the host: admit
 //! (token, rules, proof) instead of route, re-sign instead of rewrite, forward, and
-//! [`translate`] the JSON that carries URLs. Collabora's settings calls
-//! (`/wopi/settings/...`) are WOPI calls too ([`settings`]).
+//! [`translate`] the JSON that carries URLs. Between admit and re-sign, and again on the
+//! way back, the pool's [`dialect`] speaks for richdocuments to editors that read WOPI
+//! differently (ONLYOFFICE): it refuses what would lose data, renames headers, reshapes
+//! conflicts and CheckFileInfo. Collabora's settings calls (`/wopi/settings/...`) are
+//! WOPI calls too ([`settings`]).
 //!
 //! Requests officeswitch answers itself (discovery, capabilities, probes, every refusal)
 //! are [`Answer`]s. Each request gets one access log line ([`access_log`]), written when
@@ -27,6 +30,7 @@ pub mod access_log;
 pub mod answer;
 pub mod callback;
 pub mod classify;
+pub mod dialect;
 pub mod forward;
 pub mod open;
 pub mod page;
@@ -62,6 +66,7 @@ use access_log::{AccessLog, LoggedBody};
 use answer::{Answer, ProxyBody};
 use callback::{AdmitContext, HostBody};
 use classify::{Class, Traffic, WopiCall, query_param};
+use dialect::Dialect;
 use open::OpenContext;
 use route::{OrgTags, RouteContext, Target};
 use service_root::ServiceRoots;
@@ -268,6 +273,11 @@ impl Proxy {
         }
     }
 
+    /// The suite of the configured pool named `pool` (a grant's), if it still exists.
+    fn suite_of(&self, pool: &str) -> Option<SuiteKind> {
+        self.pools.iter().find(|p| p.name == pool).map(|p| p.kind)
+    }
+
     /// Keys and limits of opens.
     fn open_context(&self) -> OpenContext<'_> {
         OpenContext {
@@ -415,9 +425,12 @@ impl Proxy {
             )?
         };
         log.wopi(&grant);
+        // The pool's dialect: refuses here what would lose data, before the host hears of it.
+        let exchange = Dialect::of(self.suite_of(&grant.pool)).exchange(call, &request, &grant)?;
         let body_kind = callback::host_body(call, &request);
         let class = log.class();
         let request = request.map(|body| forward::upstream_body(body, class));
+        let request = exchange.request(request);
         let request = callback::host_request(request, call, &grant, &self.signer)?;
         let response = forward::send(&self.client, request, self.wopi.host_timeout)
             .await
@@ -426,7 +439,7 @@ impl Proxy {
                 Answer::BadGateway(why) => Answer::HostFailed(why),
                 other => other,
             })?;
-        let response = callback::host_response(response);
+        let response = exchange.response(callback::host_response(response));
         log.status(response.status().as_u16());
         if body_kind == HostBody::Stream || !response.status().is_success() {
             return Ok(response.map(forward::client_body));
@@ -446,7 +459,10 @@ impl Proxy {
             public_url: self.public.url(),
         };
         match body_kind {
-            HostBody::CheckFileInfo => translate::check_file_info(&mut json, &minter)?,
+            HostBody::CheckFileInfo => {
+                translate::check_file_info(&mut json, &minter)?;
+                exchange.check_file_info(&mut json)?;
+            }
             HostBody::PutRelativeFile => translate::put_relative_file(&mut json, &minter)?,
             HostBody::SettingsConfig => settings::config(&mut json, &minter)?,
             HostBody::Stream => {}

@@ -100,6 +100,9 @@ pub enum Answer {
     BadGateway(String),
     /// The node did not answer in time.
     GatewayTimeout,
+    /// A WOPI call officeswitch answers itself because passing it on in this suite's
+    /// dialect would lose data or protection ([`super::dialect`]).
+    Dialect(super::dialect::Refusal),
 }
 
 impl Answer {
@@ -129,6 +132,7 @@ impl Answer {
             Answer::HostTimeout => StatusCode::GATEWAY_TIMEOUT,
             Answer::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Answer::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Answer::Dialect(refusal) => refusal.status(),
         }
     }
 
@@ -152,7 +156,8 @@ impl Answer {
             | Answer::BadProof(_)
             | Answer::FormTooLarge
             | Answer::BadTicket(_)
-            | Answer::NoAction(_) => Fault::Client,
+            | Answer::NoAction(_)
+            | Answer::Dialect(_) => Fault::Client,
             Answer::Internal(_) => Fault::Internal,
             Answer::HostFailed(_) | Answer::HostTimeout => Fault::Host,
             Answer::NothingToServe(_)
@@ -183,6 +188,7 @@ impl Answer {
             Answer::NoDiscovery(pool) => Some(format!("pool {pool} has no discovery")),
             Answer::BadGateway(why) => Some(why.clone()),
             Answer::GatewayTimeout => Some("node did not answer in time".into()),
+            Answer::Dialect(refusal) => Some(format!("dialect refused: {}", refusal.reason())),
             _ => None,
         }
     }
@@ -190,6 +196,10 @@ impl Answer {
     /// Builds the HTTP response.
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
+        let refusal = match &self {
+            Answer::Dialect(refusal) => Some(*refusal),
+            _ => None,
+        };
         let text = |s: String| ("text/plain; charset=utf-8", Bytes::from(s));
         let (content_type, body): (&'static str, Bytes) = match self {
             Answer::Discovery(xml) => ("text/xml; charset=utf-8", xml),
@@ -226,6 +236,7 @@ impl Answer {
             Answer::NoDiscovery(pool) => text(format!("pool {pool} is not ready\n")),
             Answer::BadGateway(_) => text("the editor node failed\n".into()),
             Answer::GatewayTimeout => text("the editor node did not answer in time\n".into()),
+            Answer::Dialect(refusal) => text(format!("{}\n", refusal.message())),
         };
         let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
         *response.status_mut() = status;
@@ -234,6 +245,13 @@ impl Answer {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if status == StatusCode::METHOD_NOT_ALLOWED {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        if let Some(refusal) = refusal {
+            // WOPI clients log this header (ONLYOFFICE logs the answer's headers).
+            headers.insert(
+                "x-wopi-servererror",
+                HeaderValue::from_static(refusal.message()),
+            );
         }
         response
     }

@@ -13,7 +13,9 @@
 //! 2. [`host_request`]: the request moves onto the host URL with the host's own token,
 //!    loses the editor's proof, cookies and hop-by-hop headers, and is signed with
 //!    officeswitch's key for exactly the URL sent.
-//! 3. forward (streamed, like editor traffic; the host gets `wopi.host_timeout` to answer).
+//! 3. forward (streamed, like editor traffic; the host gets `wopi.host_timeout` to answer);
+//!    around 2 and 3 the pool's [`super::dialect`] may refuse the call, rename headers and
+//!    reshape the answer.
 //! 4. [`host_response`]: redirects and cookies are dropped; CheckFileInfo and
 //!    PutRelativeFile JSON goes through [`super::translate`], a settings configuration
 //!    through [`super::settings::config`]; every other body streams.
@@ -378,6 +380,7 @@ mod tests {
             url: url.into(),
             host_token: "host tok/+".into(),
             expires_at: 0,
+            read_only: false,
         }
     }
 

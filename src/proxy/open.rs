@@ -22,7 +22,10 @@
 //!
 //! The page then resolves every relative URL exactly as on the node, and every URL it
 //! builds from its own query names officeswitch's `WOPISrc`. The ticket is sealed like a
-//! token but opens nothing: no host token, and the WOPI endpoints refuse its kind.
+//! token but opens nothing: no host token, and the WOPI endpoints refuse its kind. It
+//! carries one more thing from step 1 to the minted token: whether richdocuments asked for
+//! a read-only view (`permission=readonly`), which editors that ignore the query are held
+//! to ([`super::dialect`]).
 
 use bytes::Bytes;
 use http::Uri;
@@ -32,6 +35,7 @@ use url::Url;
 
 use super::answer::Answer;
 use super::classify::query_param;
+use super::dialect;
 use super::rewrite;
 use super::route::Target;
 use super::settings;
@@ -106,6 +110,7 @@ pub fn redirect(
             url: host_wopi_src.clone(),
             host_token: String::new(),
             expires_at: expiry.expires_at,
+            read_only: dialect::read_only_open(host_query),
         })
         .map_err(|e| Answer::Internal(format!("cannot mint an open ticket: {e}")))?;
     let on_node = rewrite::open_url(urlsrc, host_query);
@@ -156,6 +161,8 @@ pub fn page_form(
         url: ticket.url,
         host_token,
         expires_at: expiry.expires_at,
+        // Sealed from step 1's query: the page's own query is the browser's to change.
+        read_only: ticket.read_only,
     };
     let token = ctx
         .tokens
@@ -294,6 +301,42 @@ mod tests {
     }
 
     #[test]
+    fn a_read_only_open_is_sealed_in_the_minted_token() {
+        let tokens = keys();
+        let public = Url::parse("https://office.example:8443/").unwrap();
+        let target = target(&tokens, "http://10.0.0.5:8000/hosting/wopi/word/edit?");
+        let ctx = ctx(&tokens, &public);
+        let file = target.file.unwrap();
+        let form = b"access_token=host&access_token_ttl=0";
+        for (query, read_only) in [
+            (format!("{HOST_QUERY}&permission=readonly"), true),
+            (HOST_QUERY.to_string(), false),
+        ] {
+            let to = location(redirect(&target, Some(&query), form, &ctx).unwrap());
+            // The browser may drop the page's own `permission`: the ticket keeps it.
+            let stripped: Vec<&str> = to
+                .query()
+                .unwrap()
+                .split('&')
+                .filter(|p| !p.starts_with("permission="))
+                .collect();
+            let uri: Uri = format!("{}?{}", to.path(), stripped.join("&"))
+                .parse()
+                .unwrap();
+            let (_, form) = page_form(&uri, form, &target, file, "onlyoffice", &ctx).unwrap();
+            let token = url::form_urlencoded::parse(form.as_bytes())
+                .find(|(k, _)| k == "access_token")
+                .unwrap()
+                .1
+                .into_owned();
+            let grant = tokens
+                .check(&token, file.as_str(), token::unix_now())
+                .unwrap();
+            assert_eq!(grant.read_only, read_only, "{query}");
+        }
+    }
+
+    #[test]
     fn pages_without_a_valid_ticket_are_refused() {
         let tokens = keys();
         let public = Url::parse("https://office.example:8443/").unwrap();
@@ -316,6 +359,7 @@ mod tests {
                 url: "https://nc.example/wopi/files/1".into(),
                 host_token: "t".into(),
                 expires_at: token::unix_now() + 60,
+                read_only: false,
             })
             .unwrap();
         let uri: Uri = format!("/browser/a/cool.html?{TICKET_PARAM}={token}")

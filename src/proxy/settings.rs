@@ -201,6 +201,7 @@ pub fn page_form(form: &[u8], ctx: &PageContext<'_>) -> Result<SettingsPage, Ans
         url: endpoint.to_string(),
         host_token,
         expires_at: expiry.expires_at,
+        read_only: false,
     };
     let minted = ctx
         .tokens
@@ -276,6 +277,7 @@ pub fn settings_uri(minter: &Minter<'_>, field: &str, url: &str) -> Result<Optio
         url: endpoint.to_string(),
         host_token,
         expires_at: minter.grant.expires_at,
+        read_only: false,
     };
     let token = minter.mint(&grant)?;
     let mut out = own_endpoint(minter.public_url, &grant.file_id);
@@ -510,6 +512,7 @@ mod tests {
             url: url.into(),
             host_token: "host".into(),
             expires_at: token::unix_now() + 3600,
+            read_only: false,
         }
     }
 

@@ -220,6 +220,7 @@ impl Minter<'_> {
             url: parsed.to_string(),
             host_token: String::new(),
             expires_at: self.grant.expires_at,
+            read_only: self.grant.read_only,
         };
         let token = self.mint(&grant)?;
         Ok(format!(
@@ -249,6 +250,7 @@ impl Minter<'_> {
             url: parsed.to_string(),
             host_token,
             expires_at: self.grant.expires_at,
+            read_only: false,
         };
         let token = self.mint(&grant)?;
         Ok(format!(
@@ -429,6 +431,7 @@ mod tests {
             url: "https://nc.acme/wopi/files/1".into(),
             host_token: "host-1".into(),
             expires_at: NOW + 3600,
+            read_only: false,
         }
     }
 

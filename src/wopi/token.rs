@@ -418,6 +418,7 @@ impl TokenKeys {
             pool: &grant.pool,
             url: &grant.url,
             tok: &grant.host_token,
+            ro: grant.read_only,
         })
         .map_err(|e| TokenError::Mint(format!("cannot encode the grant: {e}")))?;
         let enc = URL_SAFE_NO_PAD.encode(keys.seal(plain, &grant.file_id)?);
@@ -514,6 +515,7 @@ impl TokenKeys {
             url: inner.url,
             host_token: inner.tok,
             expires_at: claims.exp,
+            read_only: inner.ro,
         })
     }
 }
@@ -545,6 +547,11 @@ pub struct Grant {
     pub host_token: String,
     /// Expiry, unix seconds.
     pub expires_at: u64,
+    /// The document was opened read-only (richdocuments' `permission=readonly`: an old
+    /// version, the compare view, a read-only preview). Sealed in the token from the open
+    /// on, so that no later call can lose it: editors that ignore the open's query
+    /// (ONLYOFFICE) are told and held to it ([`crate::proxy::dialect`]).
+    pub read_only: bool,
 }
 
 impl fmt::Debug for Grant {
@@ -562,6 +569,7 @@ impl fmt::Debug for Grant {
             .field("url", &url)
             .field("host_token", &"[redacted]")
             .field("expires_at", &self.expires_at)
+            .field("read_only", &self.read_only)
             .finish()
     }
 }
@@ -696,22 +704,28 @@ struct ClaimsIn {
     enc: String,
 }
 
-/// The sealed part of a grant, as minted.
+/// The sealed part of a grant, as minted. `ro` is left out when false, so writable
+/// grants seal exactly what they did before it existed.
 #[derive(Serialize)]
 struct Sealed<'a> {
     org: &'a str,
     pool: &'a str,
     url: &'a str,
     tok: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ro: bool,
 }
 
-/// The sealed part of a grant, as checked.
+/// The sealed part of a grant, as checked; tokens minted before `ro` existed are
+/// writable, as they were.
 #[derive(Deserialize)]
 struct SealedOwned {
     org: String,
     pool: String,
     url: String,
     tok: String,
+    #[serde(default)]
+    ro: bool,
 }
 
 /// Seconds since the Unix epoch: the clock token expiries, and every other officeswitch
@@ -760,6 +774,7 @@ mod tests {
             url: WOPI_SRC.into(),
             host_token: HOST_TOKEN.into(),
             expires_at: NOW + 3600,
+            read_only: false,
         }
     }
 
@@ -789,6 +804,13 @@ mod tests {
         assert_eq!(keys.check(&token, &link.file_id, NOW).unwrap(), link);
         // Tokens are random (nonce): two mints differ but both check.
         assert_ne!(keys.mint(&link).unwrap(), token);
+
+        let read_only = Grant {
+            read_only: true,
+            ..file.clone()
+        };
+        let token = keys.mint(&read_only).unwrap();
+        assert!(keys.check(&token, &file.file_id, NOW).unwrap().read_only);
 
         let settings = Grant {
             kind: GrantKind::Settings,
@@ -1038,6 +1060,7 @@ mod tests {
             pool: "p",
             url: "u",
             tok: "t",
+            ro: false,
         })
         .unwrap();
         let sealed = keys.current.seal(plain, &grant.file_id).unwrap();

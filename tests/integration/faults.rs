@@ -129,11 +129,11 @@ async fn a_node_killed_under_a_live_websocket_ends_it_and_the_document_reopens_e
         .section(FAST_HEALTH)
         .start()
         .await;
-    nc.add_file("ws_1_oc", "notes.odt", b"first draft".to_vec());
-    nc.grant("ws_1_oc", "nc-token-1");
+    nc.add_file("31_oc", "notes.odt", b"first draft".to_vec());
+    nc.grant("31_oc", "nc-token-1");
 
     let mut editors = vec![a, b];
-    let (node, session) = open(&os, &nc, &editors, "ws_1_oc", "nc-token-1").await;
+    let (node, session) = open(&os, &nc, &editors, "31_oc", "nc-token-1").await;
     let doomed = editors
         .iter()
         .position(|e| e.url() == node)
@@ -196,7 +196,7 @@ async fn a_node_killed_under_a_live_websocket_ends_it_and_the_document_reopens_e
 
     // The same document (same Nextcloud WOPISrc, same user) opens again, on the live node,
     // under the same officeswitch WOPISrc, and its WebSocket and WOPI calls work.
-    let (reopened_on, again) = open(&os, &nc, &editors, "ws_1_oc", "nc-token-1").await;
+    let (reopened_on, again) = open(&os, &nc, &editors, "31_oc", "nc-token-1").await;
     let live = &editors[0];
     assert_eq!(reopened_on, live.url(), "reopened on the dead node");
     assert_eq!(
@@ -220,7 +220,7 @@ async fn a_node_killed_under_a_live_websocket_ends_it_and_the_document_reopens_e
         )
         .await;
     assert_ok(&put, "PutFile after the reopen");
-    assert_eq!(nc.contents_of("ws_1_oc").as_deref(), Some(&saved[..]));
+    assert_eq!(nc.contents_of("31_oc").as_deref(), Some(&saved[..]));
     socket.close(None).await.expect("close");
 }
 
@@ -242,16 +242,9 @@ async fn nextcloud_restarting_mid_putfile_fails_the_save_and_the_retry_stores_it
         .start()
         .await;
     let original = b"the document as last saved".to_vec();
-    nc.add_file("save_1_oc", "report.odt", original.clone());
-    nc.grant("save_1_oc", "nc-token-1");
-    let (_, session) = open(
-        &os,
-        &nc,
-        std::slice::from_ref(&cool),
-        "save_1_oc",
-        "nc-token-1",
-    )
-    .await;
+    nc.add_file("32_oc", "report.odt", original.clone());
+    nc.grant("32_oc", "nc-token-1");
+    let (_, session) = open(&os, &nc, std::slice::from_ref(&cool), "32_oc", "nc-token-1").await;
     assert_ok(
         &cool.wopi(&session, WopiCall::CheckFileInfo).await,
         "CheckFileInfo",
@@ -316,8 +309,8 @@ async fn nextcloud_restarting_mid_putfile_fails_the_save_and_the_retry_stores_it
         "a truncated save was recorded: {:?}",
         nc.puts()
     );
-    assert_eq!(nc.version_of("save_1_oc"), Some(1));
-    assert_eq!(nc.contents_of("save_1_oc").as_deref(), Some(&original[..]));
+    assert_eq!(nc.version_of("32_oc"), Some(1));
+    assert_eq!(nc.contents_of("32_oc").as_deref(), Some(&original[..]));
 
     // The editor's retry goes through and is stored byte for byte.
     let retry = cool
@@ -332,14 +325,10 @@ async fn nextcloud_restarting_mid_putfile_fails_the_save_and_the_retry_stores_it
     assert_ok(&retry, "the retried PutFile");
     assert_eq!(
         nc.puts(),
-        vec![(
-            "save_1_oc".to_string(),
-            SAVE_BYTES,
-            pattern_sha256(SAVE_BYTES)
-        )],
+        vec![("32_oc".to_string(), SAVE_BYTES, pattern_sha256(SAVE_BYTES))],
         "the retry is stored whole"
     );
-    assert_eq!(nc.version_of("save_1_oc"), Some(2));
+    assert_eq!(nc.version_of("32_oc"), Some(2));
 }
 
 /// A node that answers the first request of each connection with a 404 that keeps the

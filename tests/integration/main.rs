@@ -54,6 +54,9 @@ mod faults;
 
 /// The real-browser kit (headless Chromium, stand-in Nextcloud frontend) checked without officeswitch.
 mod browser_kit;
+/// ONLYOFFICE behind Nextcloud Office: renames, old versions and out-of-date saves lose
+/// nothing; Collabora's exchange is untouched (issue 12).
+mod dialect;
 /// `officeswitch doctor`: every node checked as officeswitch sees it, verdicts and exit codes (issue 11).
 mod doctor;
 /// Users open, edit, save and co-edit through officeswitch in a real browser, with the real

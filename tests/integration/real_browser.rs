@@ -637,9 +637,9 @@ async fn collabora_ods_odp_and_a_docx_the_organisation_routes_to_collabora_open_
         "[extensions]\ndocx = \"collabora\"\n",
     )
     .await;
-    // (file id, name, MIME type, source, its name for convert-to, text format to read back)
+    // (file id, name, MIME type, source, source name, text format)
     type Case<'a> = (&'a str, &'a str, &'a str, &'a [u8], &'a str, &'a str);
-    let cases: [Case; 3] = [
+    let cases: [Case<'_>; 3] = [
         ("11_oc", "sheet.ods", ODS, FODS.as_bytes(), "in.fods", "csv"),
         (
             "12_oc",

@@ -2691,6 +2691,88 @@ async fn put_file_with_a_stale_timestamp_gets_1010() {
     nextcloud.stop().await;
 }
 
+/// What ONLYOFFICE meets in richdocuments without officeswitch between them, as
+/// `../shared/notes/richdocuments-onlyoffice.md` reads it from both sources: its
+/// `X-LOOL-WOPI-Timestamp` is not read, so a stale save overwrites a change made in
+/// Nextcloud; its body-less RENAME_FILE empties the renamed file; an old version's id opens
+/// writable and its PutFile writes the current file. The dialect tests rely on these.
+#[tokio::test]
+async fn onlyoffice_meets_richdocuments_hazards_without_officeswitch() {
+    trace_init();
+    let editor = StandInEditor::start_with_key(Suite::OnlyOffice, shared_key()).await;
+    let nextcloud = verifying_nextcloud(editor.public_key()).await;
+    nextcloud.add_file(FILE_ID, "report.docx", b"PK current".to_vec());
+    nextcloud.add_version(FILE_ID, "1700000000", b"PK old".to_vec());
+    nextcloud.grant(FILE_ID, "token");
+    let session = open_session(&editor, &nextcloud, FILE_ID, "token").await;
+    let put = |body: &[u8]| WopiCall::PutFile {
+        lock: Some("doc-key".to_owned()),
+        body: PutBody::Bytes(body.to_vec()),
+    };
+
+    // A save after a change in Nextcloud: X-LOOL- only, and it overwrites.
+    let seen = nextcloud.last_modified_of(FILE_ID).unwrap();
+    nextcloud.change_in_storage(FILE_ID, b"PK theirs".to_vec());
+    assert_ne!(nextcloud.last_modified_of(FILE_ID).unwrap(), seen);
+    let saved = editor.wopi(&session, put(b"PK mine")).await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.text());
+    let request = last_request(&nextcloud, &WopiOperation::PutFile);
+    assert_eq!(request.headers["x-lool-wopi-timestamp"], seen.as_str());
+    assert_eq!(request.headers["x-lool-wopi-isautosave"], "false");
+    assert!(!request.headers.contains_key("x-cool-wopi-timestamp"));
+    assert_eq!(nextcloud.contents_of(FILE_ID).unwrap(), &b"PK mine"[..]);
+
+    // A rename without a body: the renamed file has 0 bytes.
+    let renamed = editor
+        .wopi(
+            &session,
+            WopiCall::RenameFile {
+                lock: "doc-key".to_owned(),
+                name: "renamed".to_owned(),
+            },
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.text());
+    assert_eq!(
+        last_request(&nextcloud, &WopiOperation::RenameFile).body_bytes,
+        Some(0),
+        "no body sent"
+    );
+    assert_eq!(nextcloud.name_of(FILE_ID).as_deref(), Some("renamed.docx"));
+    assert_eq!(nextcloud.contents_of(FILE_ID).unwrap().len(), 0);
+
+    // An old version: writable, its bytes on GetFile, its PutFile on the current file.
+    nextcloud.add_file(FILE_ID, "report.docx", b"PK current".to_vec());
+    let version_id = format!("{FILE_ID}_1700000000");
+    let version = open_session(&editor, &nextcloud, &version_id, "token").await;
+    let info = editor
+        .wopi(&version, WopiCall::CheckFileInfo)
+        .await
+        .json()
+        .unwrap();
+    assert_eq!(info["UserCanWrite"], true);
+    assert_eq!(info["Version"], "1700000000");
+    assert_eq!(info["SupportsRename"], false);
+    let got = editor
+        .wopi(
+            &version,
+            WopiCall::GetFile {
+                max_expected_size: None,
+            },
+        )
+        .await;
+    assert_eq!(got.body.as_ref(), b"PK old");
+    let saved = editor.wopi(&version, put(b"PK old, edited")).await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.text());
+    assert_eq!(
+        nextcloud.contents_of(FILE_ID).unwrap(),
+        &b"PK old, edited"[..],
+        "the current file was overwritten"
+    );
+    editor.stop().await;
+    nextcloud.stop().await;
+}
+
 /// Uploads that do not complete are never stored: the host resetting or stalling midway
 /// ([`PutFault`]), and the editor cutting its own upload ([`PutBody::CutAfter`]).
 #[tokio::test]

@@ -2426,7 +2426,8 @@ pub enum WopiCall {
     },
     /// `POST {WOPISrc}/contents`, `X-WOPI-Override: PUT`; Collabora adds its
     /// `X-COOL-WOPI-*` headers (`Timestamp`: the last `LastModifiedTime` it saw, see
-    /// [`CallOptions::cool_timestamp`]), OnlyOffice `X-WOPI-Editors`.
+    /// [`CallOptions::cool_timestamp`]), OnlyOffice `X-WOPI-Editors` and the same flags and
+    /// timestamp as `X-LOOL-WOPI-*`.
     PutFile {
         /// `X-WOPI-Lock`, if any.
         lock: Option<String>,
@@ -2441,7 +2442,8 @@ pub enum WopiCall {
         /// The new file's contents.
         body: PutBody,
     },
-    /// `POST`, `X-WOPI-Override: RENAME_FILE`, `X-WOPI-RequestedName` (UTF-7).
+    /// `POST`, `X-WOPI-Override: RENAME_FILE`, `X-WOPI-RequestedName` (UTF-7), no body
+    /// (ONLYOFFICE's `renameFile` sends none).
     RenameFile {
         /// `X-WOPI-Lock`.
         lock: String,
@@ -2508,8 +2510,9 @@ pub struct CallOptions {
     pub token: Option<String>,
     /// Call (and sign) this exact URL instead of `{WOPISrc}{suffix}?access_token=..`.
     pub url: Option<String>,
-    /// Collabora's PutFile `X-COOL-WOPI-Timestamp`: this value instead of the last
-    /// `LastModifiedTime` seen; `Some("")` leaves the header out.
+    /// PutFile's timestamp (Collabora's `X-COOL-WOPI-Timestamp`, ONLYOFFICE's
+    /// `X-LOOL-WOPI-Timestamp`): this value instead of the last `LastModifiedTime` seen;
+    /// `Some("")` leaves the header out.
     pub cool_timestamp: Option<String>,
     /// More request headers, added last.
     pub extra_headers: Vec<(String, String)>,
@@ -2578,7 +2581,7 @@ fn no_answer() -> StatusCode {
 #[derive(Clone, Debug, Default)]
 struct Known {
     /// The last `LastModifiedTime` (CheckFileInfo, PutFile): Collabora's
-    /// `X-COOL-WOPI-Timestamp`.
+    /// `X-COOL-WOPI-Timestamp`, ONLYOFFICE's `X-LOOL-WOPI-Timestamp`.
     last_modified: Option<String>,
     /// CheckFileInfo's `UserId`: OnlyOffice's `X-WOPI-Editors`.
     user_id: Option<String>,
@@ -2806,8 +2809,17 @@ async fn wopi_call(
                     }
                 }
                 Suite::OnlyOffice => {
+                    // wopiClient.js putFile: Collabora's flags and timestamp under their
+                    // older X-LOOL- names, the time of the last CheckFileInfo or save.
                     let editors = known.user_id.unwrap_or_else(|| "standin-user".to_owned());
                     add("X-WOPI-Editors", editors);
+                    add("X-LOOL-WOPI-IsModifiedByUser", "true".to_owned());
+                    add("X-LOOL-WOPI-IsAutosave", "false".to_owned());
+                    add("X-LOOL-WOPI-IsExitSave", "false".to_owned());
+                    let timestamp = options.cool_timestamp.clone().or(known.last_modified);
+                    if let Some(timestamp) = timestamp.filter(|t| !t.is_empty()) {
+                        add("X-LOOL-WOPI-Timestamp", timestamp);
+                    }
                 }
             }
             body = Some(put.clone());

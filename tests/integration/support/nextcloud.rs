@@ -11,11 +11,12 @@
 //! | `POST files/<id>/contents` + `X-WOPI-Override: PUT` | PutFile: body streamed into a SHA-256 and a length; 409 `{"COOLStatusCode":1010}` when `X-COOL-WOPI-Timestamp` is not the file's `LastModifiedTime`; 200 `{"LastModifiedTime":..}` |
 //! | `POST files/<id>` + `LOCK` (+ `X-WOPI-OldLock`), `UNLOCK`, `REFRESH_LOCK`, `GET_LOCK` | one lock per file; a conflict answers **423** without `X-WOPI-Lock`, as richdocuments |
 //! | `POST files/<id>` + `PUT_RELATIVE` | a new file (new id, new token for the same user); `{"Name","Url","HostEditUrl","HostViewUrl"}` |
-//! | `POST files/<id>` + `RENAME_FILE` | renames in place; `{"Name","Url"}` (richdocuments answers a new token here too) |
+//! | `POST files/<id>` + `RENAME_FILE` | renames in place, then writes the request body into the file, as richdocuments does (an empty body empties it); `{"Name","Url"}` (richdocuments answers a new token here too) |
 //! | `POST files/<id>` + `DELETE`, `PUT_USER_INFO` | 200 (removes the file; stores the body, shown as `UserInfo`) |
 //! | `POST files/<id>` + `GET_SHARE_URL`, anything else | 501 |
 //! | `GET template/<id>` | the template's bytes, for a token granted on a file made from it |
 //! | `GET settings`, `POST settings/upload`, `DELETE settings`, `GET ../settings/<type>/<token>/<category>/<name>` | richdocuments' settings endpoints and files, never proof-checked (`nextcloud_settings.rs`) |
+//! | `files/<id>_<version>` | an old version ([`StandInNextcloud::add_version`]): CheckFileInfo and GetFile of the version, with the file's token and still `UserCanWrite`; PutFile and every `POST` write the **current** file, as richdocuments (`nextcloud_versions.rs`) |
 //!
 //! Checks, in richdocuments' order: the proof (when [`StandInNextcloud::verify_proofs_with`]
 //! set keys; a missing, stale or wrong proof answers 500 `[]`, the operation is not
@@ -31,7 +32,6 @@
 //!   lock): then, as richdocuments with files_lock, one app lock is held whatever the
 //!   string, a LOCK from anyone extends it, UNLOCK releases it and writes ignore it;
 //! - `GET_LOCK` returns `X-WOPI-Lock`; `Version` counts PutFiles (richdocuments: `"0"`);
-//! - RENAME_FILE does not write its (empty) body over the file, as richdocuments does;
 //! - `DELETE`, `PUT_USER_INFO` and unknown overrides, which richdocuments lets fall through
 //!   to PUT_RELATIVE, get the answers listed above.
 //!
@@ -71,6 +71,9 @@ use tokio::task::{JoinHandle, JoinSet};
 
 #[path = "nextcloud_settings.rs"]
 mod settings;
+
+#[path = "nextcloud_versions.rs"]
+mod versions;
 
 /// The path every WOPI file URL of richdocuments starts with.
 pub const WOPI_FILES_PATH: &str = "/index.php/apps/richdocuments/wopi/files/";
@@ -616,6 +619,8 @@ struct Host {
     settings_tokens: HashMap<String, String>,
     /// Settings files.
     settings: settings::Store,
+    /// Old versions.
+    versions: versions::Store,
     /// User -> PUT_USER_INFO body.
     user_info: HashMap<String, String>,
     /// (current, old) when proofs are verified.
@@ -999,6 +1004,8 @@ async fn serve_file(
     operation: &WopiOperation,
     token: &str,
 ) -> Outcome {
+    // The token is the file's; a version named in the id is read from the URL only.
+    let (file_id, version) = versions::split(file_id);
     let grant = state
         .host()
         .grants
@@ -1021,10 +1028,12 @@ async fn serve_file(
             .map(str::to_owned)
     };
     match operation {
-        WopiOperation::CheckFileInfo => check_file_info(state, file_id, token, &grant).into(),
+        WopiOperation::CheckFileInfo => {
+            check_file_info(state, file_id, version, token, &grant).into()
+        }
         WopiOperation::GetFile => {
             let max = header("x-wopi-maxexpectedsize").and_then(|max| max.parse::<u64>().ok());
-            get_file(state, file_id, max).into()
+            get_file(state, file_id, version, max).into()
         }
         WopiOperation::PutFile => put_file(state, parts, body, file_id).await,
         WopiOperation::Lock
@@ -1039,7 +1048,7 @@ async fn serve_file(
         )
         .into(),
         WopiOperation::PutRelativeFile => put_relative(state, parts, body, file_id, &grant).await,
-        WopiOperation::RenameFile => rename_file(state, parts, file_id, &grant).into(),
+        WopiOperation::RenameFile => rename_file(state, parts, body, file_id, &grant).await,
         WopiOperation::DeleteFile => delete_file(state, parts, file_id).into(),
         WopiOperation::PutUserInfo => {
             let Some(body) = body.take() else {
@@ -1067,8 +1076,14 @@ async fn serve_file(
 }
 
 /// CheckFileInfo with the fields richdocuments' `checkFileInfo` sends for a logged-in
-/// user, then the test's extra fields.
-fn check_file_info(state: &State, file_id: &str, token: &str, grant: &Grant) -> Response<Body> {
+/// user (and for an old `version`), then the test's extra fields.
+fn check_file_info(
+    state: &State,
+    file_id: &str,
+    version: Option<&str>,
+    token: &str,
+    grant: &Grant,
+) -> Response<Body> {
     let origin = &state.origin;
     let user = &grant.user;
     let writable = grant.writable;
@@ -1135,6 +1150,12 @@ fn check_file_info(state: &State, file_id: &str, token: &str, grant: &Grant) -> 
         "UserSettings": { "uri": settings_uri("userconfig"), "stamp": "standin" },
         "SharedSettings": { "uri": settings_uri("systemconfig"), "stamp": "standin" },
     });
+    if let Some(version) = version {
+        let Some(bytes) = host.versions.get(file_id, version) else {
+            return json_response(StatusCode::NOT_FOUND, &json!([]));
+        };
+        versions::version_fields(&mut info, version, bytes.len() as u64);
+    }
     if let Some(template) = &file.template {
         info["TemplateSource"] =
             format!("{origin}{WOPI_TEMPLATE_PATH}{template}?access_token={token}").into();
@@ -1162,14 +1183,25 @@ fn merge(target: &mut Value, extra: &Value) {
     }
 }
 
-/// GetFile: the contents in 64 KiB chunks, produced as they are sent.
-fn get_file(state: &State, file_id: &str, max_expected: Option<u64>) -> Response<Body> {
-    let Some((content, version)) = state
-        .host()
-        .files
-        .get(file_id)
-        .map(|file| (file.content.clone(), file.version))
-    else {
+/// GetFile: the contents (of the file, or of an old `version` of it) in 64 KiB chunks,
+/// produced as they are sent.
+fn get_file(
+    state: &State,
+    file_id: &str,
+    old: Option<&str>,
+    max_expected: Option<u64>,
+) -> Response<Body> {
+    let found = {
+        let host = state.host();
+        host.files.get(file_id).and_then(|file| match old {
+            Some(old) => host
+                .versions
+                .get(file_id, old)
+                .map(|bytes| (Content::Bytes(bytes), file.version)),
+            None => Some((file.content.clone(), file.version)),
+        })
+    };
+    let Some((content, version)) = found else {
         return json_response(StatusCode::NOT_FOUND, &json!([]));
     };
     let len = content.len();
@@ -1627,8 +1659,16 @@ async fn put_relative(
 }
 
 /// RenameFile: `X-WOPI-RequestedName` (UTF-7, without extension) + the old extension,
-/// made unique; answered as richdocuments does, with a new token's `Url`.
-fn rename_file(state: &State, parts: &Parts, file_id: &str, grant: &Grant) -> Response<Body> {
+/// made unique; then, as richdocuments' `postFile` does after `move`, the request body is
+/// written into the file (`putContent`): Collabora sends the document, an empty body
+/// leaves 0 bytes. Answered as richdocuments does, with a new token's `Url`.
+async fn rename_file(
+    state: &State,
+    parts: &Parts,
+    body: &mut Option<BodyReader<'_>>,
+    file_id: &str,
+    grant: &Grant,
+) -> Outcome {
     let header = |name: &str| {
         parts
             .headers
@@ -1639,16 +1679,35 @@ fn rename_file(state: &State, parts: &Parts, file_id: &str, grant: &Grant) -> Re
         .map(utf7_decode)
         .filter(|name| !name.is_empty() && !name.contains('/'))
     else {
-        return json_response(StatusCode::BAD_REQUEST, &json!([]));
+        return json_response(StatusCode::BAD_REQUEST, &json!([])).into();
+    };
+    {
+        let host = state.host();
+        let Some(file) = host.files.get(file_id) else {
+            return json_response(StatusCode::NOT_FOUND, &json!([])).into();
+        };
+        if !lock_allows(&host, file.lock.as_deref(), header("x-wopi-lock")) {
+            return file_locked().into();
+        }
+    }
+    let Some(reader) = body.take() else {
+        return json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!([])).into();
+    };
+    let written = match reader.upload(None).await {
+        Upload::Complete(read) => match read.kept {
+            Some(bytes) => Content::Bytes(bytes.into()),
+            None => Content::Discarded(read.len),
+        },
+        Upload::Broken(reason) => {
+            return text(StatusCode::BAD_REQUEST, format!("{reason}\n")).into();
+        }
+        Upload::Reset => return Outcome::Reset,
     };
     let token = state.mint("rename");
     let mut host = state.host();
     let Some(file) = host.files.get(file_id) else {
-        return json_response(StatusCode::NOT_FOUND, &json!([]));
+        return json_response(StatusCode::NOT_FOUND, &json!([])).into();
     };
-    if !lock_allows(&host, file.lock.as_deref(), header("x-wopi-lock")) {
-        return file_locked();
-    }
     let extension = file.name.rsplit_once('.').map(|(_, ext)| ext.to_owned());
     let wanted = match extension {
         Some(ext) => format!("{requested}.{ext}"),
@@ -1661,6 +1720,9 @@ fn rename_file(state: &State, parts: &Parts, file_id: &str, grant: &Grant) -> Re
     });
     if let Some(file) = host.files.get_mut(file_id) {
         file.name.clone_from(&name);
+        file.content = written;
+        file.version += 1;
+        file.modified = SystemTime::now();
     }
     host.grants
         .insert((file_id.to_owned(), token.clone()), grant.clone());
@@ -1673,7 +1735,7 @@ fn rename_file(state: &State, parts: &Parts, file_id: &str, grant: &Grant) -> Re
     if let Some(extra) = extra {
         merge(&mut answer, &extra);
     }
-    json_response(StatusCode::OK, &answer)
+    json_response(StatusCode::OK, &answer).into()
 }
 
 /// DeleteFile: removes the file unless another lock holds it.
