@@ -151,13 +151,20 @@ async fn broken_requests(page: &Page, public: &str, node: &str) -> Vec<String> {
             continue;
         }
         if r.status == Some(404) && r.method == "GET" {
-            let direct = format!("{}/{}", node.trim_end_matches('/'), &r.url[public.len()..].trim_start_matches('/'));
+            let direct = format!(
+                "{}/{}",
+                node.trim_end_matches('/'),
+                &r.url[public.len()..].trim_start_matches('/')
+            );
             let (status, _) = client::get(&direct).await;
             if status == StatusCode::NOT_FOUND {
                 continue;
             }
         }
-        broken.push(format!("{:?} {:?} {} {}", r.status, r.error, r.method, r.url));
+        broken.push(format!(
+            "{:?} {:?} {} {}",
+            r.status, r.error, r.method, r.url
+        ));
     }
     broken
 }
@@ -227,7 +234,9 @@ async fn wait_count(stand: &Stand, pages: &[&Page], probe: &str, n: usize) {
             .wait_for_in_frame(&format!("{}/", stand.public), &expr, LOAD_LIMIT)
             .await
         {
-            let seen = page.eval_in_frame(&format!("{}/", stand.public), probe).await;
+            let seen = page
+                .eval_in_frame(&format!("{}/", stand.public), probe)
+                .await;
             fail(
                 &format!("the editor frame counts {seen:?}, not {n}: {e}"),
                 pages,
@@ -457,8 +466,22 @@ async fn collabora_ods_odp_and_a_docx_the_organisation_routes_to_collabora_open_
     .await;
     let cases: [(&str, &str, &str, &[u8], &str, &str); 3] = [
         ("11_oc", "sheet.ods", ODS, FODS.as_bytes(), "in.fods", "csv"),
-        ("12_oc", "slides.odp", ODP, FODP.as_bytes(), "in.fodp", "fodp"),
-        ("13_oc", "letter.docx", DOCX, b"hello from the host\n", "in.txt", "txt"),
+        (
+            "12_oc",
+            "slides.odp",
+            ODP,
+            FODP.as_bytes(),
+            "in.fodp",
+            "fodp",
+        ),
+        (
+            "13_oc",
+            "letter.docx",
+            DOCX,
+            b"hello from the host\n",
+            "in.txt",
+            "txt",
+        ),
     ];
     for (file_id, name, mime, source, source_name, text_format) in cases {
         let ext = name.rsplit('.').next().expect("an extension");
@@ -508,7 +531,10 @@ async fn collabora_ods_odp_and_a_docx_the_organisation_routes_to_collabora_open_
         "a document went to {nodes:?}"
     );
     assert!(
-        onlyoffice.requests().iter().all(|r| !r.path().starts_with("/hosting/wopi")),
+        onlyoffice
+            .requests()
+            .iter()
+            .all(|r| !r.path().starts_with("/hosting/wopi")),
         "an open reached ONLYOFFICE: {:?}",
         onlyoffice.requests()
     );
@@ -600,7 +626,9 @@ async fn onlyoffice_xlsx_and_pptx_open_and_save_in_a_real_browser() {
         let ext = name.rsplit('.').next().expect("an extension");
         let template = std::fs::read(oo.template(ext)).expect("ONLYOFFICE's blank file");
         stand.nc.add_file(file_id, name, template);
-        stand.nc.grant_to_user(file_id, "frank-token", "frank", true);
+        stand
+            .nc
+            .grant_to_user(file_id, "frank-token", "frank", true);
         stand.nc.set_check_file_info_extra(
             file_id,
             json!({ "PostMessageOrigin": stand.page.origin() }),

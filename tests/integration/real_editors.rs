@@ -274,7 +274,8 @@ async fn nextclouds_conversions_through_officeswitch_pass_post_allow_as_the_read
         assert!(body.starts_with(b"%PDF-"), "not a PDF");
         let log = os.log();
         assert!(
-            log.lines().any(|l| l.contains("/cool/convert-to/pdf") && l.contains("200")),
+            log.lines()
+                .any(|l| l.contains("/cool/convert-to/pdf") && l.contains("200")),
             "no access log line for the conversion: {log}"
         );
         cool.stop().await;

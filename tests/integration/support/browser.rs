@@ -1127,8 +1127,15 @@ impl Conn {
         }
         if std::env::var_os("CDP_DEBUG").is_some() {
             let m = message["method"].as_str().unwrap_or("");
-            if !m.starts_with("Network.") && !m.starts_with("Runtime.console") && !m.starts_with("Log.") {
-                eprintln!("CDP {} {}", m, message.to_string().chars().take(300).collect::<String>());
+            if !m.starts_with("Network.")
+                && !m.starts_with("Runtime.console")
+                && !m.starts_with("Log.")
+            {
+                eprintln!(
+                    "CDP {} {}",
+                    m,
+                    message.to_string().chars().take(300).collect::<String>()
+                );
             }
         }
         let (Some(method), Some(session)) =
