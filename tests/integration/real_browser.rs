@@ -109,6 +109,8 @@ impl Stand {
                 !line.contains("access_token="),
                 "a token in the log: {line}"
             );
+            // ONLYOFFICE's signed cache URLs (`/cache/files/...?md5=..&expires=..`).
+            assert!(!line.contains("md5="), "a signed URL in the log: {line}");
         }
     }
 
@@ -316,7 +318,8 @@ fn assert_signed(stand: &Stand, file_id: &str) {
 }
 
 /// Waits (bounded) until the host stored a save of `file_id` whose text, read by
-/// `text_of`, holds every one of `words`; the last text seen otherwise.
+/// `text_of`, holds every one of `words` (whatever their case); the last text seen
+/// otherwise.
 async fn wait_saved(
     stand: &Stand,
     file_id: &str,
@@ -335,7 +338,9 @@ async fn wait_saved(
         if puts > seen.0 {
             let bytes = stand.nc.contents_of(file_id).expect("the file").to_vec();
             seen = (puts, text_of(bytes).await);
-            if words.iter().all(|w| seen.1.contains(w)) {
+            // Editors capitalise a sentence's first word as the user types it.
+            let text = seen.1.to_lowercase();
+            if words.iter().all(|w| text.contains(&w.to_lowercase())) {
                 return Ok(seen.1);
             }
         }
@@ -565,7 +570,10 @@ async fn collabora_node_crash_mid_session_saves_nothing_wrong_and_reopening_land
     )
     .await;
     match saved {
-        Ok(text) => assert!(!text.contains("alpaca"), "a lost edit came back: {text}"),
+        Ok(text) => assert!(
+            !text.to_lowercase().contains("alpaca"),
+            "a lost edit came back: {text}"
+        ),
         Err(e) => panic!("{e}\n{}", stand.os.log()),
     }
     // Bob's editor socket (logged when it closed) was on the surviving node.
@@ -830,6 +838,172 @@ async fn onlyoffice_xlsx_and_pptx_open_and_save_in_a_real_browser() {
     assert!(
         !nodes.is_empty() && nodes.iter().all(|n| oo.urls().contains(n)),
         "documents went to {nodes:?}"
+    );
+    oo.stop().await;
+}
+
+/// A docx on ONLYOFFICE for the fault tests: its form URL and bytes.
+async fn onlyoffice_fault_stand(
+    stand: &Stand,
+    oo: &RealOnlyOffice,
+    file_id: &str,
+    users: &[&str],
+) -> (String, Vec<u8>) {
+    let docx = std::fs::read(oo.template("docx")).expect("ONLYOFFICE's blank docx");
+    stand.nc.add_file(file_id, "report.docx", docx.clone());
+    for user in users {
+        stand
+            .nc
+            .grant_to_user(file_id, &format!("{user}-token"), user, true);
+    }
+    stand
+        .nc
+        .set_check_file_info_extra(file_id, json!({ "PostMessageOrigin": stand.page.origin() }));
+    (stand.form_url(DOCX, file_id).await, docx)
+}
+
+#[tokio::test]
+async fn onlyoffice_reconnects_to_the_same_node_after_officeswitch_restarts_and_saves_both_edits() {
+    trace_init();
+    let _turn = real_editor_lock().await;
+    let Ok(browser) = Browser::launch().await else {
+        return;
+    };
+    let Ok(oo) = RealOnlyOffice::start(2).await else {
+        return;
+    };
+    let port = free_port().await;
+    let mut stand = Stand::start(port, &[("onlyoffice", "onlyoffice", oo.urls())], "").await;
+    let (form_url, _) = onlyoffice_fault_stand(&stand, &oo, "41_oc", &["carol"]).await;
+    let carol = open_in_browser(&browser, &stand, "carol", &form_url, "carol-token").await;
+    wait_onlyoffice_document(&stand, &carol).await;
+    type_text(&carol, "capybara").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A deploy restarts officeswitch; socket.io reconnects through the new process to the
+    // same node, which kept the edit.
+    let sockets_before = carol.websockets().len();
+    stand.os.restart().await;
+    stand.os.wait_ready().await;
+    let reconnected = |page: &Page| {
+        page.websockets().iter().skip(sockets_before).any(|ws| {
+            ws.url.contains("/doc/") && ws.handshake_status == Some(101) && ws.frames_received > 0
+        })
+    };
+    if let Err(e) = carol
+        .wait_observed(
+            "socket.io reconnecting after the restart",
+            LOAD_LIMIT,
+            reconnected,
+        )
+        .await
+    {
+        fail(&e, &[&carol]);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    type_text(&carol, " dugong").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let nodes = stand.nodes_of_document_traffic();
+    assert_eq!(nodes.len(), 1, "the document's traffic went to {nodes:?}");
+    stand.assert_clean(&[&carol], oo.urls(), &["carol-token"]);
+    drop(carol);
+    let saved = wait_saved(&stand, "41_oc", &["capybara", "dugong"], async |docx| {
+        ooxml_text(&docx, "word/document.xml")
+    })
+    .await;
+    if let Err(e) = saved {
+        panic!("{e}\n{}", stand.os.log());
+    }
+    oo.stop().await;
+}
+
+#[tokio::test]
+async fn onlyoffice_node_crash_mid_session_saves_nothing_wrong_and_reopening_lands_on_the_survivor()
+{
+    trace_init();
+    let _turn = real_editor_lock().await;
+    let Ok(browser) = Browser::launch().await else {
+        return;
+    };
+    let Ok(oo) = RealOnlyOffice::start(2).await else {
+        return;
+    };
+    let port = free_port().await;
+    let stand = Stand::start(port, &[("onlyoffice", "onlyoffice", oo.urls())], "").await;
+    let (form_url, original) =
+        onlyoffice_fault_stand(&stand, &oo, "42_oc", &["carol", "dave"]).await;
+    let carol = open_in_browser(&browser, &stand, "carol", &form_url, "carol-token").await;
+    wait_onlyoffice_document(&stand, &carol).await;
+    type_text(&carol, "capybara").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = stand.nodes_of_document_traffic();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let crashed = oo
+        .urls()
+        .iter()
+        .position(|u| *u == first[0])
+        .expect("the document's node is one of the pool");
+    oo.crash(crashed);
+
+    // The editor loses its socket; nothing reaches the host.
+    let lost = |page: &Page| {
+        page.websockets()
+            .iter()
+            .filter(|ws| ws.url.contains("/doc/"))
+            .all(|ws| ws.closed || !ws.errors.is_empty())
+    };
+    if let Err(e) = carol
+        .wait_observed("the editor's socket ending", LOAD_LIMIT, lost)
+        .await
+    {
+        fail(&e, &[&carol]);
+    }
+    drop(carol);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while !stand.os.log().contains("node marked down") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "officeswitch did not notice the crash:\n{}",
+            stand.os.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        stand.nc.contents_of("42_oc").as_deref(),
+        Some(&original[..]),
+        "the crash wrote to the file: {:?}",
+        stand.nc.puts()
+    );
+
+    // Re-opening lands on the surviving stack, and its save is the user's.
+    let dave = open_in_browser(&browser, &stand, "dave", &form_url, "dave-token").await;
+    wait_onlyoffice_document(&stand, &dave).await;
+    type_text(&dave, "dugong").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stand.assert_clean(&[&dave], oo.urls(), &["carol-token", "dave-token"]);
+    drop(dave);
+    let saved = wait_saved(&stand, "42_oc", &["dugong"], async |docx| {
+        ooxml_text(&docx, "word/document.xml")
+    })
+    .await;
+    match saved {
+        Ok(text) => assert!(
+            !text.to_lowercase().contains("capybara"),
+            "a lost edit came back: {text}"
+        ),
+        Err(e) => panic!("{e}\n{}", stand.os.log()),
+    }
+    let survivor = format!("node=\"{}\"", oo.urls()[1 - crashed]);
+    assert!(
+        stand
+            .os
+            .log()
+            .lines()
+            .any(|l| l.contains("class=\"websocket\"")
+                && l.contains(&survivor)
+                && l.contains("status=101")),
+        "no editor socket on the surviving node ({survivor}):\n{}",
+        stand.os.log()
     );
     oo.stop().await;
 }

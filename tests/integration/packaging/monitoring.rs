@@ -108,6 +108,7 @@ fn enumerated_values() -> BTreeMap<(String, String), BTreeSet<String>> {
             WopiEndpoint::File,
             WopiEndpoint::Contents,
             WopiEndpoint::Link,
+            WopiEndpoint::Settings,
         ]
         .map(WopiEndpoint::as_str),
     )
@@ -149,7 +150,7 @@ fn enumerated_values() -> BTreeMap<(String, String), BTreeSet<String>> {
         (
             "officeswitch_wopi_rejections_total",
             "check",
-            set(&["token", "proof", "rules"]),
+            set(&["token", "proof", "rules", "dialect"]),
         ),
     ] {
         values.insert((series.to_string(), label.to_string()), allowed);
