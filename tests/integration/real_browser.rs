@@ -114,6 +114,74 @@ impl Stand {
         }
     }
 
+    /// Adds `bytes` as `file_id` (`name`) to the WOPI host, writable by each of `users`
+    /// (token `<user>-token`), with the Nextcloud page as its postMessage origin; returns
+    /// the form URL richdocuments builds for it.
+    async fn add_document(
+        &self,
+        file_id: &str,
+        name: &str,
+        mime: &str,
+        bytes: Vec<u8>,
+        users: &[&str],
+    ) -> String {
+        self.nc.add_file(file_id, name, bytes);
+        for user in users {
+            self.nc
+                .grant_to_user(file_id, &format!("{user}-token"), user, true);
+        }
+        self.nc
+            .set_check_file_info_extra(file_id, json!({ "PostMessageOrigin": self.page.origin() }));
+        self.form_url(mime, file_id).await
+    }
+
+    /// The index, among `nodes`, of the one node the document's traffic went to so far.
+    fn document_node(&self, nodes: &[String]) -> usize {
+        let seen = self.nodes_of_document_traffic();
+        assert_eq!(seen.len(), 1, "the document's traffic went to {seen:?}");
+        nodes
+            .iter()
+            .position(|n| *n == seen[0])
+            .expect("the document's node is one of the pool")
+    }
+
+    /// Waits until officeswitch's checks find a node down (`fall` failed checks,
+    /// `interval` apart: 15 s by default); until then its documents still go to it.
+    async fn wait_marked_down(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        while !self.os.log().contains("node marked down") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "officeswitch did not notice the crash:\n{}",
+                self.os.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// An editor WebSocket went to `node` (the access log writes a socket's line when it
+    /// closes).
+    fn assert_socket_reached(&self, node: &str) {
+        let node = format!("node=\"{node}\"");
+        let log = self.os.log();
+        assert!(
+            log.lines().any(|l| l.contains("class=\"websocket\"")
+                && l.contains(&node)
+                && l.contains("status=101")),
+            "no editor socket on {node}:\n{log}"
+        );
+    }
+
+    /// The file is still `original`: nothing was written to it.
+    fn assert_untouched(&self, file_id: &str, original: &[u8]) {
+        assert_eq!(
+            self.nc.contents_of(file_id).as_deref(),
+            Some(original),
+            "the crash wrote to the file: {:?}",
+            self.nc.puts()
+        );
+    }
+
     /// The nodes officeswitch's access log sent `org`'s editor traffic to.
     fn nodes_of_document_traffic(&self) -> Vec<String> {
         let mut nodes: Vec<String> = self
@@ -373,13 +441,9 @@ async fn collabora_odt_two_users_co_edit_and_save_on_one_node_in_a_real_browser(
     let stand = Stand::start(port, &[("collabora", "collabora", cool.urls())], "").await;
     // A real odt, made by the real node through officeswitch's convert-to.
     let odt = convert(&stand.public, "in.txt", b"hello from the host\n", "odt").await;
-    stand.nc.add_file("7_oc", "notes.odt", odt);
-    stand.nc.grant_to_user("7_oc", "alice-token", "alice", true);
-    stand.nc.grant_to_user("7_oc", "bob-token", "bob", true);
-    stand
-        .nc
-        .set_check_file_info_extra("7_oc", json!({ "PostMessageOrigin": stand.page.origin() }));
-    let form_url = stand.form_url(ODT, "7_oc").await;
+    let form_url = stand
+        .add_document("7_oc", "notes.odt", ODT, odt, &["alice", "bob"])
+        .await;
 
     let alice = open_in_browser(&browser, &stand, "alice", &form_url, "alice-token").await;
     assert_editor_healthy(&stand, &alice, &cool.urls()[0]).await;
@@ -418,22 +482,6 @@ async fn collabora_odt_two_users_co_edit_and_save_on_one_node_in_a_real_browser(
     cool.stop().await;
 }
 
-/// Collabora documents of one session: an odt on two real nodes with one user, for the
-/// fault tests.
-async fn collabora_fault_stand(stand: &Stand, file_id: &str, users: &[&str]) -> (String, Vec<u8>) {
-    let odt = convert(&stand.public, "in.txt", b"hello from the host\n", "odt").await;
-    stand.nc.add_file(file_id, "notes.odt", odt.clone());
-    for user in users {
-        stand
-            .nc
-            .grant_to_user(file_id, &format!("{user}-token"), user, true);
-    }
-    stand
-        .nc
-        .set_check_file_info_extra(file_id, json!({ "PostMessageOrigin": stand.page.origin() }));
-    (stand.form_url(ODT, file_id).await, odt)
-}
-
 /// The text of an ODF or OOXML document the real Collabora behind `public` reads.
 async fn text_of(public: &str, name: &str, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&convert(public, name, bytes, "txt").await).into_owned()
@@ -452,7 +500,10 @@ async fn collabora_page_reconnects_to_the_same_node_after_officeswitch_restarts_
         return;
     };
     let mut stand = Stand::start(port, &[("collabora", "collabora", cool.urls())], "").await;
-    let (form_url, _) = collabora_fault_stand(&stand, "31_oc", &["alice"]).await;
+    let odt = convert(&stand.public, "in.txt", b"hello from the host\n", "odt").await;
+    let form_url = stand
+        .add_document("31_oc", "notes.odt", ODT, odt, &["alice"])
+        .await;
     let alice = open_in_browser(&browser, &stand, "alice", &form_url, "alice-token").await;
     type_text(&alice, "alpaca").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -512,17 +563,20 @@ async fn collabora_node_crash_mid_session_saves_nothing_wrong_and_reopening_land
         return;
     };
     let stand = Stand::start(port, &[("collabora", "collabora", cool.urls())], "").await;
-    let (form_url, original) = collabora_fault_stand(&stand, "32_oc", &["alice", "bob"]).await;
+    let original = convert(&stand.public, "in.txt", b"hello from the host\n", "odt").await;
+    let form_url = stand
+        .add_document(
+            "32_oc",
+            "notes.odt",
+            ODT,
+            original.clone(),
+            &["alice", "bob"],
+        )
+        .await;
     let alice = open_in_browser(&browser, &stand, "alice", &form_url, "alice-token").await;
     type_text(&alice, "alpaca").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let first = stand.nodes_of_document_traffic();
-    assert_eq!(first.len(), 1, "{first:?}");
-    let crashed = cool
-        .urls()
-        .iter()
-        .position(|u| *u == first[0])
-        .expect("the document's node is one of the pool");
+    let crashed = stand.document_node(cool.urls());
     cool.crash(crashed);
 
     // The user's socket ends; the page shows Collabora's own state (no officeswitch
@@ -535,25 +589,10 @@ async fn collabora_node_crash_mid_session_saves_nothing_wrong_and_reopening_land
         fail(&e, &[&alice]);
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        stand.nc.contents_of("32_oc").as_deref(),
-        Some(&original[..]),
-        "the crash wrote to the file: {:?}",
-        stand.nc.puts()
-    );
+    stand.assert_untouched("32_oc", &original);
     drop(alice);
 
-    // officeswitch's checks find the node down (`fall` failed checks, `interval` apart:
-    // 15 s by default); until then its documents still go to it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    while !stand.os.log().contains("node marked down") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "officeswitch did not notice the crash:\n{}",
-            stand.os.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    stand.wait_marked_down().await;
 
     // Re-opening lands on the surviving node, and a save from there is the user's.
     let bob = open_in_browser(&browser, &stand, "bob", &form_url, "bob-token").await;
@@ -577,18 +616,7 @@ async fn collabora_node_crash_mid_session_saves_nothing_wrong_and_reopening_land
         Err(e) => panic!("{e}\n{}", stand.os.log()),
     }
     // Bob's editor socket (logged when it closed) was on the surviving node.
-    let survivor = format!("node=\"{}\"", cool.urls()[1 - crashed]);
-    assert!(
-        stand
-            .os
-            .log()
-            .lines()
-            .any(|l| l.contains("class=\"websocket\"")
-                && l.contains(&survivor)
-                && l.contains("status=101")),
-        "no editor socket on the surviving node ({survivor}):\n{}",
-        stand.os.log()
-    );
+    stand.assert_socket_reached(&cool.urls()[1 - crashed]);
     cool.stop().await;
 }
 
@@ -669,13 +697,9 @@ async fn collabora_ods_odp_and_a_docx_the_organisation_routes_to_collabora_open_
     for (file_id, name, mime, source, source_name, text_format) in cases {
         let ext = name.rsplit('.').next().expect("an extension");
         let bytes = convert(&stand.public, source_name, source, ext).await;
-        stand.nc.add_file(file_id, name, bytes);
-        stand.nc.grant_to_user(file_id, "erin-token", "erin", true);
-        stand.nc.set_check_file_info_extra(
-            file_id,
-            json!({ "PostMessageOrigin": stand.page.origin() }),
-        );
-        let form_url = stand.form_url(mime, file_id).await;
+        let form_url = stand
+            .add_document(file_id, name, mime, bytes, &["erin"])
+            .await;
         let erin = open_in_browser(&browser, &stand, "erin", &form_url, "erin-token").await;
         assert_editor_healthy(&stand, &erin, &cool.urls()[0]).await;
         if mime == ODP {
@@ -737,13 +761,9 @@ async fn onlyoffice_docx_two_users_co_edit_and_save_on_one_node_in_a_real_browse
     let port = free_port().await;
     let stand = Stand::start(port, &[("onlyoffice", "onlyoffice", oo.urls())], "").await;
     let docx = std::fs::read(oo.template("docx")).expect("ONLYOFFICE's blank docx");
-    stand.nc.add_file("9_oc", "report.docx", docx);
-    stand.nc.grant_to_user("9_oc", "carol-token", "carol", true);
-    stand.nc.grant_to_user("9_oc", "dave-token", "dave", true);
-    stand
-        .nc
-        .set_check_file_info_extra("9_oc", json!({ "PostMessageOrigin": stand.page.origin() }));
-    let form_url = stand.form_url(DOCX, "9_oc").await;
+    let form_url = stand
+        .add_document("9_oc", "report.docx", DOCX, docx, &["carol", "dave"])
+        .await;
 
     // The page sits at ONLYOFFICE's own path, so `../../../web-apps/...` resolves to the
     // API script, the versioned editor frame loads, and sdkjs opens its socket.io
@@ -808,15 +828,9 @@ async fn onlyoffice_xlsx_and_pptx_open_and_save_in_a_real_browser() {
     for (file_id, name, mime, part) in cases {
         let ext = name.rsplit('.').next().expect("an extension");
         let template = std::fs::read(oo.template(ext)).expect("ONLYOFFICE's blank file");
-        stand.nc.add_file(file_id, name, template);
-        stand
-            .nc
-            .grant_to_user(file_id, "frank-token", "frank", true);
-        stand.nc.set_check_file_info_extra(
-            file_id,
-            json!({ "PostMessageOrigin": stand.page.origin() }),
-        );
-        let form_url = stand.form_url(mime, file_id).await;
+        let form_url = stand
+            .add_document(file_id, name, mime, template, &["frank"])
+            .await;
         let frank = open_in_browser(&browser, &stand, "frank", &form_url, "frank-token").await;
         wait_onlyoffice_document(&stand, &frank).await;
         assert_editor_healthy(&stand, &frank, &oo.urls()[0]).await;
@@ -842,26 +856,6 @@ async fn onlyoffice_xlsx_and_pptx_open_and_save_in_a_real_browser() {
     oo.stop().await;
 }
 
-/// A docx on ONLYOFFICE for the fault tests: its form URL and bytes.
-async fn onlyoffice_fault_stand(
-    stand: &Stand,
-    oo: &RealOnlyOffice,
-    file_id: &str,
-    users: &[&str],
-) -> (String, Vec<u8>) {
-    let docx = std::fs::read(oo.template("docx")).expect("ONLYOFFICE's blank docx");
-    stand.nc.add_file(file_id, "report.docx", docx.clone());
-    for user in users {
-        stand
-            .nc
-            .grant_to_user(file_id, &format!("{user}-token"), user, true);
-    }
-    stand
-        .nc
-        .set_check_file_info_extra(file_id, json!({ "PostMessageOrigin": stand.page.origin() }));
-    (stand.form_url(DOCX, file_id).await, docx)
-}
-
 #[tokio::test]
 async fn onlyoffice_reconnects_to_the_same_node_after_officeswitch_restarts_and_saves_both_edits() {
     trace_init();
@@ -874,7 +868,10 @@ async fn onlyoffice_reconnects_to_the_same_node_after_officeswitch_restarts_and_
     };
     let port = free_port().await;
     let mut stand = Stand::start(port, &[("onlyoffice", "onlyoffice", oo.urls())], "").await;
-    let (form_url, _) = onlyoffice_fault_stand(&stand, &oo, "41_oc", &["carol"]).await;
+    let docx = std::fs::read(oo.template("docx")).expect("ONLYOFFICE's blank docx");
+    let form_url = stand
+        .add_document("41_oc", "report.docx", DOCX, docx, &["carol"])
+        .await;
     let carol = open_in_browser(&browser, &stand, "carol", &form_url, "carol-token").await;
     wait_onlyoffice_document(&stand, &carol).await;
     type_text(&carol, "capybara").await;
@@ -930,19 +927,21 @@ async fn onlyoffice_node_crash_mid_session_saves_nothing_wrong_and_reopening_lan
     };
     let port = free_port().await;
     let stand = Stand::start(port, &[("onlyoffice", "onlyoffice", oo.urls())], "").await;
-    let (form_url, original) =
-        onlyoffice_fault_stand(&stand, &oo, "42_oc", &["carol", "dave"]).await;
+    let original = std::fs::read(oo.template("docx")).expect("ONLYOFFICE's blank docx");
+    let form_url = stand
+        .add_document(
+            "42_oc",
+            "report.docx",
+            DOCX,
+            original.clone(),
+            &["carol", "dave"],
+        )
+        .await;
     let carol = open_in_browser(&browser, &stand, "carol", &form_url, "carol-token").await;
     wait_onlyoffice_document(&stand, &carol).await;
     type_text(&carol, "capybara").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let first = stand.nodes_of_document_traffic();
-    assert_eq!(first.len(), 1, "{first:?}");
-    let crashed = oo
-        .urls()
-        .iter()
-        .position(|u| *u == first[0])
-        .expect("the document's node is one of the pool");
+    let crashed = stand.document_node(oo.urls());
     oo.crash(crashed);
 
     // The editor loses its socket; nothing reaches the host.
@@ -959,21 +958,8 @@ async fn onlyoffice_node_crash_mid_session_saves_nothing_wrong_and_reopening_lan
         fail(&e, &[&carol]);
     }
     drop(carol);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    while !stand.os.log().contains("node marked down") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "officeswitch did not notice the crash:\n{}",
-            stand.os.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(
-        stand.nc.contents_of("42_oc").as_deref(),
-        Some(&original[..]),
-        "the crash wrote to the file: {:?}",
-        stand.nc.puts()
-    );
+    stand.wait_marked_down().await;
+    stand.assert_untouched("42_oc", &original);
 
     // Re-opening lands on the surviving stack, and its save is the user's.
     let dave = open_in_browser(&browser, &stand, "dave", &form_url, "dave-token").await;
@@ -993,18 +979,7 @@ async fn onlyoffice_node_crash_mid_session_saves_nothing_wrong_and_reopening_lan
         ),
         Err(e) => panic!("{e}\n{}", stand.os.log()),
     }
-    let survivor = format!("node=\"{}\"", oo.urls()[1 - crashed]);
-    assert!(
-        stand
-            .os
-            .log()
-            .lines()
-            .any(|l| l.contains("class=\"websocket\"")
-                && l.contains(&survivor)
-                && l.contains("status=101")),
-        "no editor socket on the surviving node ({survivor}):\n{}",
-        stand.os.log()
-    );
+    stand.assert_socket_reached(&oo.urls()[1 - crashed]);
     oo.stop().await;
 }
 
