@@ -577,7 +577,7 @@ async fn collabora_node_crash_mid_session_saves_nothing_wrong_and_reopening_land
     type_text(&alice, "alpaca").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let crashed = stand.document_node(cool.urls());
-    cool.crash(crashed);
+    cool.crash(crashed).await;
 
     // The user's socket ends; the page shows Collabora's own state (no officeswitch
     // page), and nothing reached the host: the file is as it was.
@@ -942,7 +942,7 @@ async fn onlyoffice_node_crash_mid_session_saves_nothing_wrong_and_reopening_lan
     type_text(&carol, "capybara").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let crashed = stand.document_node(oo.urls());
-    oo.crash(crashed);
+    oo.crash(crashed).await;
 
     // The editor loses its socket; nothing reaches the host.
     let lost = |page: &Page| {

@@ -275,11 +275,9 @@ impl RealCollabora {
 
     /// Kills node `i` at once, as a crash does: SIGKILL to coolwsd, its forkit and kits, so
     /// nothing is saved and no client is told. [`RealCollabora::stop`] is still safe after.
-    pub fn crash(&self, i: usize) {
+    pub async fn crash(&self, i: usize) {
         if let Some(pid) = self.nodes.get(i).and_then(CoolNode::pid) {
-            let procs = family(pid);
-            signal(&procs, "KILL");
-            wait_gone(&procs, Duration::from_secs(5));
+            super::real_editor::crash(family(pid)).await;
         }
     }
 

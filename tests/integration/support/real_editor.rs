@@ -265,6 +265,17 @@ pub fn signal(pids: &[u32], signal: &str) {
         .status();
 }
 
+/// Kills `procs` at once, as a crash does (SIGKILL: nothing saved, no client told), and
+/// waits until they are gone (5 s at most) on a blocking thread, off the test's runtime.
+pub async fn crash(procs: Vec<u32>) {
+    tokio::task::spawn_blocking(move || {
+        signal(&procs, "KILL");
+        wait_gone(&procs, Duration::from_secs(5));
+    })
+    .await
+    .expect("killing the node's processes");
+}
+
 /// Waits up to `limit` until none of `pids` runs; returns those still running.
 pub fn wait_gone(pids: &[u32], limit: Duration) -> Vec<u32> {
     let deadline = Instant::now() + limit;

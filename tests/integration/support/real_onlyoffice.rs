@@ -31,7 +31,7 @@ use tokio::sync::OnceCell;
 
 use super::real_editor::{
     Skip, alive, disabled, family, free_port, kill_survivors, open_temp_dir, report_stopped,
-    run_build, shared_dir, signal, tail, urls_from_env, wait_gone,
+    run_build, shared_dir, tail, urls_from_env,
 };
 
 /// Names existing ONLYOFFICE servers to use instead of starting any (comma-separated URLs).
@@ -230,11 +230,9 @@ impl RealOnlyOffice {
     /// Kills stack `i` at once, as a crashed node: SIGKILL to every process of it
     /// (nginx, DocService, FileConverter and their database and queue), so nothing is
     /// saved and no client is told. [`RealOnlyOffice::stop`] is still safe after.
-    pub fn crash(&self, i: usize) {
+    pub async fn crash(&self, i: usize) {
         if let Some(stack) = self.stacks.get(i) {
-            let procs = stack.pids();
-            signal(&procs, "KILL");
-            wait_gone(&procs, Duration::from_secs(5));
+            super::real_editor::crash(stack.pids()).await;
         }
     }
 
