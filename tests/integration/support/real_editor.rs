@@ -60,7 +60,12 @@ impl fmt::Display for Skip {
 /// Held by the one test that uses real editors right now; see [`real_editor_lock`].
 pub struct RealEditorLock {
     _guard: OwnedMutexGuard<()>,
+    /// The machine-wide lock (released when the file closes).
+    _file: std::fs::File,
 }
+
+/// The file whose lock is the machine-wide real-editor slot.
+const MACHINE_LOCK: &str = "officeswitch-real-editors.lock";
 
 /// Waits for this test binary's one real-editor slot. Real editors are heavy (ONLYOFFICE
 /// about 0.5 GB and 10-20 s per stack, coolwsd a LibreOffice per document) and the test
@@ -75,13 +80,31 @@ pub struct RealEditorLock {
 /// // ... the editors are stopped (drop) before the next test gets the lock
 /// ```
 ///
-/// It is an async lock (no worker thread is blocked while waiting) and is never poisoned:
-/// a test that panics releases it after its editors are stopped.
+/// Within the binary it is an async lock (no worker thread is blocked while waiting); then
+/// it takes an exclusive lock on a file in the temporary directory, waited for off the
+/// runtime, so test runs of several checkouts on one machine take turns too. Neither is
+/// ever poisoned: a test that panics releases both after its editors are stopped.
 pub async fn real_editor_lock() -> RealEditorLock {
     static LOCK: OnceLock<Arc<Mutex<()>>> = OnceLock::new();
     let lock = LOCK.get_or_init(|| Arc::new(Mutex::new(()))).clone();
+    let guard = lock.lock_owned().await;
+    let path = std::env::temp_dir().join(MACHINE_LOCK);
+    let file = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        file.lock()
+            .unwrap_or_else(|e| panic!("locking {}: {e}", path.display()));
+        file
+    })
+    .await
+    .expect("the real-editor lock task");
     RealEditorLock {
-        _guard: lock.lock_owned().await,
+        _guard: guard,
+        _file: file,
     }
 }
 
