@@ -5,7 +5,9 @@
 //!    query, upgrade; no I/O, no allocation);
 //! 2. [`route`]: which suite and node (rules, organisation, rendezvous hash of the document);
 //!    an **open** ends here: [`open`] sends the browser on to the suite's own page address
-//!    (307) with officeswitch's `WOPISrc` and a ticket;
+//!    (307) with officeswitch's `WOPISrc` and a ticket, or, for a suite whose page speaks
+//!    other postMessages than richdocuments (ONLYOFFICE), answers a [`bridge`] page that
+//!    opens the suite's page inside itself and translates;
 //! 3. [`rewrite`]: the node's URI, `Host`, forwarding headers; back: redirects onto
 //!    `public_url`. The editor page that ticket reaches gets a minted token in its form
 //!    ([`open`]), Collabora's settings page gets officeswitch's settings endpoint and a
@@ -28,6 +30,7 @@
 
 pub mod access_log;
 pub mod answer;
+pub mod bridge;
 pub mod callback;
 pub mod classify;
 pub mod dialect;
@@ -232,8 +235,17 @@ impl Proxy {
                         crate::metrics::global()
                             .request_bytes(Class::Open.as_str())
                             .inc_by(form.len() as u64);
-                        open::redirect(&target, query, &form, &self.open_context())
-                            .unwrap_or_else(|refused| refused)
+                        match open::redirect(&target, query, &form, &self.open_context()) {
+                            Ok(Answer::EditorPage(location))
+                                if Dialect::of(Some(target.suite)).bridged() =>
+                            {
+                                let origins = self
+                                    .framing_origins(target.org.as_deref())
+                                    .unwrap_or_default();
+                                bridge::page(&location, &form, &origins)
+                            }
+                            Ok(answer) | Err(answer) => answer,
+                        }
                     }
                     Err(answer) => answer,
                 }
@@ -461,7 +473,7 @@ impl Proxy {
         match body_kind {
             HostBody::CheckFileInfo => {
                 translate::check_file_info(&mut json, &minter)?;
-                exchange.check_file_info(&mut json)?;
+                exchange.check_file_info(&mut json, self.public.url())?;
             }
             HostBody::PutRelativeFile => translate::put_relative_file(&mut json, &minter)?,
             HostBody::SettingsConfig => settings::config(&mut json, &minter)?,
@@ -525,7 +537,8 @@ impl Proxy {
         Ok((with_form(parts, page.form), page.org))
     }
 
-    /// The Nextcloud origins of organisation `org`, for a Collabora page.
+    /// The Nextcloud origins of organisation `org`: who may frame an editor page or a
+    /// bridge, and whom a bridge relays for.
     fn framing_origins(&self, org: Option<&str>) -> Option<Vec<String>> {
         let org = org?;
         let rules = self.rules.current();

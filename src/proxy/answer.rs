@@ -50,6 +50,9 @@ pub enum Answer {
     /// Step 1 of an open: `307` to the suite's own editor page on officeswitch's origin,
     /// which the browser re-POSTs the form to ([`super::open`]).
     EditorPage(String),
+    /// Step 1 of an open in a pool whose page needs a postMessage bridge: the bridge page,
+    /// which posts the form to the editor page inside itself ([`super::bridge`]).
+    Bridge(super::bridge::BridgePage),
     /// The open ticket of an editor page is missing, forged, expired or for another file.
     BadTicket(&'static str),
     /// officeswitch could not do its own part (mint a token): why.
@@ -109,9 +112,11 @@ impl Answer {
     /// The HTTP status of this answer.
     pub fn status(&self) -> StatusCode {
         match self {
-            Answer::Discovery(_) | Answer::Capabilities(_) | Answer::Alive | Answer::Ready(_) => {
-                StatusCode::OK
-            }
+            Answer::Discovery(_)
+            | Answer::Capabilities(_)
+            | Answer::Alive
+            | Answer::Ready(_)
+            | Answer::Bridge(_) => StatusCode::OK,
             Answer::EditorPage(_) => StatusCode::TEMPORARY_REDIRECT,
             Answer::BadTicket(_) => StatusCode::BAD_REQUEST,
             Answer::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -141,6 +146,7 @@ impl Answer {
         match self {
             Answer::Discovery(_)
             | Answer::EditorPage(_)
+            | Answer::Bridge(_)
             | Answer::Capabilities(_)
             | Answer::Alive
             | Answer::Ready(_)
@@ -206,6 +212,7 @@ impl Answer {
             Answer::EditorPage(ref location) => {
                 return redirect(location);
             }
+            Answer::Bridge(page) => return bridge_page(page),
             Answer::BadTicket(why) => text(format!(
                 "this editor page cannot be opened ({why}): open the document again from Nextcloud\n"
             )),
@@ -272,6 +279,31 @@ fn redirect(location: &str) -> Response<ProxyBody> {
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The ticket in the page address is nobody else's business.
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// The bridge page: HTML under its own policy, not cached, no referrer (its form holds
+/// the host's token).
+fn bridge_page(page: super::bridge::BridgePage) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(page.html))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // Origins and hashes only: header text.
+    if let Ok(policy) = HeaderValue::from_str(&page.csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),

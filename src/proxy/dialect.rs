@@ -13,7 +13,9 @@
 //! - [`CALLS`]: calls officeswitch answers itself instead of passing them on, because
 //!   passing them on would lose data;
 //! - [`REQUEST_HEADERS`]: request headers copied under the name richdocuments reads;
-//! - [`CONFLICT`]: how richdocuments' refusal of an out-of-date save reaches ONLYOFFICE.
+//! - [`CONFLICT`]: how richdocuments' refusal of an out-of-date save reaches ONLYOFFICE;
+//! - [`MESSAGES_TO_HOST`] and [`FRAME_READY`]: the postMessages the pool's
+//!   [`super::bridge`] page renames or adds between ONLYOFFICE's page and Nextcloud's.
 //!
 //! Collabora pools get [`Dialect::Native`]: richdocuments is written for Collabora, so
 //! its calls and answers pass exactly as they are (apart from the URLs
@@ -50,6 +52,12 @@ impl Dialect {
             Some(SuiteKind::OnlyOffice) => Dialect::OnlyOffice,
             Some(SuiteKind::Collabora) | None => Dialect::Native,
         }
+    }
+
+    /// Whether the pool's editor page is opened inside officeswitch's
+    /// [`super::bridge`] page, which speaks richdocuments' postMessages for it.
+    pub fn bridged(self) -> bool {
+        self == Dialect::OnlyOffice
     }
 
     /// Classifies an admitted call and refuses it when a row of [`CALLS`] says so, before
@@ -133,14 +141,14 @@ impl Exchange {
     /// # Errors
     /// The refusal of a [`Derive::RefuseIfSet`] row; 502 when the answer is not a JSON
     /// object.
-    pub fn check_file_info(&self, json: &mut Value) -> Result<(), Answer> {
+    pub fn check_file_info(&self, json: &mut Value, public_url: &Url) -> Result<(), Answer> {
         if self.dialect != Dialect::OnlyOffice {
             return Ok(());
         }
         let object = json
             .as_object_mut()
             .ok_or_else(|| Answer::HostFailed("CheckFileInfo is not a JSON object".into()))?;
-        adapt_check_file_info(object, self.access)
+        adapt_check_file_info(object, self.access, public_url)
     }
 }
 
@@ -371,8 +379,11 @@ pub enum Derive {
     /// `"BlockAll"` when the host's boolean field of this name is true; otherwise as the
     /// host sent it.
     BlockAllIf(&'static str),
-    /// The URL's bare origin (`scheme://host[:port]`); an unparsable value stays.
-    Origin,
+    /// officeswitch's own origin (`scheme://host[:port]` of `public_url`), where the
+    /// [`super::bridge`] page around the editor page lives.
+    BridgeOrigin,
+    /// The host's boolean field of this name (`false` when absent).
+    FlagOf(&'static str),
     /// `false` when the host's `UserFriendlyName` is a non-empty string; otherwise as
     /// sent.
     FalseIfNamed,
@@ -456,9 +467,22 @@ pub const CHECK_FILE_INFO: &[FieldRule] = &[
     },
     FieldRule {
         field: "PostMessageOrigin",
-        derive: Derive::Origin,
-        why: "ONLYOFFICE posts to and accepts from this string as an origin; richdocuments \
-              sends its URL, path included, so a Nextcloud below a path got no message",
+        derive: Derive::BridgeOrigin,
+        why: "ONLYOFFICE posts to and accepts from this string as an origin (richdocuments \
+              sends its URL, path included, which is no origin below a path); its page sits \
+              in officeswitch's bridge page, which relays to and from Nextcloud",
+    },
+    FieldRule {
+        field: "FileSharingPostMessage",
+        derive: Derive::FlagOf("EnableShare"),
+        why: "richdocuments offers sharing with EnableShare; ONLYOFFICE shows its share \
+              button with this and posts UI_Sharing, which the bridge passes as UI_Share",
+    },
+    FieldRule {
+        field: "EditNotificationPostMessage",
+        derive: Derive::Always(true),
+        why: "ONLYOFFICE then posts Edit_Notification while there are unsaved edits, which \
+              the bridge passes as Doc_ModifiedStatus: Files shows the file as changed",
     },
     FieldRule {
         field: "IsAnonymousUser",
@@ -469,7 +493,11 @@ pub const CHECK_FILE_INFO: &[FieldRule] = &[
 
 /// Adapts `info` (the host's CheckFileInfo, URLs already translated) by
 /// [`CHECK_FILE_INFO`] for `access`.
-fn adapt_check_file_info(info: &mut Map<String, Value>, access: Access) -> Result<(), Answer> {
+fn adapt_check_file_info(
+    info: &mut Map<String, Value>,
+    access: Access,
+    public_url: &Url,
+) -> Result<(), Answer> {
     let host = info.clone();
     let flag = |name: &str| host.get(name).and_then(Value::as_bool).unwrap_or(false);
     let non_empty = |name: &str| {
@@ -486,13 +514,8 @@ fn adapt_check_file_info(info: &mut Map<String, Value>, access: Access) -> Resul
                 Some(Value::Bool(!flag("IsAnonymousUser") && !access.version))
             }
             Derive::BlockAllIf(source) => flag(source).then(|| Value::String("BlockAll".into())),
-            Derive::Origin => host
-                .get(rule.field)
-                .and_then(Value::as_str)
-                .and_then(|text| Url::parse(text).ok())
-                .map(|url| url.origin())
-                .filter(url::Origin::is_tuple)
-                .map(|origin| Value::String(origin.ascii_serialization())),
+            Derive::BridgeOrigin => Some(Value::String(public_url.origin().ascii_serialization())),
+            Derive::FlagOf(source) => Some(Value::Bool(flag(source))),
             Derive::FalseIfNamed => {
                 (flag(rule.field) && non_empty("UserFriendlyName")).then_some(Value::Bool(false))
             }
@@ -578,6 +601,48 @@ pub const CONFLICT: ConflictRule = ConflictRule {
           instead of overwriting Nextcloud's newer one",
 };
 
+/// A postMessage from ONLYOFFICE's page that richdocuments knows by another name.
+#[derive(Debug)]
+pub struct MessageRule {
+    /// The `MessageId` ONLYOFFICE posts.
+    pub from: &'static str,
+    /// The `MessageId` richdocuments reads.
+    pub to: &'static str,
+    /// Values set on the renamed message (a JSON object; the others are kept).
+    pub values: &'static str,
+    /// Why (the README's table repeats it).
+    pub why: &'static str,
+}
+
+/// Messages the bridge renames on their way from ONLYOFFICE's page to Nextcloud's.
+/// Everything else passes as it came, both ways.
+pub const MESSAGES_TO_HOST: &[MessageRule] = &[
+    MessageRule {
+        from: "UI_Sharing",
+        to: "UI_Share",
+        values: "{}",
+        why: "ONLYOFFICE's share button posts UI_Sharing; richdocuments opens its sharing \
+              sidebar on UI_Share",
+    },
+    MessageRule {
+        from: "Edit_Notification",
+        to: "Doc_ModifiedStatus",
+        values: r#"{"Modified":true}"#,
+        why: "ONLYOFFICE says its document has unsaved edits with Edit_Notification; \
+              richdocuments refreshes the file's modification time in Files on \
+              Doc_ModifiedStatus",
+    },
+];
+
+/// The message the bridge posts to Nextcloud when ONLYOFFICE's page has loaded in it.
+pub const FRAME_READY: MessageRule = MessageRule {
+    from: "",
+    to: "App_LoadingStatus",
+    values: r#"{"Status":"Frame_Ready"}"#,
+    why: "Nextcloud's mobile apps and direct editing show the editor on Frame_Ready, which \
+          ONLYOFFICE never posts; richdocuments also sends Host_PostmessageReady on it",
+};
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -636,8 +701,13 @@ mod tests {
 
     fn adapted(info: Value, access: Access) -> Result<Value, Answer> {
         let mut info = info;
-        adapt_check_file_info(info.as_object_mut().unwrap(), access)?;
+        adapt_check_file_info(info.as_object_mut().unwrap(), access, &public())?;
         Ok(info)
+    }
+
+    /// officeswitch's `public_url` (below a path, as a hoster may set it).
+    fn public() -> Url {
+        Url::parse("https://office.example:8443/officeswitch/").unwrap()
     }
 
     const WRITABLE: Access = Access {
@@ -671,7 +741,9 @@ mod tests {
         assert_eq!(info["ClosePostMessage"], true);
         assert_eq!(info["FileVersionPostMessage"], true);
         assert!(info.get("CopyPasteRestrictions").is_none());
-        assert_eq!(info["PostMessageOrigin"], "https://nc.example");
+        assert_eq!(info["PostMessageOrigin"], "https://office.example:8443");
+        assert_eq!(info["FileSharingPostMessage"], true);
+        assert_eq!(info["EditNotificationPostMessage"], true);
         assert_eq!(info["IsAnonymousUser"], false);
         assert_eq!(info["UserFriendlyName"], "Alice");
     }
@@ -700,6 +772,10 @@ mod tests {
         );
         assert_eq!(info["FileVersionPostMessage"], false);
         assert_eq!(info["CopyPasteRestrictions"], "BlockAll");
+        let mut unshared = host_info();
+        unshared.as_object_mut().unwrap().remove("EnableShare");
+        let info = adapted(unshared, WRITABLE).unwrap();
+        assert_eq!(info["FileSharingPostMessage"], false, "no share button");
         guest["UserFriendlyName"] = json!("");
         let info = adapted(guest, WRITABLE).unwrap();
         assert_eq!(info["IsAnonymousUser"], true, "no name: stays anonymous");
@@ -819,7 +895,7 @@ mod tests {
         let mut info = host_info();
         info["WatermarkText"] = json!("kept");
         let before = info.clone();
-        exchange.check_file_info(&mut info).unwrap();
+        exchange.check_file_info(&mut info, &public()).unwrap();
         assert_eq!(info, before);
     }
 }

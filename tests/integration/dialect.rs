@@ -368,12 +368,24 @@ async fn onlyoffice_check_file_info_gets_the_fields_it_reads_and_secure_view_is_
             "DisableCopy": true,
             "IsAnonymousUser": true,
             "UserFriendlyName": "Dave (guest)",
+            // richdocuments offers no sharing to guests.
+            "EnableShare": false,
         }),
     );
     let info = editor.wopi(&session, WopiCall::CheckFileInfo).await;
     assert_ok(&info, "CheckFileInfo");
     let info = info.json().unwrap();
-    assert_eq!(info["PostMessageOrigin"], origin, "a bare origin");
+    let public = url::Url::parse(&lab.os.public_url).unwrap();
+    assert_eq!(
+        info["PostMessageOrigin"],
+        public.origin().ascii_serialization(),
+        "officeswitch's bare origin: the bridge page around the editor relays to Nextcloud"
+    );
+    assert_eq!(
+        info["FileSharingPostMessage"], false,
+        "no sharing for guests: no share button"
+    );
+    assert_eq!(info["EditNotificationPostMessage"], true);
     assert_eq!(info["CopyPasteRestrictions"], "BlockAll");
     assert_eq!(info["IsAnonymousUser"], false, "the guest keeps the name");
     assert_eq!(info["UserFriendlyName"], "Dave (guest)");

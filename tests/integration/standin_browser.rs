@@ -514,3 +514,113 @@ async fn a_collabora_page_without_officeswitchs_rewrite_is_refused_framing() {
     println!("{}", page.report());
     cool.stop().await;
 }
+
+/// The messages the Nextcloud page got from its frame, by `MessageId` (`Status` for
+/// `App_LoadingStatus`), in order.
+async fn message_names(page: &Page) -> Vec<String> {
+    let messages = page.eval("window.__messages").await.expect("messages");
+    messages
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["fromFrame"] == true)
+        .map(|m| {
+            let id = m["data"]["MessageId"].as_str().unwrap_or("?");
+            match m["data"]["Values"]["Status"].as_str() {
+                Some(status) if id == "App_LoadingStatus" => format!("{id} {status}"),
+                _ => id.to_string(),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn onlyoffice_pages_sit_in_a_bridge_that_speaks_richdocuments_postmessages() {
+    trace_init();
+    let Ok(browser) = Browser::launch().await else {
+        return;
+    };
+    let stand = Stand::start().await;
+    let public = stand.os.public_url.clone();
+    stand.add_file(
+        &stand.acme,
+        "7_docx",
+        "memo.docx",
+        &[("erin", "erin-token")],
+    );
+    stand.add_file(&stand.acme, "8_odt", "memo.odt", &[("erin", "erin-token")]);
+
+    // Step 1 of an open: ONLYOFFICE gets the bridge page, framed only by the
+    // organisation; Collabora keeps its 307 and its own page.
+    let docx_form = stand.form_url(&stand.acme, DOCX, "7_docx").await;
+    let odt_form = stand.form_url(&stand.acme, ODT, "8_odt").await;
+    let form = "access_token=erin-token&access_token_ttl=0";
+    let bridge = client::post_form_once(&docx_form, form).await;
+    assert_eq!(bridge.status, StatusCode::OK, "{}", bridge.body);
+    let csp = bridge
+        .headers
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        csp.contains(&format!("frame-ancestors {}", stand.acme.nc.origin()))
+            && csp.contains(&stand.acme.page.origin())
+            && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    let odt = client::post_form_once(&odt_form, form).await;
+    assert_eq!(odt.status, StatusCode::TEMPORARY_REDIRECT, "{}", odt.body);
+
+    // A mobile app's WebView stays hidden until Frame_Ready, which ONLYOFFICE never
+    // posts: the bridge does, once the editor page has loaded.
+    let person = browser.user("erin").await.expect("a browser context");
+    let url = stand.acme.page.direct_editing_url(&OpenSpec {
+        form_url: docx_form,
+        access_token: "erin-token".into(),
+        ttl: 0,
+    });
+    let page = person.open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    if let Err(e) = page.wait_for(DOCUMENT_LOADED, LOAD_LIMIT).await {
+        fail(&format!("no Document_Loaded: {e}"), &[&page]);
+    }
+    assert_loaded(&stand, &page, "/9.3.1-standin/doc/");
+    let mobile = page.eval("window.__mobile").await.expect("mobile calls");
+    let shown = page
+        .eval("getComputedStyle(document.documentElement).visibility")
+        .await
+        .expect("visibility");
+    if mobile != json!(["documentLoaded", "loaded"]) || shown != "visible" {
+        fail(
+            &format!("the WebView: calls {mobile}, visibility {shown}"),
+            &[&page],
+        );
+    }
+    let names = message_names(&page).await;
+    if names
+        != [
+            "App_LoadingStatus Frame_Ready",
+            "App_LoadingStatus Document_Loaded",
+        ]
+    {
+        fail(&format!("the page got {names:?}"), &[&page]);
+    }
+    // Nextcloud's answers reach ONLYOFFICE's page, from the origin it accepts.
+    let page_frame = format!("{public}/hosting/wopi/");
+    page.wait_for_in_frame(
+        &page_frame,
+        "window.__standin.fromHost.some(m => m.messageId === 'Host_PostmessageReady')",
+        LOAD_LIMIT,
+    )
+    .await
+    .unwrap_or_else(|e| fail(&format!("nothing relayed to the editor: {e}"), &[&page]));
+
+    // ONLYOFFICE's share button posts UI_Sharing; Nextcloud hears UI_Share.
+    in_frame(&page, &page_frame, "window.__standin.requestSharing()").await;
+    let shared = "window.__mobile.includes('share') && window.__messages.some(m => \
+        m.fromFrame && m.data && m.data.MessageId === 'UI_Share')";
+    if let Err(e) = page.wait_for(shared, LOAD_LIMIT).await {
+        fail(&format!("no UI_Share: {e}"), &[&page]);
+    }
+    let names = message_names(&page).await;
+    assert!(!names.iter().any(|n| n == "UI_Sharing"), "{names:?}");
+}

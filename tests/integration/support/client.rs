@@ -98,23 +98,54 @@ pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: &[u
 /// the server `url` names: tests address instances directly, and fleet tests share one
 /// `public_url` between them (a sticky load balancer would do the same).
 /// [`post_form_once`] stops at the first reply.
+///
+/// A bridge page (officeswitch's step 1 for ONLYOFFICE pools) is followed as the
+/// browser's script does: its form `officeswitch-open` is posted, fields as the page
+/// wrote them, to its action.
 pub async fn post_form(url: &str, form: &str) -> Reply {
     let first = post_form_once(url, form).await;
-    if !matches!(first.status.as_u16(), 307 | 308) {
+    let (location, form) = if matches!(first.status.as_u16(), 307 | 308) {
+        let location = first
+            .headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .expect("a redirect names its location");
+        (location.to_string(), form.to_string())
+    } else if let Some(bridged) = bridge_form(&first.body) {
+        bridged
+    } else {
         return first;
-    }
-    let location = first
-        .headers
-        .get(http::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .expect("a redirect names its location");
+    };
     let location = url::Url::parse(url)
-        .and_then(|base| base.join(location))
+        .and_then(|base| base.join(&location))
         .expect("a usable location");
     let mut next = url::Url::parse(url).expect("a URL");
     next.set_path(location.path());
     next.set_query(location.query());
-    post_form_once(next.as_str(), form).await
+    post_form_once(next.as_str(), &form).await
+}
+
+/// The action and the encoded fields of a bridge page's form, when `html` is one.
+pub fn bridge_form(html: &str) -> Option<(String, String)> {
+    let start = html.find("<form id=\"officeswitch-open\"")?;
+    let form = &html[start..start + html[start..].find("</form>")?];
+    let attribute = |text: &str, name: &str| -> Option<String> {
+        let at = text.find(&format!("{name}=\""))? + name.len() + 2;
+        let value = &text[at..at + text[at..].find('"')?];
+        Some(
+            value
+                .replace("&quot;", "\"")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&amp;", "&"),
+        )
+    };
+    let action = attribute(form, "action")?;
+    let mut fields = url::form_urlencoded::Serializer::new(String::new());
+    for input in form.split("<input").skip(1) {
+        fields.append_pair(&attribute(input, "name")?, &attribute(input, "value")?);
+    }
+    Some((action, fields.finish()))
 }
 
 /// POSTs an `application/x-www-form-urlencoded` form once, following nothing.

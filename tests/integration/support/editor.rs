@@ -512,7 +512,9 @@ const COLLABORA_BUNDLE_JS: &str = r#"(function () {
 /// creates `DocsAPI.DocEditor`; when the editor frame reports the document ready it
 /// posts `App_LoadingStatus` `Document_Loaded` (a JSON string) to `window.parent`, to
 /// the `PostMessageOrigin` of CheckFileInfo (none: nothing is posted, as `postMessage`
-/// with no target origin fails); it takes messages only from that origin.
+/// with no target origin fails); it takes messages only from that origin. It never posts
+/// `Frame_Ready`; with `FileSharingPostMessage` its share handler
+/// (`__standin.requestSharing()`) posts `UI_Sharing`.
 /// `window.__standinEditor` (set by the page) holds `key`, `wopiSrc`, `documentType`,
 /// `mode`, `lang` and `fileInfo`; what happened is in `window.__standin`.
 const ONLYOFFICE_PAGE_JS: &str = r#"(function () {
@@ -540,6 +542,11 @@ const ONLYOFFICE_PAGE_JS: &str = r#"(function () {
     try { data = JSON.parse(e.data); } catch (err) { data = null; }
     state.fromHost.push({ origin: e.origin, messageId: data && data.MessageId });
   }, false);
+  // What the editor frame's share button reaches (`onRequestSharingSettings`): only with
+  // FileSharingPostMessage, and it posts ONLYOFFICE's own name for it.
+  state.requestSharing = editor.fileInfo.FileSharingPostMessage
+    ? function () { post('UI_Sharing', {}); }
+    : null;
   window.addEventListener('load', function () {
     var start = Date.now();
     if (typeof DocsAPI === 'undefined') {
@@ -2155,17 +2162,19 @@ fn onlyoffice_page(
         websocket_url: websocket_url.clone(),
         ..page_fields(shared, opened)
     };
+    // As `getEditorHtml`: CheckFileInfo's answer minus `wopi.fileInfoBlockList`
+    // (`FileUrl`); `{}` when it failed.
+    let mut file_info = opened.info.clone().unwrap_or_else(|| serde_json::json!({}));
+    if let Some(info) = file_info.as_object_mut() {
+        info.remove("FileUrl");
+    }
     let editor = serde_json::json!({
         "key": doc_id,
         "wopiSrc": opened.wopi_src,
         "documentType": doc_type,
         "mode": mode,
         "lang": lang,
-        "fileInfo": {
-            "BaseFileName": opened.info_str("BaseFileName"),
-            "PostMessageOrigin": opened.info_str("PostMessageOrigin"),
-            "UserId": opened.info_str("UserId"),
-        },
+        "fileInfo": file_info,
     });
     // Inside a <script>, `</` would end it.
     let editor = editor.to_string().replace("</", "<\\/");

@@ -17,6 +17,14 @@
 //!   `JSON.stringify({MessageId, SendTime, Values})` to the iframe with target origin `*`
 //!   exactly as `sendWOPIPostMessage` does; everything sent is kept in `window.__sent`.
 //!
+//! [`NextcloudPage::direct_editing_url`] serves the page of richdocuments' direct editing
+//! (`src/document.js`), which Nextcloud's mobile apps load into a WebView, instead: the app
+//! keeps its WebView hidden until the page calls its JavaScript interface
+//! (`window.RichDocumentsMobileInterface`, Android's `EditorWebView.hideLoading()`) with
+//! `documentLoaded`, which `document.js` does only on `App_LoadingStatus` `Frame_Ready`
+//! (`callMobileMessage`); `UI_Share` becomes `share`. The stand-in interface records every
+//! call in `window.__mobile` and makes the page visible on `documentLoaded`.
+//!
 //! The server binds `127.0.0.1` but hands out `http://nextcloud.localhost:PORT/` URLs:
 //! Chromium resolves `*.localhost` to loopback, so the Nextcloud origin differs from the
 //! editor's (tests use `http://office.localhost:PORT`) as it does in production, which is
@@ -50,6 +58,18 @@ pub const FRAME_NAME: &str = "collaboraframe_standin";
 /// The path the page is served under, followed by the spec's number.
 const OPEN_PATH: &str = "/index.php/apps/richdocuments/open/";
 
+/// The path of the direct-editing page, followed by the spec's number.
+const DIRECT_PATH: &str = "/index.php/apps/richdocuments/direct/";
+
+/// Which of richdocuments' two pages around the editor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    /// The Files viewer (`Office.vue`).
+    Viewer,
+    /// Direct editing in a mobile app's WebView (`document.js`).
+    DirectEditing,
+}
+
 /// The `Insert_Button` icon (richdocuments: `imagePath('richdocuments', 'launch.svg')`).
 const LAUNCH_ICON_PATH: &str = "/apps/richdocuments/img/launch.svg";
 
@@ -82,7 +102,7 @@ pub struct NextcloudPage {
     /// The bound address (127.0.0.1).
     addr: SocketAddr,
     /// The specs handed out by [`NextcloudPage::page_url`], by number.
-    specs: Arc<Mutex<HashMap<u64, OpenSpec>>>,
+    specs: Arc<Mutex<HashMap<u64, (OpenSpec, Variant)>>>,
     /// `true` stops the accept loop.
     shutdown: watch::Sender<bool>,
 }
@@ -121,10 +141,19 @@ impl NextcloudPage {
     /// The URL of a page that opens `spec`. The spec stays on the server (the token is
     /// not put in the page's URL, as in richdocuments where it comes from an XHR).
     pub fn page_url(&self, spec: &OpenSpec) -> String {
+        self.register(spec, Variant::Viewer, OPEN_PATH)
+    }
+
+    /// The URL of a direct-editing page (a mobile app's WebView) that opens `spec`.
+    pub fn direct_editing_url(&self, spec: &OpenSpec) -> String {
+        self.register(spec, Variant::DirectEditing, DIRECT_PATH)
+    }
+
+    fn register(&self, spec: &OpenSpec, variant: Variant, path: &str) -> String {
         let mut specs = self.specs.lock().unwrap_or_else(PoisonError::into_inner);
         let id = specs.len() as u64 + 1;
-        specs.insert(id, spec.clone());
-        format!("{}{OPEN_PATH}{id}", self.origin())
+        specs.insert(id, (spec.clone(), variant));
+        format!("{}{path}{id}", self.origin())
     }
 }
 
@@ -135,7 +164,7 @@ impl Drop for NextcloudPage {
 }
 
 /// Serves one connection (HTTP/1.1 or h2c).
-async fn serve_connection(stream: TcpStream, specs: Arc<Mutex<HashMap<u64, OpenSpec>>>) {
+async fn serve_connection(stream: TcpStream, specs: Arc<Mutex<HashMap<u64, (OpenSpec, Variant)>>>) {
     let service = service_fn(move |req: Request<Incoming>| {
         let specs = Arc::clone(&specs);
         async move { Ok::<_, Infallible>(handle(&specs, &req)) }
@@ -147,10 +176,13 @@ async fn serve_connection(stream: TcpStream, specs: Arc<Mutex<HashMap<u64, OpenS
     }
 }
 
-/// `GET /index.php/apps/richdocuments/open/<n>`: the page; the `Insert_Button` icon
+/// `GET /index.php/apps/richdocuments/open/<n>` (or `direct/<n>`): the page; the `Insert_Button` icon
 /// (editors load it from Nextcloud); `/favicon.ico`: 204 (so the browser's automatic
 /// request is no noise in reports); anything else 404.
-fn handle(specs: &Mutex<HashMap<u64, OpenSpec>>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn handle(
+    specs: &Mutex<HashMap<u64, (OpenSpec, Variant)>>,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if path == "/favicon.ico" {
         return respond(StatusCode::NO_CONTENT, "text/plain", String::new());
@@ -161,6 +193,7 @@ fn handle(specs: &Mutex<HashMap<u64, OpenSpec>>, req: &Request<Incoming>) -> Res
     }
     let spec = path
         .strip_prefix(OPEN_PATH)
+        .or_else(|| path.strip_prefix(DIRECT_PATH))
         .and_then(|n| n.parse::<u64>().ok())
         .and_then(|n| {
             specs
@@ -170,7 +203,11 @@ fn handle(specs: &Mutex<HashMap<u64, OpenSpec>>, req: &Request<Incoming>) -> Res
                 .cloned()
         });
     match spec {
-        Some(spec) => respond(StatusCode::OK, "text/html; charset=utf-8", page(&spec)),
+        Some((spec, variant)) => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            page(&spec, variant),
+        ),
         None => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -198,9 +235,41 @@ fn attr(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// What the direct-editing page adds: the app's JavaScript interface (recording, and
+/// showing the WebView on `documentLoaded`) and `document.js`'s mobile calls.
+const DIRECT_EDITING_JS: &str = r#"
+window.__mobile = [];
+document.documentElement.style.visibility = 'hidden';
+const mobileCall = (name) => function () {
+  window.__mobile.push(name);
+  if (name === 'documentLoaded') document.documentElement.style.visibility = 'visible';
+};
+window.RichDocumentsMobileInterface = {};
+['documentLoaded', 'loaded', 'close', 'share', 'fileRename', 'insertGraphic', 'downloadAs']
+  .forEach((name) => { window.RichDocumentsMobileInterface[name] = mobileCall(name); });
+window.addEventListener('message', (event) => {
+  let data = null;
+  try { data = JSON.parse(event.data); } catch (e) { return; }
+  if (!data) return;
+  if (data.MessageId === 'App_LoadingStatus' && data.Values && data.Values.Status === 'Frame_Ready') {
+    window.RichDocumentsMobileInterface.documentLoaded();
+    window.RichDocumentsMobileInterface.loaded();
+  } else if (data.MessageId === 'UI_Share') {
+    window.RichDocumentsMobileInterface.share();
+  } else if (data.MessageId === 'UI_Close') {
+    window.RichDocumentsMobileInterface.close();
+  }
+}, false);
+"#;
+
 /// The page: the form and iframe of `Office.vue`, the message handling of
-/// `PostMessageService` plus the recording the tests read.
-fn page(spec: &OpenSpec) -> String {
+/// `PostMessageService` plus the recording the tests read; for direct editing also
+/// [`DIRECT_EDITING_JS`].
+fn page(spec: &OpenSpec, variant: Variant) -> String {
+    let mobile = match variant {
+        Variant::Viewer => "",
+        Variant::DirectEditing => DIRECT_EDITING_JS,
+    };
     let action = attr(&spec.form_url);
     let token = attr(&spec.access_token);
     let ttl = spec.ttl;
@@ -228,6 +297,7 @@ fn page(spec: &OpenSpec) -> String {
 <iframe id="{frame}" name="{frame}" data-cy="coolframe" scrolling="no" allowfullscreen></iframe>
 <script>
 'use strict';
+{mobile}
 window.__messages = [];
 window.__sent = [];
 const frameWindow = () => document.getElementById('{frame}').contentWindow;
