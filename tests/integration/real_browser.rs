@@ -261,14 +261,37 @@ async fn open_in_browser(
     form_url: &str,
     token: &str,
 ) -> Page {
-    let person = browser.user(user).await.expect("a browser context");
     let url = stand.page.page_url(&OpenSpec {
         form_url: form_url.to_string(),
         access_token: token.to_string(),
         ttl: 0,
     });
+    open_page(browser, user, &url).await
+}
+
+/// Opens `form_url` as Nextcloud's mobile app does (richdocuments' direct-editing page in
+/// its WebView, which stays hidden until the page hears `Frame_Ready`) and waits until
+/// the page says the document is loaded.
+async fn open_in_mobile_app(
+    browser: &Browser,
+    stand: &Stand,
+    user: &str,
+    form_url: &str,
+    token: &str,
+) -> Page {
+    let url = stand.page.direct_editing_url(&OpenSpec {
+        form_url: form_url.to_string(),
+        access_token: token.to_string(),
+        ttl: 0,
+    });
+    open_page(browser, user, &url).await
+}
+
+/// Opens the Nextcloud page at `url` for `user` and waits for `Document_Loaded`.
+async fn open_page(browser: &Browser, user: &str, url: &str) -> Page {
+    let person = browser.user(user).await.expect("a browser context");
     let page = person
-        .open(&url)
+        .open(url)
         .await
         .unwrap_or_else(|e| panic!("{user}: {e}"));
     if let Err(e) = page.wait_for(DOCUMENT_LOADED, LOAD_LIMIT).await {
@@ -335,6 +358,32 @@ async fn wait_onlyoffice_document(stand: &Stand, page: &Page) {
     }
     wait_count(stand, &[page], ONLYOFFICE_DOCUMENT_READY, 1).await;
     wait_count(stand, &[page], ONLYOFFICE_USERS, 1).await;
+}
+
+/// Clicks ONLYOFFICE's share button in `page`'s editor (shown because CheckFileInfo
+/// says `FileSharingPostMessage`) and checks that Nextcloud's page hears richdocuments'
+/// `UI_Share`, never ONLYOFFICE's `UI_Sharing`.
+async fn assert_share_button_reaches_nextcloud(stand: &Stand, page: &Page) {
+    let frame = format!("{}/", stand.public);
+    let clicked = page
+        .eval_in_frame(
+            &frame,
+            "(() => { const b = document.querySelector('.btn-header-share'); \
+             if (!b || b.offsetParent === null) return false; b.click(); return true; })()",
+        )
+        .await;
+    if clicked != Ok(json!(true)) {
+        fail(&format!("no visible share button: {clicked:?}"), &[page]);
+    }
+    let shared =
+        "window.__messages.some(m => m.fromFrame && m.data && m.data.MessageId === 'UI_Share')";
+    if let Err(e) = page.wait_for(shared, LOAD_LIMIT).await {
+        fail(&format!("Nextcloud heard no UI_Share: {e}"), &[page]);
+    }
+    let sharing = "window.__messages.some(m => m.data && m.data.MessageId === 'UI_Sharing')";
+    if page.eval(sharing).await != Ok(json!(false)) {
+        fail("ONLYOFFICE's UI_Sharing reached Nextcloud", &[page]);
+    }
 }
 
 /// Types `text` into `page`'s editor as its user does.
@@ -784,12 +833,21 @@ async fn onlyoffice_docx_two_users_co_edit_and_save_on_one_node_in_a_real_browse
     );
     type_text(&carol, "capybara").await;
 
-    let dave = open_in_browser(&browser, &stand, "dave", &form_url, "dave-token").await;
+    // Dave is on Nextcloud's mobile app: its WebView shows the editor on Frame_Ready,
+    // which only officeswitch's bridge page posts for ONLYOFFICE.
+    let dave = open_in_mobile_app(&browser, &stand, "dave", &form_url, "dave-token").await;
     wait_onlyoffice_document(&stand, &dave).await;
     assert_editor_healthy(&stand, &dave, &oo.urls()[0]).await;
+    let shown = dave
+        .eval("[window.__mobile, getComputedStyle(document.documentElement).visibility]")
+        .await;
+    if shown != Ok(json!([["documentLoaded", "loaded"], "visible"])) {
+        fail(&format!("the mobile WebView: {shown:?}"), &[&dave]);
+    }
     wait_count(&stand, &[&carol, &dave], ONLYOFFICE_USERS, 2).await;
     type_text(&dave, " dugong").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_share_button_reaches_nextcloud(&stand, &carol).await;
     let nodes = stand.nodes_of_document_traffic();
     assert_eq!(nodes.len(), 1, "the document's traffic went to {nodes:?}");
     stand.assert_clean(&[&carol, &dave], oo.urls(), &["carol-token", "dave-token"]);
