@@ -13,7 +13,9 @@
 //!    check the form's token and lifetime, and answer **307** to the chosen node's own page
 //!    path (its discovery `urlsrc`, placeholders filled as the host asked) with
 //!    officeswitch's `WOPISrc` and an open ticket in the query ([`redirect`]). A 307 makes
-//!    the browser repeat the same POST, form included, at that address.
+//!    the browser repeat the same POST, form included, at that address. (For a pool whose
+//!    page needs a postMessage bridge, the same address and form go into a
+//!    [`super::bridge`] page instead, whose script posts them into its own frame.)
 //! 2. `POST /hosting/wopi/word/edit?...` or `/browser/<hash>/cool.html?...`: editor traffic,
 //!    routed by officeswitch's `WOPISrc` to the document's pinned node. The ticket says
 //!    which host `WOPISrc` the document stands for; the form's host token becomes a minted
