@@ -223,6 +223,63 @@ pub fn classify<'a>(
         return wopi_call(method, rest, is_upgrade);
     }
 
+    let class = editor_class(method, path, query, is_upgrade);
+    // coolwsd hex-decodes a `cool/0x<hex>` segment into the request before it routes it,
+    // wherever it is: what it would route must be what officeswitch routes.
+    if let Class::Editor(request) = &class
+        && let Some(decoded) = coolwsd_dehexified(path, query)
+    {
+        let (decoded_path, decoded_query) = match decoded.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (decoded.as_str(), None),
+        };
+        let same = match editor_class(method, decoded_path, decoded_query, is_upgrade) {
+            Class::Editor(inner) => (inner.suite, inner.kind) == (request.suite, request.kind),
+            _ => false,
+        };
+        if !same {
+            return Class::Unknown;
+        }
+    }
+    class
+}
+
+/// The request target coolwsd routes for `path?query` when it holds `cool/0x`
+/// (`RequestDetails::dehexify`: the first `cool/0x<hex>`, up to the next `/`, becomes the
+/// bytes the hex encodes); `Some("")` when that hex is not valid (refused).
+fn coolwsd_dehexified(path: &str, query: Option<&str>) -> Option<String> {
+    const PREFIX: &str = "cool/0x";
+    if !path.contains(PREFIX) && !query.is_some_and(|q| q.contains(PREFIX)) {
+        return None;
+    }
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let start = target.find(PREFIX)? + PREFIX.len();
+    let end = target[start..]
+        .find('/')
+        .map_or(target.len(), |i| start + i);
+    let hex = &target[start..end];
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Some(String::new());
+    }
+    let decoded =
+        String::from_utf8_lossy(&HexBytes(hex.as_bytes()).collect::<Vec<u8>>()).into_owned();
+    Some(format!(
+        "{}{decoded}{}",
+        &target[..start - 2],
+        &target[end..]
+    ))
+}
+
+/// Classifies a request for an editor's URL space.
+fn editor_class<'a>(
+    method: &Method,
+    path: &'a str,
+    query: Option<&'a str>,
+    is_upgrade: bool,
+) -> Class<'a> {
     let Some(found) = editor_path(path, is_upgrade) else {
         return Class::Unknown;
     };
@@ -787,6 +844,34 @@ mod tests {
         // `getMetrics`) is no document path.
         assert_eq!(get("/cool/0x6765744d657472696373/x"), Class::Unknown);
         assert_eq!(hexified_wopi_src("/cool/0x6765744d657472696373/x"), None);
+        // The same decoding wherever `cool/0x` stands: what coolwsd would route is what is
+        // classified (issue 13: admin endpoints through hexified paths).
+        let hexify = |text: &str| -> String { text.bytes().map(|b| format!("{b:02x}")).collect() };
+        let admin_ws = format!("/cool/0x{}/ws", hexify("adminws"));
+        assert_eq!(
+            classify(&Method::GET, &admin_ws, None, true),
+            Class::Unknown,
+            "{admin_ws}"
+        );
+        let admin_page = format!(
+            "/browser/1a2b3c4d/cool/0x{}/x",
+            hexify("../dist/admin/admin.html?")
+        );
+        assert_eq!(get(&admin_page), Class::Unknown, "{admin_page}");
+        // In the query it changes no path: the page is the page.
+        let in_query = format!("x=cool/0x{}", hexify("../y"));
+        let page = editor(
+            Method::GET,
+            "/browser/1a2b3c4d/cool.html",
+            Some(&in_query),
+            false,
+        );
+        assert_eq!((page.suite, page.kind), (C, Traffic::Page));
+        assert_eq!(get("/cool/0xzz/ws"), Class::Unknown, "not hex");
+        assert_eq!(
+            coolwsd_dehexified(&admin_page, None).as_deref(),
+            Some("/browser/1a2b3c4d/cool/../dist/admin/admin.html?/x")
+        );
         // 26.04+: no copy of the WOPISrc in the path.
         let r = editor(Method::GET, "/cool/ws", Some(WOPI), true);
         assert_eq!(
