@@ -30,6 +30,7 @@
 
 pub mod access_log;
 pub mod answer;
+pub mod blame;
 pub mod bridge;
 pub mod callback;
 pub mod classify;
@@ -67,6 +68,7 @@ use crate::wopi::token::TokenKeys;
 use crate::wopi::wopi_src;
 use access_log::{AccessLog, LoggedBody};
 use answer::{Answer, ProxyBody};
+use blame::{Blame, BodyProgress};
 use callback::{AdmitContext, HostBody};
 use classify::{Class, Traffic, WopiCall, query_param};
 use dialect::Dialect;
@@ -564,9 +566,9 @@ impl Proxy {
             request.headers_mut().remove(header::ACCEPT_ENCODING);
         }
         let mut org = target.org.as_deref().map(str::to_string);
-        let request = match page {
+        let (request, progress) = match page {
             PagePhase::Open(_) => match self.open_page(request, target).await {
-                Ok(r) => r,
+                Ok(r) => (r, BodyProgress::complete()),
                 Err(answer) => return Err((answer, log)),
             },
             PagePhase::Settings => match self.settings_page(request, target).await {
@@ -575,13 +577,16 @@ impl Proxy {
                         log.org(name);
                     }
                     org = settings_org;
-                    r
+                    (r, BodyProgress::complete())
                 }
                 Err(answer) => return Err((answer, log)),
             },
             PagePhase::None | PagePhase::Page(_) => {
                 let class = log.class();
-                request.map(|body| forward::upstream_body(body, class))
+                let (parts, body) = request.into_parts();
+                let (body, progress) = BodyProgress::track(body);
+                let body = forward::upstream_body(body, class);
+                (Request::from_parts(parts, body), progress)
             }
         };
         let node = target.node_in(&self.pools);
@@ -595,18 +600,17 @@ impl Proxy {
             match forward::send(&self.client, request, self.upstream.first_byte_timeout).await {
                 Ok(r) => r,
                 Err(answer) => {
-                    // Passive health: a node that refuses or stalls counts towards `fall`.
-                    let why = answer.reason().unwrap_or_default();
-                    health.report_failure(target.pool, target.node, &why);
-                    return Err((answer, log));
+                    // Passive health counts only what the node did ([`blame`]).
+                    return Err(match blame::blame(answer.clone(), &progress) {
+                        Blame::Node(why) => {
+                            health.report_failure(target.pool, target.node, &why);
+                            (answer, log)
+                        }
+                        Blame::Client(answer) => (answer, log),
+                    });
                 }
             };
-        if response.status().is_server_error() {
-            let why = format!("answered {}", response.status());
-            health.report_failure(target.pool, target.node, &why);
-        } else {
-            health.report_success(target.pool, target.node);
-        }
+        health.report_success(target.pool, target.node);
         let mut response = rewrite::response(response, node, &self.public);
         log.status(response.status().as_u16());
         if page.is_collabora_page()

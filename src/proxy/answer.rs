@@ -103,6 +103,10 @@ pub enum Answer {
     BadGateway(String),
     /// The node did not answer in time.
     GatewayTimeout,
+    /// The client's request body broke off or was malformed on its way to the node.
+    ClientBodyFailed,
+    /// The client's request body stopped arriving and the node gave up waiting.
+    ClientBodyStalled,
     /// A WOPI call officeswitch answers itself because passing it on in this suite's
     /// dialect would lose data or protection ([`super::dialect`]).
     Dialect(super::dialect::Refusal),
@@ -126,7 +130,10 @@ impl Answer {
             | Answer::NoDiscovery(_) => StatusCode::SERVICE_UNAVAILABLE,
             Answer::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Answer::NotFound | Answer::NoAction(_) => StatusCode::NOT_FOUND,
-            Answer::BadRequest(_) | Answer::BadWopiSrc(_) => StatusCode::BAD_REQUEST,
+            Answer::BadRequest(_) | Answer::BadWopiSrc(_) | Answer::ClientBodyFailed => {
+                StatusCode::BAD_REQUEST
+            }
+            Answer::ClientBodyStalled => StatusCode::REQUEST_TIMEOUT,
             Answer::UnknownOrigin(_) | Answer::UnknownFile | Answer::HostNotAllowed(_) => {
                 StatusCode::FORBIDDEN
             }
@@ -163,6 +170,8 @@ impl Answer {
             | Answer::FormTooLarge
             | Answer::BadTicket(_)
             | Answer::NoAction(_)
+            | Answer::ClientBodyFailed
+            | Answer::ClientBodyStalled
             | Answer::Dialect(_) => Fault::Client,
             Answer::Internal(_) => Fault::Internal,
             Answer::HostFailed(_) | Answer::HostTimeout => Fault::Host,
@@ -194,6 +203,10 @@ impl Answer {
             Answer::NoDiscovery(pool) => Some(format!("pool {pool} has no discovery")),
             Answer::BadGateway(why) => Some(why.clone()),
             Answer::GatewayTimeout => Some("node did not answer in time".into()),
+            Answer::ClientBodyFailed => Some("the client's request body broke off".into()),
+            Answer::ClientBodyStalled => {
+                Some("the client's request body stalled until the node gave up".into())
+            }
             Answer::Dialect(refusal) => Some(format!("dialect refused: {}", refusal.reason())),
             _ => None,
         }
@@ -243,6 +256,8 @@ impl Answer {
             Answer::NoDiscovery(pool) => text(format!("pool {pool} is not ready\n")),
             Answer::BadGateway(_) => text("the editor node failed\n".into()),
             Answer::GatewayTimeout => text("the editor node did not answer in time\n".into()),
+            Answer::ClientBodyFailed => text("the request body broke off\n".into()),
+            Answer::ClientBodyStalled => text("the request body stopped arriving\n".into()),
             Answer::Dialect(refusal) => text(format!("{}\n", refusal.message())),
         };
         let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());

@@ -59,6 +59,8 @@ mod browser_kit;
 mod dialect;
 /// `officeswitch doctor`: every node checked as officeswitch sees it, verdicts and exit codes (issue 11).
 mod doctor;
+/// Hostile clients cannot hurt the fleet: each attack of the review, reproduced (issue 13).
+mod hostile;
 /// Users open, edit, save and co-edit through officeswitch in a real browser, with the real
 /// editors (issues 11, 19, 20).
 mod real_browser;

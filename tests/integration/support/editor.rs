@@ -793,6 +793,11 @@ pub struct StandInOptions {
     pub wopi_host: Option<String>,
     /// The proof key; `None` generates one.
     pub key: Option<Arc<ProofKey>>,
+    /// Conversions read the whole upload before they answer, as coolwsd's `convert-to`
+    /// (a multipart form it saves first) and DocService's `ConvertService.ashx` (a JSON
+    /// body) do: the answer, `<n> bytes`, comes only after the last byte. Off, the upload
+    /// is echoed as it streams.
+    pub converts_whole_uploads: bool,
 }
 
 impl StandInOptions {
@@ -823,6 +828,12 @@ impl StandInOptions {
     /// Sets DocService's `wopi.host`.
     pub fn wopi_host(mut self, url: impl Into<String>) -> Self {
         self.wopi_host = Some(url.into());
+        self
+    }
+
+    /// Reads conversion uploads whole before answering ([`StandInOptions::converts_whole_uploads`]).
+    pub fn converts_whole_uploads(mut self) -> Self {
+        self.converts_whole_uploads = true;
         self
     }
 
@@ -1743,6 +1754,7 @@ async fn route(
         Route::WebSocket => accept_websocket(shared, sessions, req),
         Route::Download => download(shared, &req),
         Route::BigDownload => big_download(&req),
+        Route::Convert if shared.options.converts_whole_uploads => count_upload(req).await,
         Route::Convert => echo_body(req),
         Route::ServerBound => server_bound(shared, &req),
         Route::CacheFile => {
@@ -3143,6 +3155,26 @@ fn big_download(req: &Request<Incoming>) -> Response<Body> {
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     response
+}
+
+/// Reads the whole upload, counting (nothing kept), then answers `<n> bytes`; 400 when
+/// the upload breaks off.
+async fn count_upload(req: Request<Incoming>) -> Response<Body> {
+    let mut body = req.into_body();
+    let mut bytes = 0;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => bytes += frame.data_ref().map_or(0, Bytes::len),
+            Err(err) => {
+                return whole(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    format!("upload broke off: {err}\n"),
+                );
+            }
+        }
+    }
+    whole(StatusCode::OK, "text/plain", format!("{bytes} bytes\n"))
 }
 
 /// Streams the request body back unchanged, chunk by chunk (hyper reads the next chunk

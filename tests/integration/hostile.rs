@@ -1,0 +1,170 @@
+//! Hostile clients (issue 13): each test reproduces an attack an adversarial review found,
+//! with the attack's bytes in the test, against officeswitch in front of loopback nodes.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use http::{Method, StatusCode};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::support::client::{self, encode, post_form};
+use crate::support::editor::{StandInEditor, StandInOptions, Suite};
+use crate::support::nextcloud::StandInNextcloud;
+use crate::support::officeswitch::OfficeSwitch;
+use crate::support::richdocuments::RichdocumentsView;
+use crate::support::trace_init;
+
+const ODT: &str = "application/vnd.oasis.opendocument.text";
+const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+const ADMIN_TOKEN: &str = "hostile-admin-token";
+
+/// An upload that announces 1,000,000 bytes and sends 10: cut off (the client closes) or
+/// stalled (the client waits), it never completes. `{path}` and `{host}` are filled in.
+const SHORT_UPLOAD: &str = "POST {path} HTTP/1.1\r\nHost: {host}\r\n\
+    Content-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n0123456789";
+
+/// The conversion endpoints anyone may call, one per suite.
+const CONVERSIONS: [&str; 2] = ["/cool/convert-to/pdf", "/ConvertService.ashx"];
+
+/// Sends [`SHORT_UPLOAD`] to `path`; a cut-off one closes at once, a stalled one waits for
+/// officeswitch's answer (at most 10 s) and returns its status line.
+async fn short_upload(addr: &str, path: &str, cut_off: bool) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = SHORT_UPLOAD.replace("{path}", path).replace("{host}", addr);
+    stream.write_all(request.as_bytes()).await.expect("write");
+    if cut_off {
+        return String::new();
+    }
+    let mut head = vec![0; 64];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut head)).await;
+    let n = read.ok().and_then(Result::ok).unwrap_or(0);
+    String::from_utf8_lossy(&head[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `/admin/nodes`: every node with its health.
+async fn nodes(os: &OfficeSwitch) -> Vec<Value> {
+    let admin = os.admin_addr().expect("an admin listener");
+    let reply = client::send(
+        Method::GET,
+        &format!("http://{admin}/admin/nodes"),
+        &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let list: Value = serde_json::from_str(&reply.body).expect("JSON");
+    list["nodes"].as_array().cloned().unwrap_or_default()
+}
+
+/// Opens `file_id` of `mime` through officeswitch and returns the status.
+async fn open(os: &OfficeSwitch, nc: &StandInNextcloud, mime: &str, file_id: &str) -> StatusCode {
+    let (_, xml) = os.get("/hosting/discovery").await;
+    let view = RichdocumentsView::parse(&xml);
+    let (_, urlsrc) = view.url_src(mime).expect("a urlsrc");
+    let url = format!("{urlsrc}WOPISrc={}&lang=en", encode(&nc.wopi_src(file_id)));
+    post_form(&url, "access_token=tok&access_token_ttl=0")
+        .await
+        .status
+}
+
+#[tokio::test]
+async fn cut_off_and_stalled_uploads_mark_no_node_down_but_a_refusing_node_still_goes_down() {
+    trace_init();
+    let whole = || StandInOptions::default().converts_whole_uploads();
+    let (c1, c2, o1, o2) = tokio::join!(
+        StandInEditor::start_with(Suite::Collabora, whole()),
+        StandInEditor::start_with(Suite::Collabora, whole()),
+        StandInEditor::start_with(Suite::OnlyOffice, whole()),
+        StandInEditor::start_with(Suite::OnlyOffice, whole()),
+    );
+    let nc = StandInNextcloud::start().await;
+    for (id, name) in [("1_odt", "a.odt"), ("2_docx", "b.docx")] {
+        nc.add_file(id, name, b"content".to_vec());
+        nc.grant(id, "tok");
+    }
+    // Checks that never run during the attack (an hour apart): only passive reports could
+    // mark a node down, and two of them would.
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[c1.url(), c2.url()])
+        .pool("onlyoffice", "onlyoffice", &[o1.url(), o2.url()])
+        .org("acme", &[nc.origin()], "")
+        .admin(ADMIN_TOKEN)
+        .section("[upstream]\nfirst_byte_timeout_secs = 1")
+        .section("[health]\ninterval_secs = 3600\nfall = 2\nrise = 1")
+        .start()
+        .await;
+    let addr = os
+        .public_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+
+    // 200 anonymous uploads, half cut off and half stalled, 50 at a time.
+    let mut stalled_answers = Vec::new();
+    for round in 0..4 {
+        let batch = (0..50).map(|i| {
+            let path = CONVERSIONS[i % 2];
+            short_upload(&addr, path, round % 2 == 0)
+        });
+        let answers = join_all(batch).await;
+        if round % 2 == 1 {
+            stalled_answers.extend(answers);
+        }
+    }
+    for answer in &stalled_answers {
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "a stalled upload is the client's fault: {answer:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for node in nodes(&os).await {
+        assert_eq!(node["healthy"], true, "{node}");
+        assert_eq!(node["consecutive_failures"], 0, "{node}");
+    }
+    assert_eq!(open(&os, &nc, ODT, "1_odt").await, StatusCode::OK);
+    assert_eq!(open(&os, &nc, DOCX, "2_docx").await, StatusCode::OK);
+    // A node that really refuses connections still goes down within `fall` requests.
+    let refusing = c2.url();
+    c2.stop().await;
+    // Round robin: every other conversion meets the stopped node; `fall` (2) refusals.
+    let mut refused = 0;
+    for _ in 0..10 {
+        let reply = client::send(
+            Method::POST,
+            &format!(
+                "{}/cool/convert-to/pdf",
+                os.public_url.trim_end_matches('/')
+            ),
+            &[],
+            b"x",
+        )
+        .await;
+        match reply.status {
+            StatusCode::OK => {}
+            StatusCode::BAD_GATEWAY => refused += 1,
+            other => panic!("{other}: {}", reply.body),
+        }
+        if refused == 2 {
+            break;
+        }
+    }
+    assert_eq!(refused, 2, "the stopped node refused twice");
+    let down: Vec<Value> = nodes(&os)
+        .await
+        .into_iter()
+        .filter(|n| n["healthy"] == false)
+        .collect();
+    assert!(
+        down.len() == 1
+            && down[0]["node"].as_str().map(|n| n.trim_end_matches('/'))
+                == Some(refusing.trim_end_matches('/')),
+        "only the refusing node is down: {down:?}"
+    );
+}
