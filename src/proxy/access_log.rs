@@ -197,9 +197,25 @@ pub fn loggable_path(path: &str) -> String {
         } else {
             out.push_str(segment);
         }
+        if out.len() > MAX_LOGGED_PATH {
+            break;
+        }
+    }
+    if out.len() > MAX_LOGGED_PATH {
+        let mut end = MAX_LOGGED_PATH;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        let total = path.len();
+        out.truncate(end);
+        out.push_str(&format!("...[{total} bytes]"));
     }
     out
 }
+
+/// Longest path an access line carries (a client chooses the path: a 60 KiB one must not
+/// make a 60 KiB log line); longer ones are cut and say their length.
+const MAX_LOGGED_PATH: usize = 512;
 
 /// A response body that counts what it sends and writes the access line when it ends
 /// (completely, with an error, or because the client went away).
@@ -297,5 +313,17 @@ mod tests {
         ] {
             assert_eq!(loggable_path(plain), plain);
         }
+    }
+
+    #[test]
+    fn a_long_path_makes_a_short_line() {
+        // A 60 KiB path a client chose (issue 13).
+        let long = format!("/browser/{}", "é".repeat(30_000));
+        let logged = loggable_path(&long);
+        assert!(logged.len() < 600, "{}", logged.len());
+        assert!(
+            logged.ends_with(&format!("...[{} bytes]", long.len())),
+            "{logged}"
+        );
     }
 }

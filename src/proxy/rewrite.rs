@@ -157,9 +157,28 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// Forwarding headers a client may send that editors or their web servers read as the
+/// address or path they are served under: officeswitch names those itself, or not at all.
+const CLIENT_FORWARDING: [&str; 8] = [
+    "x-real-ip",
+    "x-forwarded-prefix",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-original-url",
+    "x-rewrite-url",
+    "proxyprefix",
+];
+
 /// Adds `X-Forwarded-For/-Proto/-Host` and `Forwarded` naming the client and
 /// officeswitch's public origin, so editors build URLs back through officeswitch.
+/// `Forwarded` is officeswitch's element alone (a client's own elements could name
+/// another host to an editor that reads the first); `X-Forwarded-For` keeps its chain
+/// (editors only log it); [`CLIENT_FORWARDING`] headers go.
 fn forwarded(headers: &mut HeaderMap, public: &PublicOrigin, peer: SocketAddr) {
+    for name in CLIENT_FORWARDING {
+        headers.remove(name);
+    }
     let client = peer.ip().to_string();
     let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {client}"),
@@ -175,10 +194,7 @@ fn forwarded(headers: &mut HeaderMap, public: &PublicOrigin, peer: SocketAddr) {
         element.push_str(&client);
     }
     element.push_str(&public.forwarded_tail);
-    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {element}"),
-        None => element,
-    };
+    let forwarded = element;
     // The client address and earlier proxies' values are header text already.
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), value);
@@ -322,6 +338,17 @@ mod tests {
     fn forwarded_headers_name_the_public_origin_and_extend_the_chain() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        // What a client sends to steer an editor's URLs elsewhere.
+        h.insert(
+            "forwarded",
+            HeaderValue::from_static("host=evil.example;proto=http"),
+        );
+        h.insert("x-forwarded-prefix", HeaderValue::from_static("/evil"));
+        h.insert("x-real-ip", HeaderValue::from_static("10.0.0.1"));
+        h.insert(
+            "proxyprefix",
+            HeaderValue::from_static("http://evil.example/"),
+        );
         let public = PublicOrigin::new(&Url::parse("https://office.example.org").unwrap());
         forwarded(&mut h, &public, "[2001:db8::1]:5000".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 2001:db8::1");
@@ -331,6 +358,9 @@ mod tests {
             h["forwarded"],
             "for=\"[2001:db8::1]\";proto=https;host=\"office.example.org\""
         );
+        for gone in ["x-forwarded-prefix", "x-real-ip", "proxyprefix"] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
     }
 
     #[test]

@@ -168,3 +168,63 @@ async fn cut_off_and_stalled_uploads_mark_no_node_down_but_a_refusing_node_still
         "only the refusing node is down: {down:?}"
     );
 }
+
+#[tokio::test]
+async fn client_forwarding_headers_never_reach_a_node_and_answers_are_not_sniffed() {
+    trace_init();
+    let node = StandInEditor::start(Suite::Collabora).await;
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[node.url()])
+        .org("acme", &[nc.origin()], "")
+        .start()
+        .await;
+    let public = os.public_url.trim_end_matches('/').to_string();
+
+    // Headers a client sends so that an editor builds its URLs on another host or path.
+    let spoof = [
+        ("forwarded", "for=1.2.3.4;host=evil.example;proto=http"),
+        ("x-forwarded-prefix", "/evil"),
+        ("x-real-ip", "10.0.0.1"),
+        ("proxyprefix", "http://evil.example/"),
+        ("x-forwarded-host", "evil.example"),
+    ];
+    let reply = client::send(
+        Method::GET,
+        &format!("{public}/hosting/capabilities"),
+        &spoof,
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let asset = client::send(
+        Method::GET,
+        &format!("{public}/browser/1a2b/x.js"),
+        &spoof,
+        b"",
+    )
+    .await;
+    assert!(asset.status.is_client_error() || asset.status.is_success());
+    let seen = node
+        .requests()
+        .into_iter()
+        .find(|r| r.path() == "/browser/1a2b/x.js")
+        .expect("the asset reached the node");
+    for (name, _) in &spoof {
+        let value = seen
+            .headers
+            .get(*name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            !value.contains("evil") && !value.contains("10.0.0.1"),
+            "{name}: {value}"
+        );
+    }
+
+    // A 60 KiB path of text an attacker chose comes back as plain text, never sniffed.
+    let long = format!("{public}/unknown/{}", "%3Cscript%3Ex%3C%2Fscript%3E".repeat(2_200));
+    let reply = client::send(Method::GET, &long, &[], b"").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.headers["x-content-type-options"], "nosniff");
+}
