@@ -467,5 +467,8 @@ async fn an_onlyoffice_save_after_the_file_changed_in_nextcloud_gets_409_and_kee
         let kept = stand.nc.contents_of("71_oc").expect("the file");
         assert_eq!(sha256_hex(&kept), sha256_hex(&theirs), "the replay wrote");
     }
+    // Not asserted, as it fails today: opening the document again shows the forgotten file
+    // (the refused edits), and closing it saves that over the other client's bytes with the
+    // new file time (README, "ONLYOFFICE behind Nextcloud Office", open hazard).
     oo.stop().await;
 }
