@@ -592,7 +592,10 @@ pub struct ConflictRule {
 /// Collabora's form. WOPI's form of a 409 carries `X-WOPI-Lock` (the current lock;
 /// richdocuments holds one lock for the editors, so the one the editor sent) and may say
 /// why in `X-WOPI-LockFailureReason`; ONLYOFFICE reads the 409 as "lock mismatch or file
-/// version conflict", saves nothing and keeps the edits as a forgotten file.
+/// version conflict", saves nothing and keeps the edits as a forgotten file. Measured with
+/// ONLYOFFICE 9.2.1: the next session of the document opens that forgotten file and saves it
+/// on close with the time it just read, which passes; so the conflict is held off only until
+/// the document is opened again (an open hazard, README).
 pub const CONFLICT: ConflictRule = ConflictRule {
     operation: Operation::PutFile,
     status: StatusCode::CONFLICT,
