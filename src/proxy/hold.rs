@@ -5,10 +5,10 @@
 //! exit saves end in its "forgotten" files). So when the connection to the host cannot be
 //! **opened** (refused, reset or timed out while connecting), officeswitch sends the same
 //! call again, after 250 ms, then doubling up to 2 s, until `wopi.host_timeout`. Nothing
-//! reached the host on such an attempt, so sending again cannot write twice. The body is
-//! never buffered: it is handed back ([`Reclaimable`]) only if nothing read it, which holds
-//! whenever no connection opened; once a byte was read, a failure is the editor's 502 as
-//! before.
+//! reached the host on such an attempt, so sending again cannot write twice; the same signed
+//! head is sent (richdocuments accepts a proof 20 minutes old). The body is never buffered:
+//! it is handed back ([`Reclaimable`]) only if nothing read it, which holds whenever no
+//! connection opened; once a byte was read, a failure is the editor's 502 as before.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};

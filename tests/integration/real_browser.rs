@@ -1032,3 +1032,4 @@ async fn convert(public: &str, name: &str, bytes: &[u8], format: &str) -> Vec<u8
     assert_eq!(status, StatusCode::OK, "convert-to {format} of {name}");
     body.to_vec()
 }
+mod host_outage;
