@@ -61,8 +61,8 @@ pub async fn send(
                 "WOPI host unreachable: holding the call, sending it again once the host accepts connections"
             );
         }
-        crate::metrics::global().host_retry();
         tokio::time::sleep(wait).await;
+        crate::metrics::global().host_retry();
         wait = (wait * 2).min(LONGEST_WAIT);
         body = again;
     }
