@@ -131,7 +131,9 @@ pub struct WopiConfig {
     /// 1 MiB, at least 4096); a larger host answer is refused, not passed on unrewritten.
     pub max_json_bytes: usize,
     /// Time the host gets to send its response head to a relayed call (`host_timeout_secs`,
-    /// default 60 s).
+    /// default 60 s), including the time the call is held while the host refuses connections
+    /// (`proxy::hold`): long enough for a Nextcloud restart, well below ONLYOFFICE's own
+    /// 10 minutes (`callbackRequestTimeout`).
     pub host_timeout: Duration,
 }
 

@@ -136,6 +136,7 @@ pub struct Metrics {
     websocket_bytes: Family<DirectionLabels, Counter>,
     rejections: Family<ReasonLabel, Counter>,
     retries: Counter,
+    host_retries: Counter,
     shutting_down: Gauge,
 }
 
@@ -207,6 +208,14 @@ impl Metrics {
              before any response byte (a node closing kept-alive connections)",
             retries.clone(),
         );
+        let host_retries = Counter::default();
+        register(
+            &mut registry,
+            "wopi_host_retries",
+            "WOPI calls sent to the host again because a connection to it could not be opened \
+             (nothing had reached it): calls held through a host restart",
+            host_retries.clone(),
+        );
         let shutting_down = Gauge::default();
         register(
             &mut registry,
@@ -236,6 +245,7 @@ impl Metrics {
             websocket_bytes,
             rejections,
             retries,
+            host_retries,
             shutting_down,
         }
     }
@@ -312,6 +322,11 @@ impl Metrics {
     /// An idempotent request was sent again after its pooled connection closed unanswered.
     pub fn upstream_retry(&self) {
         self.retries.inc();
+    }
+
+    /// A WOPI call was sent to the host again because no connection to it opened.
+    pub fn host_retry(&self) {
+        self.host_retries.inc();
     }
 
     /// Sets `officeswitch_shutting_down`: 1 from SIGTERM on, while the process drains.

@@ -17,11 +17,11 @@
 //!    [`tunnel`].
 //!
 //! WOPI calls from editors ([`callback`]) take the same shape towards the host: admit
-//! (token, rules, proof) instead of route, re-sign instead of rewrite, forward, and
-//! [`translate`] the JSON that carries URLs. Between admit and re-sign, and again on the
-//! way back, the pool's [`dialect`] speaks for richdocuments to editors that read WOPI
-//! differently (ONLYOFFICE): it refuses what would lose data, renames headers, reshapes
-//! conflicts and CheckFileInfo. Collabora's settings calls (`/wopi/settings/...`) are
+//! (token, rules, proof) instead of route, re-sign instead of rewrite, forward (held
+//! through a host restart: [`hold`]), and [`translate`] the JSON that carries URLs.
+//! Between admit and re-sign, and again on the way back, the pool's [`dialect`] speaks for
+//! richdocuments to editors that read WOPI differently (ONLYOFFICE): it refuses what
+//! would lose data, renames headers, reshapes conflicts and CheckFileInfo. Collabora's settings calls (`/wopi/settings/...`) are
 //! WOPI calls too ([`settings`]).
 //!
 //! Requests officeswitch answers itself (discovery, capabilities, probes, every refusal)
@@ -36,6 +36,7 @@ pub mod callback;
 pub mod classify;
 pub mod dialect;
 pub mod forward;
+pub mod hold;
 pub mod open;
 pub mod page;
 pub mod rewrite;
@@ -446,7 +447,7 @@ impl Proxy {
         let request = request.map(|body| forward::upstream_body(body, class));
         let request = exchange.request(request);
         let request = callback::host_request(request, call, &grant, &self.signer)?;
-        let response = forward::send(&self.client, request, self.wopi.host_timeout)
+        let response = hold::send(&self.client, request, self.wopi.host_timeout)
             .await
             .map_err(|answer| match answer {
                 Answer::GatewayTimeout => Answer::HostTimeout,

@@ -13,7 +13,8 @@
 //! 2. [`host_request`]: the request moves onto the host URL with the host's own token,
 //!    loses the editor's proof, cookies and hop-by-hop headers, and is signed with
 //!    officeswitch's key for exactly the URL sent.
-//! 3. forward (streamed, like editor traffic; the host gets `wopi.host_timeout` to answer);
+//! 3. forward (streamed, like editor traffic; the host gets `wopi.host_timeout` to answer,
+//!    and a call that finds the host's port closed is held and sent again: [`super::hold`]);
 //!    around 2 and 3 the pool's [`super::dialect`] may refuse the call, rename headers and
 //!    reshape the answer.
 //! 4. [`host_response`]: redirects and cookies are dropped; CheckFileInfo and

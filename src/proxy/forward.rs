@@ -12,6 +12,9 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body as _, Incoming};
+use hyper_util::client::legacy::Error as ClientError;
+use tokio::time::Instant;
+use tokio::time::error::Elapsed;
 
 use super::answer::{Answer, BoxError, ProxyBody};
 use crate::upstream::{UpstreamBody, UpstreamClient, error_chain};
@@ -33,16 +36,36 @@ pub async fn send(
     first_byte: Duration,
 ) -> Result<Response<Incoming>, Answer> {
     let deadline = tokio::time::Instant::now() + first_byte;
+    into_answer(send_until(client, request, deadline).await)
+}
+
+/// What one send ended with: the response, the client's error, or the deadline passed.
+pub type Sent = Result<Result<Response<Incoming>, ClientError>, Elapsed>;
+
+/// [`send`] up to an instant, its outcome not yet an answer (the host calls of [`super::hold`]
+/// look at the error before deciding).
+pub async fn send_until(
+    client: &UpstreamClient,
+    request: Request<UpstreamBody>,
+    deadline: Instant,
+) -> Sent {
     let again = replayable(&request);
     let first = tokio::time::timeout_at(deadline, client.request(request)).await;
-    let result = match (first, again) {
+    match (first, again) {
         (Ok(Err(e)), Some(again)) if closed_unanswered(&e) => {
             crate::metrics::global().upstream_retry();
             tokio::time::timeout_at(deadline, client.request_fresh(again)).await
         }
         (first, _) => first,
-    };
-    match result {
+    }
+}
+
+/// The answer for a send's outcome: 504 past the deadline, 502 for a client error.
+///
+/// # Errors
+/// As [`send`].
+pub fn into_answer(sent: Sent) -> Result<Response<Incoming>, Answer> {
+    match sent {
         Err(_) => Err(Answer::GatewayTimeout),
         Ok(Err(e)) => Err(Answer::BadGateway(error_chain(&e))),
         Ok(Ok(response)) => Ok(response),

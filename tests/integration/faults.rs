@@ -1,5 +1,6 @@
 //! Faults in the middle of editing (issue 6): an editor node dying under a live document
-//! WebSocket, and Nextcloud restarting while a large save is streaming through officeswitch.
+//! WebSocket, Nextcloud restarting while a large save is streaming through officeswitch, and
+//! a save arriving while Nextcloud is down (held until it is back, issue 20).
 //! Each test drives the whole flow a browser and an editor drive (open form, editor page,
 //! WOPI calls, document WebSocket) against real loopback servers, breaks one of them
 //! mid-way, and checks that nothing hangs, nothing is silently lost, and the document can be
@@ -8,17 +9,17 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use http::StatusCode;
+use http::{Method, StatusCode};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::support::client::{encode, post_form, websocket as websocket_from};
+use crate::support::client::{self, encode, post_form, websocket as websocket_from};
 use crate::support::editor::{
     EditorSession, PutBody, StandInEditor, StandInOptions, Suite, WopiCall, assert_ok,
     pattern_sha256,
 };
-use crate::support::nextcloud::{PutFault, StandInNextcloud};
+use crate::support::nextcloud::{PutFault, StandInNextcloud, WopiOperation};
 use crate::support::officeswitch::{OfficeSwitch, free_port};
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
@@ -297,12 +298,15 @@ async fn nextcloud_restarting_mid_putfile_fails_the_save_and_the_retry_stores_it
         reply.error
     );
 
-    // While Nextcloud is down, officeswitch says so rather than hanging.
-    let down = cool.wopi(&session, WopiCall::CheckFileInfo).await;
-    assert_eq!(down.status, StatusCode::BAD_GATEWAY, "{:?}", down.error);
-
-    nc.set_put_fault(None);
-    nc.come_back().await.expect("Nextcloud back on its port");
+    // A call made while Nextcloud is down is held, and answered once it is back.
+    let held = cool.wopi(&session, WopiCall::CheckFileInfo);
+    let back = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        nc.set_put_fault(None);
+        nc.come_back().await.expect("Nextcloud back on its port");
+    };
+    let (held, ()) = tokio::join!(held, back);
+    assert_ok(&held, "CheckFileInfo held while Nextcloud was down");
     // Nothing of the interrupted save was stored.
     assert!(
         nc.puts().is_empty(),
@@ -329,6 +333,155 @@ async fn nextcloud_restarting_mid_putfile_fails_the_save_and_the_retry_stores_it
         "the retry is stored whole"
     );
     assert_eq!(nc.version_of("32_oc"), Some(2));
+}
+
+/// Bytes of a save that arrives while Nextcloud is down: far more than socket buffers
+/// hold, so officeswitch must hold the editor's upload unread, not buffer it.
+const HELD_SAVE_BYTES: u64 = 8 << 20;
+
+/// How long Nextcloud stays down while a save waits.
+const OUTAGE: Duration = Duration::from_secs(2);
+
+/// The admin token of the tests that read `/metrics`.
+const ADMIN_TOKEN: &str = "faults-admin-token";
+
+/// `officeswitch_wopi_host_retries_total` (process-wide: tests in this binary share it).
+async fn host_retries(os: &OfficeSwitch) -> f64 {
+    let admin = os.admin_addr().expect("an admin listener");
+    let reply = client::send(
+        Method::GET,
+        &format!("http://{admin}/metrics"),
+        &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("officeswitch_wopi_host_retries_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The PutFile requests that reached Nextcloud.
+fn put_file_requests(nc: &StandInNextcloud) -> usize {
+    nc.requests()
+        .iter()
+        .filter(|r| r.operation == Some(WopiOperation::PutFile))
+        .count()
+}
+
+#[tokio::test]
+async fn a_save_arriving_while_nextcloud_is_down_is_held_and_lands_once_when_it_is_back() {
+    trace_init();
+    let cool = StandInEditor::start(Suite::Collabora).await;
+    let mut nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[cool.url()])
+        .org("acme", &[nc.origin()], "")
+        .admin(ADMIN_TOKEN)
+        .start()
+        .await;
+    nc.add_file(
+        "33_oc",
+        "report.odt",
+        b"the document as last saved".to_vec(),
+    );
+    nc.grant("33_oc", "nc-token-1");
+    let (_, session) = open(&os, &nc, std::slice::from_ref(&cool), "33_oc", "nc-token-1").await;
+    assert_ok(
+        &cool.wopi(&session, WopiCall::CheckFileInfo).await,
+        "CheckFileInfo",
+    );
+    let retries_before = host_retries(&os).await;
+
+    // Nextcloud restarts; the editor saves while its port is closed, and it is back on the
+    // same port a moment later.
+    nc.go_down().await;
+    let started = Instant::now();
+    let save = cool.wopi(
+        &session,
+        WopiCall::PutFile {
+            lock: None,
+            body: PutBody::Pattern(HELD_SAVE_BYTES),
+        },
+    );
+    let back = async {
+        tokio::time::sleep(OUTAGE).await;
+        nc.come_back().await.expect("Nextcloud back on its port");
+    };
+    let (reply, ()) = tokio::join!(save, back);
+    assert_ok(&reply, "the PutFile made while Nextcloud was down");
+    assert!(
+        started.elapsed() >= OUTAGE,
+        "the save was answered before Nextcloud was back"
+    );
+
+    // Exactly one PutFile reached Nextcloud, and it holds every byte the editor sent.
+    assert_eq!(put_file_requests(&nc), 1, "{:#?}", nc.requests());
+    assert_eq!(
+        nc.puts(),
+        vec![(
+            "33_oc".to_string(),
+            HELD_SAVE_BYTES,
+            pattern_sha256(HELD_SAVE_BYTES)
+        )],
+        "the held save is stored whole, once"
+    );
+    assert_eq!(nc.version_of("33_oc"), Some(2));
+    assert!(
+        host_retries(&os).await > retries_before,
+        "the repeats are not counted"
+    );
+}
+
+#[tokio::test]
+async fn a_save_while_nextcloud_stays_down_past_the_host_timeout_is_an_error_and_writes_nothing() {
+    trace_init();
+    let cool = StandInEditor::start(Suite::Collabora).await;
+    let mut nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[cool.url()])
+        .org("acme", &[nc.origin()], "")
+        .section("[wopi]\nhost_timeout_secs = 3")
+        .start()
+        .await;
+    let original = b"the document as last saved".to_vec();
+    nc.add_file("34_oc", "report.odt", original.clone());
+    nc.grant("34_oc", "nc-token-1");
+    let (_, session) = open(&os, &nc, std::slice::from_ref(&cool), "34_oc", "nc-token-1").await;
+
+    nc.go_down().await;
+    let started = Instant::now();
+    let reply = cool
+        .wopi(
+            &session,
+            WopiCall::PutFile {
+                lock: None,
+                body: PutBody::Pattern(64 << 10),
+            },
+        )
+        .await;
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            reply.status,
+            StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
+        ),
+        "a save Nextcloud never got answered {} ({:?})",
+        reply.status,
+        reply.error
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "held for {took:?}, not until the 3 s host timeout"
+    );
+
+    nc.come_back().await.expect("Nextcloud back on its port");
+    assert_eq!(put_file_requests(&nc), 0, "{:#?}", nc.requests());
+    assert!(nc.puts().is_empty(), "{:?}", nc.puts());
+    assert_eq!(nc.contents_of("34_oc").as_deref(), Some(&original[..]));
 }
 
 /// A node that answers the first request of each connection with a 404 that keeps the

@@ -223,7 +223,10 @@ async fn client_forwarding_headers_never_reach_a_node_and_answers_are_not_sniffe
     }
 
     // A 60 KiB path of text an attacker chose comes back as plain text, never sniffed.
-    let long = format!("{public}/unknown/{}", "%3Cscript%3Ex%3C%2Fscript%3E".repeat(2_200));
+    let long = format!(
+        "{public}/unknown/{}",
+        "%3Cscript%3Ex%3C%2Fscript%3E".repeat(2_200)
+    );
     let reply = client::send(Method::GET, &long, &[], b"").await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.headers["x-content-type-options"], "nosniff");

@@ -1091,4 +1091,5 @@ async fn convert(public: &str, name: &str, bytes: &[u8], format: &str) -> Vec<u8
     body.to_vec()
 }
 
+mod host_outage;
 mod onlyoffice_dialect;
