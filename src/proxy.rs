@@ -385,7 +385,7 @@ impl Proxy {
             };
             target.node = self
                 .sticky
-                .node_for(file.as_str(), target.pool, allowed)
+                .node_for_traffic(file.as_str(), target.pool, allowed)
                 .await
                 .ok_or_else(|| Answer::NoNode(self.pools[target.pool].name.clone()))?;
         }

@@ -208,6 +208,24 @@ impl Stickiness {
         Some(placed.node)
     }
 
+    /// The node of pool `pool` for traffic of document `file_id` (its page, assets,
+    /// WebSockets, downloads): as [`Stickiness::node_for`], except that a document without
+    /// a pin gets none and is routed by rendezvous hashing alone. Only an open creates pins,
+    /// so requests that name made-up documents cost no state (an anonymous client could
+    /// otherwise grow the store without bound). A pin whose node is down is still replaced,
+    /// so a live document moves off a crashed node.
+    pub async fn node_for_traffic(
+        &self,
+        file_id: &str,
+        pool: usize,
+        allowed: &[Url],
+    ) -> Option<usize> {
+        match self.current(file_id).await {
+            Some(_) => self.node_for(file_id, pool, allowed).await,
+            None => self.pick(file_id, pool, allowed).map(|placed| placed.node),
+        }
+    }
+
     /// The pin in force: remembered here and recently confirmed, else from the store
     /// (which refreshes its life). When the store fails, what this instance remembers.
     async fn current(&self, file_id: &str) -> Option<Placement> {

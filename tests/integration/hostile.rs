@@ -231,3 +231,45 @@ async fn client_forwarding_headers_never_reach_a_node_and_answers_are_not_sniffe
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     assert_eq!(reply.headers["x-content-type-options"], "nosniff");
 }
+
+#[tokio::test]
+async fn requests_naming_made_up_documents_create_no_pins_only_opens_do() {
+    trace_init();
+    let (c1, c2) = tokio::join!(
+        StandInEditor::start(Suite::Collabora),
+        StandInEditor::start(Suite::Collabora),
+    );
+    let nc = StandInNextcloud::start().await;
+    nc.add_file("1_odt", "a.odt", b"content".to_vec());
+    nc.grant("1_odt", "tok");
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[c1.url(), c2.url()])
+        .org("acme", &[nc.origin()], "")
+        .admin(ADMIN_TOKEN)
+        .start()
+        .await;
+    let public = os.public_url.trim_end_matches('/').to_string();
+    let pinned = async || -> u64 {
+        nodes(&os)
+            .await
+            .iter()
+            .filter_map(|n| n["pinned_documents"].as_u64())
+            .sum()
+    };
+
+    // 500 page loads, each naming a fresh document under the organisation's origin: each
+    // used to add a pin (~0.5 KB for an hour, in Redis too).
+    let loads = (0..500).map(|n| {
+        let wopi_src = encode(&nc.wopi_src(&format!("{n}_made_up")));
+        let url = format!("{public}/browser/1a2b3c/cool.html?WOPISrc={wopi_src}");
+        async move { client::get(&url).await.0 }
+    });
+    for status in join_all(loads).await {
+        assert_ne!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(pinned().await, 0, "made-up documents left pins");
+
+    // An open pins its document; its traffic then follows the pin.
+    assert_eq!(open(&os, &nc, ODT, "1_odt").await, StatusCode::OK);
+    assert_eq!(pinned().await, 1);
+}
