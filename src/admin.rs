@@ -50,7 +50,7 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use crate::metrics::Scrape;
-use crate::server::first_request::{Deadline, FirstRequest};
+use crate::server::deadline::{Deadline, Requests};
 use crate::sticky::health::{Health, NodeStatus};
 use crate::sticky::pins::Stickiness;
 use crate::sticky::store::Pin;
@@ -63,6 +63,10 @@ const MAX_BODY_BYTES: usize = 4096;
 
 /// Time a client gets to send its first request head (an idle connection holds a socket).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Time a kept-alive admin connection may wait for its next request (Prometheus scrapes
+/// every 15-60 s on one connection).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long open admin connections get to finish after shutdown starts: admin requests
 /// are short, so this is far below the public listener's drain deadline.
@@ -181,14 +185,19 @@ pub async fn serve(
             },
         };
         let admin = admin.clone();
-        let first = FirstRequest::default();
-        let arrived = first.clone();
+        let requests = Requests::default();
+        let handler_requests = requests.clone();
         let service = service_fn(move |request| {
-            arrived.arrived();
+            let in_flight = handler_requests.started();
             let admin = admin.clone();
-            async move { Ok::<_, Infallible>(admin.handle(request, peer).await) }
+            async move {
+                let response = admin.handle(request, peer).await;
+                drop(in_flight);
+                Ok::<_, Infallible>(response)
+            }
         });
-        let stream = Deadline::new(stream, HEADER_TIMEOUT, first);
+        // The admin API answers small bodies at once: idle means idle.
+        let stream = Deadline::new(stream, HEADER_TIMEOUT, IDLE_TIMEOUT, requests);
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -367,12 +367,17 @@ impl App {
             servers.push((listener, Some(acceptor)));
         }
         let mut accept_loops = tokio::task::JoinSet::new();
+        let admission = server::admission::Admission::new(
+            config.server.max_connections,
+            config.server.max_connections_per_client,
+        );
         for (listener, tls) in servers {
             accept_loops.spawn(server::serve(
                 listener,
                 tls,
                 proxy.clone(),
                 config.server.clone(),
+                Arc::clone(&admission),
                 Arc::clone(&self.drain),
             ));
         }

@@ -119,6 +119,16 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// Largest request head accepted.
     pub max_header_bytes: usize,
+    /// Time a request body officeswitch reads itself (an open form) may take.
+    pub body_timeout: Duration,
+    /// Time a client connection may sit with no request in flight and no bytes moving
+    /// (HTTP/1.1 keep-alive and HTTP/2 alike) before officeswitch closes it.
+    pub idle_timeout: Duration,
+    /// Client connections open at once, all clients together.
+    pub max_connections: usize,
+    /// Client connections open at once from one address; `None`: no such limit (behind a
+    /// load balancer every connection comes from its few addresses).
+    pub max_connections_per_client: Option<usize>,
 }
 
 /// The tokens officeswitch mints for editors and the WOPI calls it relays to hosts.
@@ -281,6 +291,20 @@ const DEFAULT_FIRST_BYTE_TIMEOUT_SECS: u64 = 120;
 const DEFAULT_WEBSOCKET_IDLE_TIMEOUT_SECS: u64 = 3600;
 /// Default time for a client to send its request head.
 const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+
+/// Default time for a body officeswitch reads itself (an open form is ~2 KiB).
+const DEFAULT_BODY_TIMEOUT_SECS: u64 = 10;
+
+/// Default idle time of a client connection (nginx's `keepalive_timeout` is 75 s).
+const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
+
+/// Default limit of client connections (each may hold an upstream one too: keep twice this
+/// below the process's file-descriptor limit).
+const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+
+/// Default limit per client address: a busy office behind one NAT address (a browser keeps
+/// about 6 connections plus one WebSocket per open document) stays far below it.
+const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u64 = 512;
 /// Default cap on a request head; WOPI URLs with long tokens stay far below it.
 const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
 /// Default token secret file, relative to the settings file.
@@ -452,6 +476,27 @@ impl Validator<'_> {
                 }
                 Some(v) => usize::try_from(*v.get_ref()).unwrap_or(usize::MAX),
                 None => DEFAULT_MAX_HEADER_BYTES as usize,
+            },
+            body_timeout: Duration::from_secs(self.positive(
+                "server.body_timeout_secs",
+                raw.server.body_timeout_secs.as_ref(),
+                DEFAULT_BODY_TIMEOUT_SECS,
+            )?),
+            idle_timeout: Duration::from_secs(self.positive(
+                "server.idle_timeout_secs",
+                raw.server.idle_timeout_secs.as_ref(),
+                DEFAULT_IDLE_TIMEOUT_SECS,
+            )?),
+            max_connections: usize::try_from(self.positive(
+                "server.max_connections",
+                raw.server.max_connections.as_ref(),
+                DEFAULT_MAX_CONNECTIONS,
+            )?)
+            .unwrap_or(usize::MAX),
+            max_connections_per_client: match &raw.server.max_connections_per_client {
+                Some(v) if *v.get_ref() == 0 => None,
+                Some(v) => Some(usize::try_from(*v.get_ref()).unwrap_or(usize::MAX)),
+                None => Some(DEFAULT_MAX_CONNECTIONS_PER_CLIENT as usize),
             },
         };
         let wopi = self.wopi(&raw.wopi)?;

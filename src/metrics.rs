@@ -137,7 +137,15 @@ pub struct Metrics {
     rejections: Family<ReasonLabel, Counter>,
     retries: Counter,
     host_retries: Counter,
+    connections_open: Gauge,
+    connections_refused: Family<RefusalLabel, Counter>,
     shutting_down: Gauge,
+}
+
+/// Why a client connection was closed unserved.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabel {
+    reason: &'static str,
 }
 
 /// Latency buckets: 1 ms to about 33 s, doubling.
@@ -216,6 +224,21 @@ impl Metrics {
              (nothing had reached it): calls held through a host restart",
             host_retries.clone(),
         );
+        let connections_open = Gauge::default();
+        register(
+            &mut registry,
+            "connections_open",
+            "Client connections open now (HTTP/1.1, HTTP/2, WebSockets), all listeners",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<RefusalLabel, Counter>::default();
+        register(
+            &mut registry,
+            "connections_refused",
+            "Client connections closed at once because a limit was reached, by reason \
+             (max_connections, max_connections_per_client)",
+            connections_refused.clone(),
+        );
         let shutting_down = Gauge::default();
         register(
             &mut registry,
@@ -246,6 +269,8 @@ impl Metrics {
             rejections,
             retries,
             host_retries,
+            connections_open,
+            connections_refused,
             shutting_down,
         }
     }
@@ -327,6 +352,18 @@ impl Metrics {
     /// A WOPI call was sent to the host again because no connection to it opened.
     pub fn host_retry(&self) {
         self.host_retries.inc();
+    }
+
+    /// The client connections open now.
+    pub fn connections_open(&self) -> &Gauge {
+        &self.connections_open
+    }
+
+    /// A client connection was closed unserved because the limit `reason` was reached.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&RefusalLabel { reason })
+            .inc();
     }
 
     /// Sets `officeswitch_shutting_down`: 1 from SIGTERM on, while the process drains.

@@ -130,6 +130,8 @@ pub struct Proxy {
     drain: Arc<Drain>,
     /// Path prefixes of nodes below a path (Collabora's `net.service_root`).
     service_roots: ServiceRoots,
+    /// How long a form officeswitch reads itself may take to arrive.
+    body_timeout: std::time::Duration,
 }
 
 /// Rules, discoveries and organisation tags in force when a request started; it keeps
@@ -176,6 +178,7 @@ impl Proxy {
             sticky,
             drain,
             service_roots: ServiceRoots::of(&config.pools),
+            body_timeout: config.server.body_timeout,
         }
     }
 
@@ -233,7 +236,7 @@ impl Proxy {
         let answer = match self.route_open(path, query).await {
             Ok(target) => {
                 log.target(&target, &self.pools);
-                match open::read_form(request.into_body()).await {
+                match open::read_form(request.into_body(), self.body_timeout).await {
                     Ok(form) => {
                         crate::metrics::global()
                             .request_bytes(Class::Open.as_str())
@@ -501,7 +504,7 @@ impl Proxy {
             .file
             .ok_or(Answer::BadRequest("the editor page names no document"))?;
         let (mut parts, body) = request.into_parts();
-        let form = open::read_form(body).await?;
+        let form = open::read_form(body, self.body_timeout).await?;
         // Read whole (it is small), then passed on rewritten: count what the client sent.
         crate::metrics::global()
             .request_bytes(Traffic::Page.as_str())
@@ -522,7 +525,7 @@ impl Proxy {
         target: &Target,
     ) -> Result<(Request<UpstreamBody>, Option<String>), Answer> {
         let (parts, body) = request.into_parts();
-        let form = open::read_form(body).await?;
+        let form = open::read_form(body, self.body_timeout).await?;
         crate::metrics::global()
             .request_bytes(Traffic::Page.as_str())
             .inc_by(form.len() as u64);

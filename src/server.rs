@@ -3,13 +3,15 @@
 //! [`serve`] accepts until the [`Drain`] says stop, then lets open connections finish
 //! their requests until the drain deadline.
 
+pub mod admission;
+pub mod deadline;
 pub mod drain;
-pub mod first_request;
 pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -20,19 +22,22 @@ use tracing::{debug, info, warn};
 
 use crate::config::ServerConfig;
 use crate::proxy::Proxy;
+use admission::Admission;
+use deadline::{Deadline, Requests};
 use drain::Drain;
-use first_request::{Deadline, FirstRequest};
 
 /// Time a client gets to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` (through `tls` when given) until `drain` stops accepting; returns
-/// when the connections it accepted are done or the drain closes them.
+/// when the connections it accepted are done or the drain closes them. `admission` (one
+/// for all listeners) holds the connection limits.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
     limits: ServerConfig,
+    admission: Arc<Admission>,
     drain: Arc<Drain>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -63,25 +68,46 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(admitted) = admission.admit(peer.ip()) else {
+            // Over a limit: closed unserved (counted and logged by the admission).
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
-        let first = FirstRequest::default();
-        let arrived = first.clone();
+        let requests = Requests::default();
+        let handler_requests = requests.clone();
         let service = service_fn(move |request| {
-            arrived.arrived();
+            let in_flight = handler_requests.started();
+            let requests = handler_requests.clone();
             let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, peer).await) }
+            async move {
+                let response = proxy.handle(request, peer).await;
+                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    requests.upgraded();
+                }
+                // Busy until the response body has ended (or was dropped).
+                let response = response.map(|body| {
+                    body.map_frame(move |frame| {
+                        let _busy = &in_flight;
+                        frame
+                    })
+                    .boxed()
+                });
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
-        let header_timeout = limits.header_timeout;
+        let (header_timeout, idle_timeout) = (limits.header_timeout, limits.idle_timeout);
         match &tls {
             None => {
-                let stream = Deadline::new(stream, header_timeout, first);
+                let stream = Deadline::new(stream, header_timeout, idle_timeout, requests);
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         connection_error(peer, &*e);
                     }
+                    drop(admitted);
                 });
             }
             Some(acceptor) => {
@@ -103,12 +129,13 @@ pub async fn serve(
                                 return;
                             }
                         };
-                    let stream = Deadline::new(stream, header_timeout, first);
+                    let stream = Deadline::new(stream, header_timeout, idle_timeout, requests);
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         connection_error(peer, &*e);
                     }
+                    drop(admitted);
                 });
             }
         }

@@ -120,6 +120,14 @@ pub struct FileServer {
     pub header_timeout_secs: Option<Spanned<u64>>,
     /// Largest request head accepted, in bytes (larger gets 431).
     pub max_header_bytes: Option<Spanned<u64>>,
+    /// Seconds a request body officeswitch reads itself (an open form) may take.
+    pub body_timeout_secs: Option<Spanned<u64>>,
+    /// Seconds a client connection may sit with no request in flight and no bytes moving.
+    pub idle_timeout_secs: Option<Spanned<u64>>,
+    /// Client connections open at once, all clients together.
+    pub max_connections: Option<Spanned<u64>>,
+    /// Client connections open at once from one address (0: no per-address limit).
+    pub max_connections_per_client: Option<Spanned<u64>>,
 }
 
 /// `[log]`: how officeswitch writes its log lines.

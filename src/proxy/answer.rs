@@ -204,9 +204,7 @@ impl Answer {
             Answer::BadGateway(why) => Some(why.clone()),
             Answer::GatewayTimeout => Some("node did not answer in time".into()),
             Answer::ClientBodyFailed => Some("the client's request body broke off".into()),
-            Answer::ClientBodyStalled => {
-                Some("the client's request body stalled until the node gave up".into())
-            }
+            Answer::ClientBodyStalled => Some("the client's request body stopped arriving".into()),
             Answer::Dialect(refusal) => Some(format!("dialect refused: {}", refusal.reason())),
             _ => None,
         }

@@ -63,14 +63,16 @@ pub struct OpenContext<'a> {
     pub max_token_ttl: std::time::Duration,
 }
 
-/// Reads an open form whole (it is a few hundred bytes), bounded.
+/// Reads an open form whole (it is a few hundred bytes), bounded in size and in time (a
+/// client that sends it slowly would hold the request forever).
 ///
 /// # Errors
-/// 413 above the bound, 400 when the body breaks off.
-pub async fn read_form(body: Incoming) -> Result<Bytes, Answer> {
-    Limited::new(body, MAX_OPEN_FORM)
-        .collect()
+/// 413 above the bound, 400 when the body breaks off, 408 when it takes longer than
+/// `timeout`.
+pub async fn read_form(body: Incoming, timeout: std::time::Duration) -> Result<Bytes, Answer> {
+    tokio::time::timeout(timeout, Limited::new(body, MAX_OPEN_FORM).collect())
         .await
+        .map_err(|_| Answer::ClientBodyStalled)?
         .map(|collected| collected.to_bytes())
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {

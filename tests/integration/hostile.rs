@@ -273,3 +273,108 @@ async fn requests_naming_made_up_documents_create_no_pins_only_opens_do() {
     assert_eq!(open(&os, &nc, ODT, "1_odt").await, StatusCode::OK);
     assert_eq!(pinned().await, 1);
 }
+
+/// Whether the server closed `stream` within `limit` (a read gets end of stream or an
+/// error).
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0; 256];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // An answer: keep reading until the server closes.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_client_holding_many_idle_connections_starves_nobody_and_idle_ones_close() {
+    trace_init();
+    let node = StandInEditor::start(Suite::Collabora).await;
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[node.url()])
+        .org("acme", &[nc.origin()], "")
+        .section(
+            "[server]\nmax_connections_per_client = 20\nidle_timeout_secs = 2\n\
+             body_timeout_secs = 2\nheader_timeout_secs = 3",
+        )
+        .start()
+        .await;
+    let addr = os
+        .public_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+
+    // 60 connections from 127.0.0.1, each sending the HTTP/2 preface and nothing more.
+    const H2C_PREFACE: &[u8] =
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        let mut stream = TcpStream::connect(&addr).await.expect("connect");
+        let _ = stream.write_all(H2C_PREFACE).await;
+        held.push(stream);
+    }
+    let closed = join_all(
+        held.iter_mut()
+            .map(|stream| closed_within(stream, Duration::from_millis(500))),
+    )
+    .await;
+    let refused = closed.iter().filter(|c| **c).count();
+    assert_eq!(
+        refused, 40,
+        "all but max_connections_per_client closed at once"
+    );
+    // Another client is served meanwhile.
+    let other = std::net::IpAddr::from([127, 0, 0, 2]);
+    let public = os.public_url.trim_end_matches('/').to_string();
+    let (status, _, _) = client::send_bytes_from(
+        Some(other),
+        Method::GET,
+        &format!("{public}/healthz"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // The silent ones go at the header deadline; their places come back.
+    for stream in &mut held {
+        assert!(closed_within(stream, Duration::from_secs(6)).await);
+    }
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A kept-alive HTTP/1.1 connection closes once idle for idle_timeout_secs.
+    let mut keep_alive = TcpStream::connect(&addr).await.expect("connect");
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    keep_alive.write_all(request.as_bytes()).await.unwrap();
+    let started = tokio::time::Instant::now();
+    assert!(closed_within(&mut keep_alive, Duration::from_secs(6)).await);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "not before the idle time"
+    );
+
+    // An open form that stops arriving gets 408 after body_timeout_secs.
+    let mut slow = TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "POST /officeswitch/open/ext/odt/edit?WOPISrc={} HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\naccess_tok",
+        encode(&nc.wopi_src("1_odt"))
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 64];
+    let n = tokio::time::timeout(Duration::from_secs(6), slow.read(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let line = String::from_utf8_lossy(&answer[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.starts_with("HTTP/1.1 408"), "{line}");
+}
