@@ -529,17 +529,27 @@ fn find_action<'a>(
 
 /// `urlsrc` as served by `from`, moved onto node `to` (same path below the node base).
 /// The query is kept verbatim: its `<name=PLACEHOLDER&>` blocks must survive unencoded.
+///
+/// The path is appended to `to`, never resolved against it: a node's discovery is not to
+/// be trusted with the authority (`///host:port/...` or `/\\host/...` would resolve to
+/// another host). `None` for a path that is not a plain absolute path.
 fn rebase(urlsrc: &str, from: &Url, to: &Url) -> Option<String> {
     let (location, query) = match urlsrc.split_once('?') {
         Some((l, q)) => (l, Some(q)),
         None => (urlsrc, None),
     };
+    if location.contains('\\') {
+        return None;
+    }
     let parsed = Url::parse(location).ok()?;
     let path = parsed.path();
     let rest = path
         .strip_prefix(from.path())
         .unwrap_or(path.trim_start_matches('/'));
-    let mut out = to.join(rest).ok()?.to_string();
+    if rest.starts_with('/') || rest.contains("://") {
+        return None;
+    }
+    let mut out = format!("{}{rest}", to.as_str());
     if let Some(q) = query {
         out.push('?');
         out.push_str(q);
@@ -580,6 +590,25 @@ mod tests {
     use super::*;
     use crate::discovery::service::ServedAssets;
     use crate::proxy::classify::{Class, classify};
+
+    #[test]
+    fn a_discoverys_urlsrc_never_names_another_host() {
+        let node = Url::parse("http://10.0.0.2:9980/").unwrap();
+        let announced = Url::parse("https://office.example/").unwrap();
+        let good = "https://office.example/browser/abc/cool.html?<ui=UI_LLCC&>";
+        assert_eq!(
+            rebase(good, &announced, &node).as_deref(),
+            Some("http://10.0.0.2:9980/browser/abc/cool.html?<ui=UI_LLCC&>")
+        );
+        // What a hostile or broken node could announce (issue 13 item 5).
+        for bad in [
+            "https://office.example///evil.example:1234/x?",
+            "https://office.example/http://evil.example:1234/x?",
+            "https://office.example/\\evil.example:1234/x?",
+        ] {
+            assert_eq!(rebase(bad, &announced, &node), None, "{bad}");
+        }
+    }
 
     /// A Collabora node whose discovery serves assets of `hash`.
     fn node(url: &Url, hash: &str) -> Option<Arc<PoolSource>> {
