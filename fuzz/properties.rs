@@ -711,6 +711,18 @@ pub fn classify_request(data: &[u8]) {
             assert!(takes, "{method} {path} as {:?}", request.kind);
             assert!(!has_dot_segment(&path), "dot segment forwarded: {path}");
             assert!(!is_admin_path(&path), "admin path forwarded: {path}");
+            // What coolwsd routes after hex-decoding `cool/0x<hex>` must be as harmless.
+            if let Some(decoded) = coolwsd_dehexify(&path, query) {
+                let decoded_path = decoded.split('?').next().unwrap_or_default();
+                assert!(
+                    !has_dot_segment(decoded_path),
+                    "dot segment after dehexify: {path} -> {decoded}"
+                );
+                assert!(
+                    !is_admin_path(decoded_path),
+                    "admin path after dehexify: {path} -> {decoded}"
+                );
+            }
             if let Some(version) = request.version {
                 assert!(is_within(version, &path));
             }
@@ -733,6 +745,36 @@ pub fn classify_request(data: &[u8]) {
             }
         }
     }
+}
+
+/// The request target coolwsd routes (`RequestDetails::dehexify`), written here apart
+/// from officeswitch's own reading: the first `cool/0x` in `path?query`, the hex up to the
+/// next `/` replaced by the bytes it encodes (nothing when it is not hex pairs). `None`
+/// without `cool/0x`.
+fn coolwsd_dehexify(path: &str, query: Option<&str>) -> Option<String> {
+    let target = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let at = target.find("cool/0x")?;
+    let start = at + "cool/0x".len();
+    let end = target[start..]
+        .find('/')
+        .map_or(target.len(), |i| start + i);
+    let hex = target[start..end].as_bytes();
+    let decoded: Vec<u8> = if hex.len() % 2 == 0 && hex.iter().all(u8::is_ascii_hexdigit) {
+        hex.chunks(2)
+            .filter_map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Some(format!(
+        "{}{}{}",
+        &target[..at + "cool/".len()],
+        String::from_utf8_lossy(&decoded),
+        &target[end..]
+    ))
 }
 
 /// Whether a path segment, percent-decoded (any number of times) and ASCII lower-cased, is

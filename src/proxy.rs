@@ -499,7 +499,7 @@ impl Proxy {
         &self,
         request: Request<Incoming>,
         target: &Target,
-    ) -> Result<Request<UpstreamBody>, Answer> {
+    ) -> Result<(http::request::Parts, String), Answer> {
         let file = target
             .file
             .ok_or(Answer::BadRequest("the editor page names no document"))?;
@@ -513,7 +513,7 @@ impl Proxy {
         let (uri, form) =
             open::page_form(&parts.uri, &form, target, file, pool, &self.open_context())?;
         parts.uri = uri;
-        Ok(with_form(parts, form))
+        Ok((parts, form))
     }
 
     /// Collabora's settings page: its form read whole (it is small) and translated
@@ -570,9 +570,14 @@ impl Proxy {
             request.headers_mut().remove(header::ACCEPT_ENCODING);
         }
         let mut org = target.org.as_deref().map(str::to_string);
+        let mut open_form = None;
         let (request, progress) = match page {
             PagePhase::Open(_) => match self.open_page(request, target).await {
-                Ok(r) => (r, BodyProgress::complete()),
+                Ok((parts, form)) => {
+                    let request = with_form(copy_head(&parts), form.clone());
+                    open_form = Some((parts, form));
+                    (request, BodyProgress::complete())
+                }
                 Err(answer) => return Err((answer, log)),
             },
             PagePhase::Settings => match self.settings_page(request, target).await {
@@ -593,28 +598,21 @@ impl Proxy {
                 (Request::from_parts(parts, body), progress)
             }
         };
-        let node = target.node_in(&self.pools);
-        let request = match rewrite::request(request, local_path, node, &self.public, peer, upgrade)
+        let mut target = target.clone();
+        let sending = Sending {
+            local_path,
+            peer,
+            upgrade,
+            progress: &progress,
+        };
+        let response = match self
+            .send_to_node(request, &mut target, &sending, open_form, &mut log)
+            .await
         {
-            Ok(r) => r,
+            Ok(response) => response,
             Err(answer) => return Err((answer, log)),
         };
-        let health = self.sticky.health();
-        let response =
-            match forward::send(&self.client, request, self.upstream.first_byte_timeout).await {
-                Ok(r) => r,
-                Err(answer) => {
-                    // Passive health counts only what the node did ([`blame`]).
-                    return Err(match blame::blame(answer.clone(), &progress) {
-                        Blame::Node(why) => {
-                            health.report_failure(target.pool, target.node, &why);
-                            (answer, log)
-                        }
-                        Blame::Client(answer) => (answer, log),
-                    });
-                }
-            };
-        health.report_success(target.pool, target.node);
+        let node = target.node_in(&self.pools);
         let mut response = rewrite::response(response, node, &self.public);
         log.status(response.status().as_u16());
         if page.is_collabora_page()
@@ -640,6 +638,88 @@ impl Proxy {
             return Ok(response.map(|_| Empty::new().map_err(|never| match never {}).boxed()));
         }
         Ok(logged(response.map(forward::client_body), log))
+    }
+
+    /// Rewrites `request` for `target`'s node and sends it; passive health hears what the
+    /// node did ([`blame`]). An open page (`open_form`: its head and form) whose node
+    /// refused the connection, so nothing reached it, goes once more to the next node,
+    /// where its document is re-pinned ([`Stickiness::move_off`]): an open in the seconds
+    /// before the checks mark a dead node down still succeeds.
+    async fn send_to_node(
+        &self,
+        request: Request<UpstreamBody>,
+        target: &mut Target,
+        sending: &Sending<'_>,
+        open_form: Option<(http::request::Parts, String)>,
+        log: &mut AccessLog,
+    ) -> Result<Response<Incoming>, Answer> {
+        let node = target.node_in(&self.pools);
+        let request = rewrite::request(
+            request,
+            sending.local_path,
+            node,
+            &self.public,
+            sending.peer,
+            sending.upgrade,
+        )?;
+        let deadline = tokio::time::Instant::now() + self.upstream.first_byte_timeout;
+        let sent = forward::send_until(&self.client, request, deadline).await;
+        let refused = matches!(&sent, Ok(Err(e)) if forward::not_opened(e));
+        let failed = match self.judged(forward::into_answer(sent), target, sending.progress) {
+            Err(answer) if refused => answer,
+            other => return other,
+        };
+        let (Some((head, form)), Some(file)) = (open_form, target.file) else {
+            return Err(failed);
+        };
+        let snapshot = self.snapshot();
+        let router = self.router(&snapshot);
+        let allowed = match &target.org {
+            Some(org) => router.allowed_nodes(org, target.pool),
+            None => &self.pools[target.pool].nodes,
+        };
+        let Some(next) = self
+            .sticky
+            .move_off(file.as_str(), target.pool, target.node, allowed)
+            .await
+        else {
+            return Err(failed);
+        };
+        target.node = next;
+        log.target(target, &self.pools);
+        let request = rewrite::request(
+            with_form(head, form),
+            sending.local_path,
+            target.node_in(&self.pools),
+            &self.public,
+            sending.peer,
+            sending.upgrade,
+        )?;
+        let sent = forward::send_until(&self.client, request, deadline).await;
+        self.judged(forward::into_answer(sent), target, sending.progress)
+    }
+
+    /// Reports a send's outcome to passive health, which counts only what the node did.
+    fn judged(
+        &self,
+        outcome: Result<Response<Incoming>, Answer>,
+        target: &Target,
+        progress: &BodyProgress,
+    ) -> Result<Response<Incoming>, Answer> {
+        let health = self.sticky.health();
+        match outcome {
+            Ok(response) => {
+                health.report_success(target.pool, target.node);
+                Ok(response)
+            }
+            Err(answer) => match blame::blame(answer.clone(), progress) {
+                Blame::Node(why) => {
+                    health.report_failure(target.pool, target.node, &why);
+                    Err(answer)
+                }
+                Blame::Client(answer) => Err(answer),
+            },
+        }
     }
 
     /// Answers the classes officeswitch serves itself.
@@ -728,6 +808,28 @@ fn with_form(mut parts: http::request::Parts, form: String) -> Request<UpstreamB
             .map_err(|never| match never {})
             .boxed(),
     )
+}
+
+/// A copy of a request head without its extensions (an open page's, to send it twice).
+fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut copy = Request::new(());
+    *copy.method_mut() = parts.method.clone();
+    *copy.uri_mut() = parts.uri.clone();
+    *copy.version_mut() = parts.version;
+    *copy.headers_mut() = parts.headers.clone();
+    copy.into_parts().0
+}
+
+/// How a request is sent on to its node, besides the node: for [`Proxy::send_to_node`].
+struct Sending<'a> {
+    /// The path below any service root.
+    local_path: &'a str,
+    /// The client's address.
+    peer: SocketAddr,
+    /// Whether it is an upgrade.
+    upgrade: bool,
+    /// How far its body got, for [`blame`].
+    progress: &'a BodyProgress,
 }
 
 /// A whole body, as officeswitch sends it.

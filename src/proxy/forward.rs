@@ -125,3 +125,29 @@ where
 pub fn client_body(body: Incoming) -> ProxyBody {
     body.map_err(|e| -> BoxError { Box::new(e) }).boxed()
 }
+
+/// Whether the client could not open a connection (to a node or the host), so nothing of
+/// the request left officeswitch: refused, reset or aborted while connecting, timed out, unreachable.
+/// Refusals of TLS (a bad certificate) are not among them: repeating does not cure those.
+pub fn not_opened(error: &hyper_util::client::legacy::Error) -> bool {
+    use std::io::ErrorKind;
+    if !error.is_connect() {
+        return false;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::TimedOut
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            );
+        }
+        source = e.source();
+    }
+    false
+}

@@ -48,7 +48,7 @@ pub async fn send(
         let (reclaimable, reclaim) = Reclaimable::new(body);
         let attempt = Request::from_parts(head.clone(), reclaimable.boxed());
         let sent = forward::send_until(client, attempt, deadline).await;
-        let unopened = matches!(&sent, Ok(Err(e)) if not_opened(e));
+        let unopened = matches!(&sent, Ok(Err(e)) if forward::not_opened(e));
         let again = match reclaim.take() {
             Some(untouched) if unopened && Instant::now() + wait < deadline => untouched,
             _ => return forward::into_answer(sent),
@@ -66,32 +66,6 @@ pub async fn send(
         wait = (wait * 2).min(LONGEST_WAIT);
         body = again;
     }
-}
-
-/// Whether the client could not open a connection to the host, so nothing of the request
-/// left officeswitch: refused, reset or aborted while connecting, timed out, unreachable.
-/// Refusals of TLS (a bad certificate) are not among them: repeating does not cure those.
-fn not_opened(error: &hyper_util::client::legacy::Error) -> bool {
-    use std::io::ErrorKind;
-    if !error.is_connect() {
-        return false;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                ErrorKind::ConnectionRefused
-                    | ErrorKind::ConnectionReset
-                    | ErrorKind::ConnectionAborted
-                    | ErrorKind::TimedOut
-                    | ErrorKind::HostUnreachable
-                    | ErrorKind::NetworkUnreachable
-            );
-        }
-        source = e.source();
-    }
-    false
 }
 
 /// The call for the log line: method and `X-WOPI-Override` (the URL carries the host's

@@ -258,12 +258,66 @@ impl Stickiness {
         }
     }
 
+    /// Moves document `file_id` off node `refused` of `pool`, which refused the
+    /// connection for its open (nothing reached it), onto the next node by rendezvous
+    /// hashing among `allowed`: the pin is replaced (compare-and-set, so instances agree)
+    /// and the new node returned. `None` when no other node can take it.
+    pub async fn move_off(
+        &self,
+        file_id: &str,
+        pool: usize,
+        refused: usize,
+        allowed: &[Url],
+    ) -> Option<usize> {
+        let chosen = self.pick_other(file_id, pool, allowed, Some(refused))?;
+        let old = self.pin_of(Placement {
+            pool,
+            node: refused,
+        });
+        let proposal = self.pin_of(chosen);
+        let outcome = self
+            .guarded(
+                StoreOp::Replace,
+                self.store.replace(file_id, &old, &proposal, self.ttl),
+            )
+            .await;
+        let placed = match outcome {
+            Ok(pin) => self.placement_of(&pin).unwrap_or(chosen),
+            Err(_) => chosen,
+        };
+        if placed == chosen {
+            self.repinned.fetch_add(1, Ordering::Relaxed);
+            info!(
+                pool = %proposal.pool,
+                from = %old.node,
+                to = %proposal.node,
+                "document re-pinned: its node refused the open"
+            );
+        }
+        self.remember(file_id, placed);
+        Some(placed.node)
+    }
+
     /// Rendezvous pick among the allowed nodes of `pool` that take new documents.
     fn pick(&self, file_id: &str, pool: usize, allowed: &[Url]) -> Option<Placement> {
+        self.pick_other(file_id, pool, allowed, None)
+    }
+
+    /// [`Stickiness::pick`] leaving out node `except`.
+    fn pick_other(
+        &self,
+        file_id: &str,
+        pool: usize,
+        allowed: &[Url],
+        except: Option<usize>,
+    ) -> Option<Placement> {
         let nodes = &self.pools.get(pool)?.nodes;
         let index_of = |i: usize| nodes.iter().position(|n| *n == allowed[i]);
-        let takes =
-            |i: usize| index_of(i).is_some_and(|node| self.health.takes_new_documents(pool, node));
+        let takes = |i: usize| {
+            index_of(i).is_some_and(|node| {
+                Some(node) != except && self.health.takes_new_documents(pool, node)
+            })
+        };
         let i = hrw::pick_where(file_id.as_bytes(), allowed, takes)?;
         Some(Placement {
             pool,

@@ -378,3 +378,75 @@ async fn one_client_holding_many_idle_connections_starves_nobody_and_idle_ones_c
         .to_string();
     assert!(line.starts_with("HTTP/1.1 408"), "{line}");
 }
+
+#[tokio::test]
+async fn an_open_whose_node_refuses_the_connection_lands_on_the_next_node() {
+    trace_init();
+    let (c1, c2) = tokio::join!(
+        StandInEditor::start(Suite::Collabora),
+        StandInEditor::start(Suite::Collabora),
+    );
+    let nc = StandInNextcloud::start().await;
+    nc.add_file("1_odt", "a.odt", b"content".to_vec());
+    nc.grant("1_odt", "tok");
+    // No check runs during the test: only the refusal itself can move the document.
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[c1.url(), c2.url()])
+        .org("acme", &[nc.origin()], "")
+        .admin(ADMIN_TOKEN)
+        .section("[health]\ninterval_secs = 3600\nfall = 3")
+        .start()
+        .await;
+
+    // Step 1 routes and pins; the pinned node then dies before the page is posted to it.
+    let (_, xml) = os.get("/hosting/discovery").await;
+    let view = RichdocumentsView::parse(&xml);
+    let (_, urlsrc) = view.url_src(ODT).expect("a urlsrc");
+    let form = "access_token=tok&access_token_ttl=0";
+    let url = format!("{urlsrc}WOPISrc={}&lang=en", encode(&nc.wopi_src("1_odt")));
+    let step1 = client::post_form_once(&url, form).await;
+    assert_eq!(
+        step1.status,
+        StatusCode::TEMPORARY_REDIRECT,
+        "{}",
+        step1.body
+    );
+    let pinned: Vec<String> = nodes(&os)
+        .await
+        .iter()
+        .filter(|n| n["pinned_documents"] == 1)
+        .filter_map(|n| {
+            n["node"]
+                .as_str()
+                .map(|s| s.trim_end_matches('/').to_string())
+        })
+        .collect();
+    assert_eq!(pinned.len(), 1, "{pinned:?}");
+    let (dead, survivor) = if c1.url().trim_end_matches('/') == pinned[0] {
+        (c1, c2)
+    } else {
+        (c2, c1)
+    };
+    dead.stop().await;
+
+    let location = step1.headers["location"].to_str().unwrap().to_string();
+    let page = client::post_form_once(&location, form).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(
+        page.node(),
+        Some(survivor.url().as_str()),
+        "rendered by the survivor"
+    );
+    let now_pinned: Vec<Value> = nodes(&os)
+        .await
+        .into_iter()
+        .filter(|n| n["pinned_documents"] == 1)
+        .collect();
+    assert_eq!(
+        now_pinned[0]["node"]
+            .as_str()
+            .map(|s| s.trim_end_matches('/')),
+        Some(survivor.url().trim_end_matches('/')),
+        "the document is pinned to the survivor"
+    );
+}
