@@ -137,6 +137,7 @@ pub struct Metrics {
     rejections: Family<ReasonLabel, Counter>,
     retries: Counter,
     host_retries: Counter,
+    conflict_copies: Counter,
     shutting_down: Gauge,
 }
 
@@ -216,6 +217,14 @@ impl Metrics {
              (nothing had reached it): calls held through a host restart",
             host_retries.clone(),
         );
+        let conflict_copies = Counter::default();
+        register(
+            &mut registry,
+            "wopi_conflict_copies",
+            "ONLYOFFICE saves of a file that changed in the host meanwhile, stored as a new \
+             file (a conflict copy) instead of over the newer one",
+            conflict_copies.clone(),
+        );
         let shutting_down = Gauge::default();
         register(
             &mut registry,
@@ -246,6 +255,7 @@ impl Metrics {
             rejections,
             retries,
             host_retries,
+            conflict_copies,
             shutting_down,
         }
     }
@@ -327,6 +337,11 @@ impl Metrics {
     /// A WOPI call was sent to the host again because no connection to it opened.
     pub fn host_retry(&self) {
         self.host_retries.inc();
+    }
+
+    /// An out-of-date ONLYOFFICE save was stored as a conflict copy.
+    pub fn conflict_copy(&self) {
+        self.conflict_copies.inc();
     }
 
     /// Sets `officeswitch_shutting_down`: 1 from SIGTERM on, while the process drains.
@@ -551,6 +566,7 @@ mod tests {
             "websockets_open gauge",
             "websocket_bytes counter",
             "wopi_rejections counter",
+            "wopi_conflict_copies counter",
             "shutting_down gauge",
             "build_info gauge",
         ] {
