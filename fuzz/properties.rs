@@ -761,7 +761,7 @@ fn coolwsd_dehexify(path: &str, query: Option<&str>) -> Option<String> {
     let end = target[start..]
         .find('/')
         .map_or(target.len(), |i| start + i);
-    let hex = target[start..end].as_bytes();
+    let hex = &target.as_bytes()[start..end];
     let decoded: Vec<u8> = if hex.len() % 2 == 0 && hex.iter().all(u8::is_ascii_hexdigit) {
         hex.chunks(2)
             .filter_map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())

@@ -139,6 +139,7 @@ pub struct Metrics {
     host_retries: Counter,
     connections_open: Gauge,
     connections_refused: Family<RefusalLabel, Counter>,
+    conflict_copies: Counter,
     shutting_down: Gauge,
 }
 
@@ -239,6 +240,14 @@ impl Metrics {
              (max_connections, max_connections_per_client)",
             connections_refused.clone(),
         );
+        let conflict_copies = Counter::default();
+        register(
+            &mut registry,
+            "wopi_conflict_copies",
+            "ONLYOFFICE saves of a file that changed in the host meanwhile, stored as a new \
+             file (a conflict copy) instead of over the newer one",
+            conflict_copies.clone(),
+        );
         let shutting_down = Gauge::default();
         register(
             &mut registry,
@@ -271,6 +280,7 @@ impl Metrics {
             host_retries,
             connections_open,
             connections_refused,
+            conflict_copies,
             shutting_down,
         }
     }
@@ -364,6 +374,11 @@ impl Metrics {
         self.connections_refused
             .get_or_create(&RefusalLabel { reason })
             .inc();
+    }
+
+    /// An out-of-date ONLYOFFICE save was stored as a conflict copy.
+    pub fn conflict_copy(&self) {
+        self.conflict_copies.inc();
     }
 
     /// Sets `officeswitch_shutting_down`: 1 from SIGTERM on, while the process drains.
@@ -588,6 +603,7 @@ mod tests {
             "websockets_open gauge",
             "websocket_bytes counter",
             "wopi_rejections counter",
+            "wopi_conflict_copies counter",
             "shutting_down gauge",
             "build_info gauge",
         ] {

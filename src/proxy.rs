@@ -21,8 +21,9 @@
 //! through a host restart: [`hold`]), and [`translate`] the JSON that carries URLs.
 //! Between admit and re-sign, and again on the way back, the pool's [`dialect`] speaks for
 //! richdocuments to editors that read WOPI differently (ONLYOFFICE): it refuses what
-//! would lose data, renames headers, reshapes conflicts and CheckFileInfo. Collabora's settings calls (`/wopi/settings/...`) are
-//! WOPI calls too ([`settings`]).
+//! would lose data, renames headers, reshapes conflicts and CheckFileInfo; an ONLYOFFICE
+//! save of a file that changed meanwhile is stored as a new file ([`conflict`]).
+//! Collabora's settings calls (`/wopi/settings/...`) are WOPI calls too ([`settings`]).
 //!
 //! Requests officeswitch answers itself (discovery, capabilities, probes, every refusal)
 //! are [`Answer`]s. Each request gets one access log line ([`access_log`]), written when
@@ -34,6 +35,7 @@ pub mod blame;
 pub mod bridge;
 pub mod callback;
 pub mod classify;
+pub mod conflict;
 pub mod dialect;
 pub mod forward;
 pub mod hold;
@@ -53,7 +55,7 @@ use std::sync::atomic::AtomicUsize;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 
 use crate::config::{Config, PoolConfig, SuiteKind, UpstreamConfig, WopiConfig};
@@ -449,27 +451,30 @@ impl Proxy {
         let class = log.class();
         let request = request.map(|body| forward::upstream_body(body, class));
         let request = exchange.request(request);
-        let request = callback::host_request(request, call, &grant, &self.signer)?;
-        let response = hold::send(&self.client, request, self.wopi.host_timeout)
-            .await
-            .map_err(|answer| match answer {
-                Answer::GatewayTimeout => Answer::HostTimeout,
-                Answer::BadGateway(why) => Answer::HostFailed(why),
-                other => other,
-            })?;
-        let response = exchange.response(callback::host_response(response));
+        let host = callback::Host {
+            client: &self.client,
+            signer: &self.signer,
+            grant: &grant,
+            timeout: self.wopi.host_timeout,
+            max_json_bytes: self.wopi.max_json_bytes,
+        };
+        // An ONLYOFFICE save the host would refuse as out of date becomes a new file, not a
+        // refusal ONLYOFFICE would undo at the next open ([`conflict`]).
+        let request = match conflict::check(&exchange, call, request, &host).await? {
+            conflict::Save::AsSent(request) => request,
+            conflict::Save::Stale(stale) => {
+                let response = stale.copy(call, &host).await?;
+                log.status(response.status().as_u16());
+                return Ok(response);
+            }
+        };
+        let response = exchange.response(host.send(call, request).await?);
         log.status(response.status().as_u16());
         if body_kind == HostBody::Stream || !response.status().is_success() {
             return Ok(response.map(forward::client_body));
         }
         let (mut parts, body) = response.into_parts();
-        let bytes = Limited::new(body, self.wopi.max_json_bytes)
-            .collect()
-            .await
-            .map_err(|e| Answer::HostFailed(format!("reading the host's JSON: {e}")))?
-            .to_bytes();
-        let mut json: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|_| Answer::HostFailed("the host's answer is not JSON".into()))?;
+        let mut json = host.json(body).await?;
         let minter = translate::Minter {
             tokens: &self.tokens,
             rules: &rules,

@@ -110,6 +110,10 @@ pub enum Answer {
     /// A WOPI call officeswitch answers itself because passing it on in this suite's
     /// dialect would lose data or protection ([`super::dialect`]).
     Dialect(super::dialect::Refusal),
+    /// An out-of-date ONLYOFFICE save stored as a new file ([`super::conflict`]): `{}`,
+    /// without the `LastModifiedTime` a save's answer carries, so the editor's next save
+    /// is still out of date.
+    ConflictCopied,
 }
 
 impl Answer {
@@ -120,7 +124,8 @@ impl Answer {
             | Answer::Capabilities(_)
             | Answer::Alive
             | Answer::Ready(_)
-            | Answer::Bridge(_) => StatusCode::OK,
+            | Answer::Bridge(_)
+            | Answer::ConflictCopied => StatusCode::OK,
             Answer::EditorPage(_) => StatusCode::TEMPORARY_REDIRECT,
             Answer::BadTicket(_) => StatusCode::BAD_REQUEST,
             Answer::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -157,7 +162,8 @@ impl Answer {
             | Answer::Capabilities(_)
             | Answer::Alive
             | Answer::Ready(_)
-            | Answer::NotReady(_) => Fault::None,
+            | Answer::NotReady(_)
+            | Answer::ConflictCopied => Fault::None,
             Answer::MethodNotAllowed
             | Answer::NotFound
             | Answer::BadRequest(_)
@@ -257,6 +263,7 @@ impl Answer {
             Answer::ClientBodyFailed => text("the request body broke off\n".into()),
             Answer::ClientBodyStalled => text("the request body stopped arriving\n".into()),
             Answer::Dialect(refusal) => text(format!("{}\n", refusal.message())),
+            Answer::ConflictCopied => ("application/json", Bytes::from_static(b"{}")),
         };
         let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed());
         *response.status_mut() = status;

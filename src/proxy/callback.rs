@@ -16,23 +16,30 @@
 //! 3. forward (streamed, like editor traffic; the host gets `wopi.host_timeout` to answer,
 //!    and a call that finds the host's port closed is held and sent again: [`super::hold`]);
 //!    around 2 and 3 the pool's [`super::dialect`] may refuse the call, rename headers and
-//!    reshape the answer.
+//!    reshape the answer, and an ONLYOFFICE save the host would refuse as out of date is
+//!    sent as a new file instead ([`super::conflict`]). 2 and 3 are [`Host::send`].
 //! 4. [`host_response`]: redirects and cookies are dropped; CheckFileInfo and
 //!    PutRelativeFile JSON goes through [`super::translate`], a settings configuration
 //!    through [`super::settings::config`]; every other body streams.
 
+use std::time::Duration;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use url::Url;
 
 use super::answer::Answer;
 use super::classify::{WopiCall, WopiEndpoint, query_param};
+use super::hold;
 use super::rewrite::strip_hop_by_hop;
 use crate::config::{PoolConfig, ProofPolicy};
 use crate::discovery::ProofKeyPair;
 use crate::discovery::service::Catalog;
 use crate::rules::RuleSet;
+use crate::upstream::{UpstreamBody, UpstreamClient};
 use crate::wopi::proof::{self, ProofHeaders, Signer};
 use crate::wopi::token::{Grant, GrantKind, TokenKeys, unix_now};
 
@@ -258,6 +265,60 @@ pub fn host_request<B>(
     }
     signed.apply(headers);
     Ok(request)
+}
+
+/// The host of one admitted call, and the one way calls reach it: every request sent for
+/// the call (the call itself, and the calls [`super::conflict`] makes first) is signed by
+/// [`host_request`], held through a host restart ([`hold`]) and cleaned by
+/// [`host_response`].
+pub struct Host<'a> {
+    /// The pooled client.
+    pub client: &'a UpstreamClient,
+    /// officeswitch's proof signer.
+    pub signer: &'a Signer,
+    /// The call's grant: the host URL and token.
+    pub grant: &'a Grant,
+    /// `wopi.host_timeout`.
+    pub timeout: Duration,
+    /// `wopi.max_json_bytes`.
+    pub max_json_bytes: usize,
+}
+
+impl Host<'_> {
+    /// Sends `request` as `call` of the grant's file.
+    ///
+    /// # Errors
+    /// As [`host_request`]; 504 when the host does not answer within `timeout`, 502 when
+    /// it failed otherwise.
+    pub async fn send(
+        &self,
+        call: &WopiCall<'_>,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, Answer> {
+        let request = host_request(request, call, self.grant, self.signer)?;
+        let response = hold::send(self.client, request, self.timeout)
+            .await
+            .map_err(|answer| match answer {
+                Answer::GatewayTimeout => Answer::HostTimeout,
+                Answer::BadGateway(why) => Answer::HostFailed(why),
+                other => other,
+            })?;
+        Ok(host_response(response))
+    }
+
+    /// The JSON body of a host answer, read whole up to `max_json_bytes`.
+    ///
+    /// # Errors
+    /// 502 when it breaks off, is larger or is not JSON.
+    pub async fn json(&self, body: Incoming) -> Result<serde_json::Value, Answer> {
+        let bytes = Limited::new(body, self.max_json_bytes)
+            .collect()
+            .await
+            .map_err(|e| Answer::HostFailed(format!("reading the host's JSON: {e}")))?
+            .to_bytes();
+        serde_json::from_slice(&bytes)
+            .map_err(|_| Answer::HostFailed("the host's answer is not JSON".into()))
+    }
 }
 
 /// The host URL of a call: a file's WOPISrc (plus `/contents`) with the host's token, a

@@ -13,6 +13,8 @@
 //! - [`CALLS`]: calls officeswitch answers itself instead of passing them on, because
 //!   passing them on would lose data;
 //! - [`REQUEST_HEADERS`]: request headers copied under the name richdocuments reads;
+//! - [`STALE_SAVE`]: an out-of-date save becomes a new file ([`super::conflict`]) instead
+//!   of a refusal ONLYOFFICE would later undo;
 //! - [`CONFLICT`]: how richdocuments' refusal of an out-of-date save reaches ONLYOFFICE;
 //! - [`MESSAGES_TO_HOST`] and [`FRAME_READY`]: the postMessages the pool's
 //!   [`super::bridge`] page renames or adds between ONLYOFFICE's page and Nextcloud's.
@@ -108,6 +110,19 @@ impl Exchange {
             alias_headers(request.headers_mut(), self.operation);
         }
         request
+    }
+
+    /// The timestamp of a save [`STALE_SAVE`] checks, as the host will read it (so after
+    /// [`Exchange::request`]); `None` when the rule does not apply: not an ONLYOFFICE
+    /// pool, not a PutFile, or no timestamp (richdocuments then checks nothing either).
+    pub fn save_timestamp<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        if self.dialect != Dialect::OnlyOffice || self.operation != STALE_SAVE.operation {
+            return None;
+        }
+        headers
+            .get(STALE_SAVE.timestamp)
+            .and_then(|v| v.to_str().ok())
+            .filter(|t| !t.is_empty())
     }
 
     /// The host's answer in the form the editor reads ([`CONFLICT`]).
@@ -588,14 +603,41 @@ pub struct ConflictRule {
     pub why: &'static str,
 }
 
+/// A save richdocuments would refuse as out of date, checked before its body moves.
+#[derive(Debug)]
+pub struct StaleSaveRule {
+    /// The operation.
+    pub operation: Operation,
+    /// The request header richdocuments compares (after [`REQUEST_HEADERS`]).
+    pub timestamp: &'static str,
+    /// The CheckFileInfo field it compares it with (string equality, as richdocuments).
+    pub current: &'static str,
+    /// Why (the README's table repeats it).
+    pub why: &'static str,
+}
+
+/// richdocuments refuses a PutFile whose `X-COOL-WOPI-Timestamp` is not the file's
+/// `LastModifiedTime` ([`CONFLICT`]). ONLYOFFICE keeps a refused save as a forgotten file
+/// under the document's id and, measured with 9.2.1, restores it at the document's next
+/// open and saves it when that session ends with the time it just read: the save passes
+/// and overwrites the newer file, even if nobody typed. So [`super::conflict`] compares
+/// first and sends a stale save as a new file.
+pub const STALE_SAVE: StaleSaveRule = StaleSaveRule {
+    operation: Operation::PutFile,
+    timestamp: "x-cool-wopi-timestamp",
+    current: "LastModifiedTime",
+    why: "a refused save becomes ONLYOFFICE's forgotten file, which its next session of the \
+          document saves over the newer file; a new file beside it loses nothing and \
+          leaves ONLYOFFICE nothing to restore",
+};
+
 /// richdocuments refuses an out-of-date PutFile with 409 and `{"COOLStatusCode":1010}`,
 /// Collabora's form. WOPI's form of a 409 carries `X-WOPI-Lock` (the current lock;
 /// richdocuments holds one lock for the editors, so the one the editor sent) and may say
 /// why in `X-WOPI-LockFailureReason`; ONLYOFFICE reads the 409 as "lock mismatch or file
-/// version conflict", saves nothing and keeps the edits as a forgotten file. Measured with
-/// ONLYOFFICE 9.2.1: the next session of the document opens that forgotten file and saves it
-/// on close with the time it just read, which passes; so the conflict is held off only until
-/// the document is opened again (an open hazard, README).
+/// version conflict", saves nothing and keeps the edits as a forgotten file. [`STALE_SAVE`]
+/// sends such saves as new files, so ONLYOFFICE meets this answer only when the file
+/// changed between that check and the save.
 pub const CONFLICT: ConflictRule = ConflictRule {
     operation: Operation::PutFile,
     status: StatusCode::CONFLICT,
@@ -859,6 +901,24 @@ mod tests {
             sent.headers()["x-lool-wopi-timestamp"],
             "2026-01-01T00:00:00.000000Z"
         );
+        // The stale-save check reads what richdocuments will read, for ONLYOFFICE saves only.
+        assert_eq!(
+            exchange.save_timestamp(sent.headers()),
+            Some("2026-01-01T00:00:00.000000Z")
+        );
+        assert_eq!(
+            exchange.save_timestamp(put.headers()),
+            None,
+            "not yet copied"
+        );
+        let lock = Dialect::OnlyOffice
+            .exchange(
+                &call(WopiEndpoint::File),
+                &request(Method::POST, Some("LOCK")),
+                &editor,
+            )
+            .unwrap();
+        assert_eq!(lock.save_timestamp(sent.headers()), None, "not a save");
         let conflict = Response::builder()
             .status(StatusCode::CONFLICT)
             .body(())
@@ -873,6 +933,16 @@ mod tests {
         let native = Dialect::Native.exchange(&contents, &put, &editor).unwrap();
         let sent = native.request(put);
         assert!(!sent.headers().contains_key("x-cool-wopi-timestamp"));
+        let mut cool = Request::new(());
+        cool.headers_mut().insert(
+            "x-cool-wopi-timestamp",
+            HeaderValue::from_static("2026-01-01T00:00:00.000000Z"),
+        );
+        assert_eq!(
+            native.save_timestamp(cool.headers()),
+            None,
+            "Collabora: untouched"
+        );
         let mut kept = Request::new(());
         kept.headers_mut().insert(
             "x-cool-wopi-timestamp",

@@ -5,7 +5,8 @@
 //! The stand-in Nextcloud behaves as richdocuments does where it matters here: a rename
 //! writes the request body into the renamed file, a version id (`<fileid>_<instanceid>_<version>`)
 //! opens with `UserCanWrite` and its PutFile writes the current file, and a save whose
-//! `X-COOL-WOPI-Timestamp` is not the file's time gets 409 `{"COOLStatusCode":1010}`. The
+//! `X-COOL-WOPI-Timestamp` is not the file's time gets 409 `{"COOLStatusCode":1010}`
+//! (which officeswitch turns into a conflict copy for ONLYOFFICE). The
 //! stand-in ONLYOFFICE sends what the real one sends: RENAME_FILE without a body, PutFile
 //! with `X-LOOL-WOPI-*` headers.
 
@@ -13,10 +14,12 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::metrics;
 use crate::routing::Lab;
 use crate::support::client::{self, encode, post_form};
 use crate::support::editor::{EditorSession, PutBody, StandInEditor, WopiCall, assert_ok};
-use crate::support::nextcloud::{WopiOperation, WopiRequest};
+use crate::support::nextcloud::{PutFault, WopiOperation, WopiRequest};
+use crate::wopi::published_keys;
 
 const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
 const ODT: &str = "application/vnd.oasis.opendocument.text";
@@ -211,13 +214,33 @@ async fn a_version_opened_in_onlyoffice_cannot_change_the_current_file() {
     assert_eq!(lab.nc.file_ids(), ["61_oc"], "no copy was made");
 }
 
-#[tokio::test]
-async fn an_out_of_date_onlyoffice_save_gets_the_conflict_answer_and_changes_nothing() {
-    let lab = Lab::start(|b, _| b).await;
+/// A lab whose Nextcloud checks officeswitch's proofs (every call officeswitch makes must
+/// be signed) and whose officeswitch serves `/metrics`.
+async fn checked_lab() -> Lab {
+    let lab = Lab::start(|b, _| b.admin(metrics::TOKEN)).await;
+    lab.nc.verify_proofs_with(Some(published_keys(&lab).await));
+    lab
+}
+
+/// officeswitch's `officeswitch_wopi_conflict_copies_total`.
+async fn conflict_copies(lab: &Lab) -> f64 {
+    let admin = lab.os.admin_addr().expect("admin listener");
+    metrics::value(
+        &metrics::scrape(admin).await,
+        "officeswitch_wopi_conflict_copies_total",
+    )
+}
+
+/// Opens `plan.docx` (`71_oc`) in ONLYOFFICE, reads it and locks it as ONLYOFFICE does;
+/// then the file changes in Nextcloud (an upload in Files, a sync client). Returns the
+/// editor, its session, its lock and the other client's bytes.
+async fn onlyoffice_session_then_a_change_in_nextcloud(
+    lab: &Lab,
+) -> (&StandInEditor, EditorSession, String, Vec<u8>) {
     lab.nc.add_file("71_oc", "plan.docx", b"PK first".to_vec());
     lab.nc.grant("71_oc", "alice-token");
-    let (editor, session) = open(&lab, DOCX, "71_oc", "alice-token", "").await;
-    assert!(is_onlyoffice(&lab, editor));
+    let (editor, session) = open(lab, DOCX, "71_oc", "alice-token", "").await;
+    assert!(is_onlyoffice(lab, editor));
     assert_ok(
         &editor.wopi(&session, WopiCall::CheckFileInfo).await,
         "CheckFileInfo",
@@ -229,24 +252,111 @@ async fn an_out_of_date_onlyoffice_save_gets_the_conflict_answer_and_changes_not
             .await,
         "Lock",
     );
-    // Someone changes the file in Nextcloud meanwhile (an upload in Files, a sync client).
     let theirs = b"PK changed in Nextcloud".to_vec();
     lab.nc.change_in_storage("71_oc", theirs.clone());
+    (editor, session, lock, theirs)
+}
 
+/// Whether `name` is `plan (conflict YYYY-MM-DD HHMMSS UTC).docx`.
+fn is_conflict_copy_of_plan(name: &str) -> bool {
+    let Some(stamp) = name
+        .strip_prefix("plan (conflict ")
+        .and_then(|rest| rest.strip_suffix(" UTC).docx"))
+    else {
+        return false;
+    };
+    let shape = stamp.bytes().enumerate().all(|(i, b)| match i {
+        4 | 7 => b == b'-',
+        10 => b == b' ',
+        _ => b.is_ascii_digit(),
+    });
+    stamp.len() == 17 && shape
+}
+
+#[tokio::test]
+async fn an_out_of_date_onlyoffice_save_becomes_a_conflict_copy_and_leaves_the_newer_file() {
+    let lab = checked_lab().await;
+    let (editor, session, lock, theirs) = onlyoffice_session_then_a_change_in_nextcloud(&lab).await;
+    let copies_before = conflict_copies(&lab).await;
+
+    let mine = b"PK ONLYOFFICE's late save".to_vec();
     let stale = editor
         .wopi(
             &session,
             WopiCall::PutFile {
                 lock: Some(lock.clone()),
-                body: PutBody::Bytes(b"PK ONLYOFFICE's late save".to_vec()),
+                body: PutBody::Bytes(mine.clone()),
             },
         )
         .await;
-    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.text());
-    // WOPI's form of a 409: the lock, and why; richdocuments' body passes.
-    assert_eq!(stale.header("x-wopi-lock"), lock);
-    assert!(!stale.header("x-wopi-lockfailurereason").is_empty());
-    assert_eq!(stale.json().unwrap(), json!({"COOLStatusCode": 1010}));
+    // ONLYOFFICE hears of success, so it keeps no forgotten file to restore later; the
+    // answer has no new time, so its next save is still out of date.
+    assert_eq!(stale.status, StatusCode::OK, "{}", stale.text());
+    assert_eq!(stale.json().unwrap(), json!({}));
+    let kept = lab.nc.contents_of("71_oc").unwrap();
+    assert_eq!(
+        sha256_hex(&kept),
+        sha256_hex(&theirs),
+        "the newer file stays"
+    );
+    assert!(host_calls(&lab, &WopiOperation::PutFile).is_empty());
+    let stored = lab.nc.put_records();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0].operation, WopiOperation::PutRelativeFile);
+    let copy = &stored[0].file_id;
+    let name = lab.nc.name_of(copy).unwrap();
+    assert!(is_conflict_copy_of_plan(&name), "{name}");
+    assert_eq!(
+        sha256_hex(&lab.nc.contents_of(copy).unwrap()),
+        sha256_hex(&mine),
+        "the copy holds exactly the saved bytes"
+    );
+    let relative = host_calls(&lab, &WopiOperation::PutRelativeFile);
+    assert_eq!(
+        relative[0].headers["x-wopi-size"],
+        mine.len().to_string().as_str()
+    );
+
+    // The same session saves again: still out of date, so a second copy, never an
+    // overwrite.
+    let again = editor
+        .wopi(
+            &session,
+            WopiCall::PutFile {
+                lock: Some(lock.clone()),
+                body: PutBody::Bytes(b"PK typed more".to_vec()),
+            },
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    assert_eq!(lab.nc.put_records().len(), 2);
+    let kept = lab.nc.contents_of("71_oc").unwrap();
+    assert_eq!(sha256_hex(&kept), sha256_hex(&theirs));
+    // Process-wide (tests in this binary share it): at least these two.
+    assert!(conflict_copies(&lab).await >= copies_before + 2.0);
+
+    // After a fresh CheckFileInfo (ONLYOFFICE reopening), a save is current: it writes the
+    // file as before, no copy.
+    assert_ok(
+        &editor.wopi(&session, WopiCall::CheckFileInfo).await,
+        "CheckFileInfo",
+    );
+    let current = b"PK saved on top of theirs".to_vec();
+    let saved = editor
+        .wopi(
+            &session,
+            WopiCall::PutFile {
+                lock: Some(lock),
+                body: PutBody::Bytes(current.clone()),
+            },
+        )
+        .await;
+    assert_ok(&saved, "PutFile");
+    assert!(saved.json().unwrap()["LastModifiedTime"].is_string());
+    assert_eq!(
+        sha256_hex(&lab.nc.contents_of("71_oc").unwrap()),
+        sha256_hex(&current)
+    );
     let sent = host_calls(&lab, &WopiOperation::PutFile);
     assert_eq!(sent.len(), 1);
     assert!(
@@ -254,30 +364,67 @@ async fn an_out_of_date_onlyoffice_save_gets_the_conflict_answer_and_changes_not
         "richdocuments got the timestamp under its name: {:?}",
         sent[0].headers
     );
-    let kept = lab.nc.contents_of("71_oc").unwrap();
-    assert_eq!(sha256_hex(&kept), sha256_hex(&theirs), "nothing changed");
-    assert!(lab.nc.put_records().is_empty());
+    assert_eq!(lab.nc.put_records().len(), 3);
+}
 
-    // After a fresh CheckFileInfo (ONLYOFFICE reopening), saves pass again.
-    assert_ok(
-        &editor.wopi(&session, WopiCall::CheckFileInfo).await,
-        "CheckFileInfo",
-    );
-    let mine = b"PK saved on top of theirs".to_vec();
-    let saved = editor
+#[tokio::test]
+async fn a_conflict_copy_the_host_fails_to_store_is_an_error_for_the_editor() {
+    let lab = checked_lab().await;
+    let (editor, session, lock, theirs) = onlyoffice_session_then_a_change_in_nextcloud(&lab).await;
+    lab.nc.set_put_fault(Some(PutFault::ResetAfter(0)));
+    let stale = editor
         .wopi(
             &session,
             WopiCall::PutFile {
                 lock: Some(lock),
-                body: PutBody::Bytes(mine.clone()),
+                body: PutBody::Bytes(b"PK late save".to_vec()),
             },
         )
         .await;
-    assert_ok(&saved, "PutFile");
-    assert_eq!(
-        sha256_hex(&lab.nc.contents_of("71_oc").unwrap()),
-        sha256_hex(&mine)
+    // Never 200: ONLYOFFICE keeps the edits (as it keeps any failed save).
+    assert_eq!(stale.status, StatusCode::BAD_GATEWAY, "{}", stale.text());
+    assert_eq!(host_calls(&lab, &WopiOperation::PutRelativeFile).len(), 1);
+    assert!(lab.nc.put_records().is_empty());
+    let kept = lab.nc.contents_of("71_oc").unwrap();
+    assert_eq!(sha256_hex(&kept), sha256_hex(&theirs));
+}
+
+#[tokio::test]
+async fn a_collabora_pools_out_of_date_save_still_gets_the_hosts_409() {
+    let lab = checked_lab().await;
+    lab.nc.add_file("75_oc", "plan.odt", b"odt first".to_vec());
+    lab.nc.grant("75_oc", "carol-token");
+    let (editor, session) = open(&lab, ODT, "75_oc", "carol-token", "").await;
+    assert!(!is_onlyoffice(&lab, editor), "odt opens in Collabora");
+    assert_ok(
+        &editor.wopi(&session, WopiCall::CheckFileInfo).await,
+        "CheckFileInfo",
     );
+    let theirs = b"odt changed in Nextcloud".to_vec();
+    lab.nc.change_in_storage("75_oc", theirs.clone());
+    let checks = host_calls(&lab, &WopiOperation::CheckFileInfo).len();
+    let stale = editor
+        .wopi(
+            &session,
+            WopiCall::PutFile {
+                lock: None,
+                body: PutBody::Bytes(b"odt late save".to_vec()),
+            },
+        )
+        .await;
+    // Collabora asks its user whether to overwrite or reload: it gets richdocuments' 409
+    // as Nextcloud sent it, and officeswitch asked nothing first.
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.text());
+    assert_eq!(stale.json().unwrap(), json!({"COOLStatusCode": 1010}));
+    assert!(stale.header("x-wopi-lockfailurereason").is_empty());
+    assert_eq!(
+        host_calls(&lab, &WopiOperation::CheckFileInfo).len(),
+        checks
+    );
+    assert!(host_calls(&lab, &WopiOperation::PutRelativeFile).is_empty());
+    assert_eq!(lab.nc.file_ids(), ["75_oc"], "no copy was made");
+    let kept = lab.nc.contents_of("75_oc").unwrap();
+    assert_eq!(sha256_hex(&kept), sha256_hex(&theirs));
 }
 
 /// URL fields officeswitch rewrites for every pool: the editor fetches them from

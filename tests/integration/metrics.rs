@@ -21,7 +21,7 @@ use crate::support::redis::RedisServer;
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
 
-const TOKEN: &str = "metrics-test-token-0123456789";
+pub(crate) const TOKEN: &str = "metrics-test-token-0123456789";
 const ODT: &str = "application/vnd.oasis.opendocument.text";
 
 /// Every family and its type as `# TYPE` names it (OpenMetrics: counters without
@@ -77,7 +77,7 @@ async fn instance() -> (StandInEditor, StandInNextcloud, OfficeSwitch, SocketAdd
 }
 
 /// Scrapes `/metrics` on the admin listener at `admin`, with the bearer token.
-async fn scrape(admin: SocketAddr) -> String {
+pub(crate) async fn scrape(admin: SocketAddr) -> String {
     let reply = client::send(
         Method::GET,
         &format!("http://{admin}/metrics"),
@@ -101,7 +101,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 /// [`sample`], 0 when absent (a counter not yet moved).
-fn value(text: &str, series: &str) -> f64 {
+pub(crate) fn value(text: &str, series: &str) -> f64 {
     sample(text, series).unwrap_or(0.0)
 }
 

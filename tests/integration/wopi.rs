@@ -26,7 +26,7 @@ const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessing
 const ODT: &str = "application/vnd.oasis.opendocument.text";
 
 /// officeswitch's published proof keys (current, old), read as richdocuments reads them.
-async fn published_keys(lab: &Lab) -> (PublicProofKey, PublicProofKey) {
+pub(crate) async fn published_keys(lab: &Lab) -> (PublicProofKey, PublicProofKey) {
     let (status, xml) = lab.os.get("/hosting/discovery").await;
     assert_eq!(status, StatusCode::OK);
     let view = RichdocumentsView::parse(&xml);

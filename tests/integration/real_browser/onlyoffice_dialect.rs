@@ -19,7 +19,6 @@ use super::{
     DOCX, SAVE_LIMIT, Stand, fail, ooxml_text, open_in_browser, type_text, wait_onlyoffice_document,
 };
 use crate::support::browser::{Browser, Page};
-use crate::support::client;
 use crate::support::nextcloud::{WopiOperation, WopiRequest};
 use crate::support::real_editor::{free_port, real_editor_lock};
 use crate::support::real_onlyoffice::RealOnlyOffice;
@@ -156,25 +155,6 @@ fn docx_saying(template: &[u8], text: &str) -> Vec<u8> {
         "the template changed shape"
     );
     docx
-}
-
-/// The URL and headers of the last PutFile DocService logged sending
-/// (`wopi PutFile request uri=<url> headers=<json>`).
-fn logged_put_file(log: &str) -> Option<(String, Vec<(String, String)>)> {
-    let line = log
-        .lines()
-        .rfind(|l| l.contains("wopi PutFile request uri="))?;
-    let rest = &line[line.find("uri=")? + 4..];
-    let (uri, headers) = rest.split_once(" headers=")?;
-    let headers: serde_json::Map<String, Value> = serde_json::from_str(headers.trim()).ok()?;
-    let headers = headers
-        .into_iter()
-        .map(|(k, v)| {
-            let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
-            (k, v)
-        })
-        .collect();
-    Some((uri.to_string(), headers))
 }
 
 /// The text of the document in an ONLYOFFICE word editor frame, paragraph by paragraph.
@@ -349,7 +329,7 @@ async fn onlyoffice_opens_an_old_version_read_only_and_it_cannot_overwrite_the_c
 }
 
 #[tokio::test]
-async fn an_onlyoffice_save_after_the_file_changed_in_nextcloud_gets_409_and_keeps_the_other_clients_bytes()
+async fn an_onlyoffice_save_after_the_file_changed_in_nextcloud_becomes_a_conflict_copy_and_a_reopen_shows_the_other_clients_bytes()
  {
     trace_init();
     let _turn = real_editor_lock().await;
@@ -376,15 +356,12 @@ async fn an_onlyoffice_save_after_the_file_changed_in_nextcloud_gets_409_and_kee
     stand.nc.change_in_storage("71_oc", theirs.clone());
     drop(alice);
 
-    // The editor's exit save carries the time it opened; richdocuments refuses it.
+    // The editor's exit save carries the time it opened, which richdocuments would refuse
+    // (and ONLYOFFICE would keep as a forgotten file): officeswitch stores it as a new file.
     let deadline = tokio::time::Instant::now() + SAVE_LIMIT;
-    let put = loop {
-        let answered: Vec<WopiRequest> = host_calls(&stand, "71_oc", &WopiOperation::PutFile)
-            .into_iter()
-            .filter(|r| r.status.is_some())
-            .collect();
-        if let Some(put) = answered.into_iter().next() {
-            break put;
+    let copy = loop {
+        if let Some(copy) = stand.nc.put_records().first() {
+            break copy.clone();
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -394,32 +371,42 @@ async fn an_onlyoffice_save_after_the_file_changed_in_nextcloud_gets_409_and_kee
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let header = |name: &str| {
-        put.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    assert_eq!(header("x-lool-wopi-timestamp"), opened_at, "{put:#?}");
-    assert_eq!(
-        header("x-cool-wopi-timestamp"),
-        opened_at,
-        "richdocuments reads the timestamp under its own name: {put:#?}"
-    );
-    assert_eq!(put.status, Some(http::StatusCode::CONFLICT), "{put:#?}");
-
-    // ONLYOFFICE keeps the refused save to itself (a "forgotten" file in its cache) and
-    // sends it nowhere else: the other client's bytes stay.
-    let log = wait_logged(&oo, &stand, "storeForgotten").await;
+    assert_eq!(copy.operation, WopiOperation::PutRelativeFile, "{copy:?}");
+    let relative = host_calls(&stand, "71_oc", &WopiOperation::PutRelativeFile);
+    let timestamp = relative[0]
+        .headers
+        .get("x-lool-wopi-timestamp")
+        .and_then(|v| v.to_str().ok());
+    assert_eq!(timestamp, Some(opened_at.as_str()), "{relative:#?}");
     assert!(
-        oo.is_external() || (log.contains("wopi error PutFile") && log.contains("status code 409")),
-        "DocService did not see the 409:\n{}",
+        host_calls(&stand, "71_oc", &WopiOperation::PutFile).is_empty(),
+        "the stale save reached Nextcloud as a PutFile"
+    );
+    let name = stand.nc.name_of(&copy.file_id).expect("the copy");
+    assert!(
+        name.starts_with("plan (conflict ") && name.ends_with(" UTC).docx"),
+        "{name}"
+    );
+    let copied = stand
+        .nc
+        .contents_of(&copy.file_id)
+        .expect("the copy's bytes");
+    let copied_text = ooxml_text(&copied, "word/document.xml");
+    assert!(
+        copied_text.contains("walrus"),
+        "the copy says: {copied_text}"
+    );
+
+    // ONLYOFFICE heard of success: it keeps nothing back.
+    wait_logged(&oo, &stand, "wopi PutFile end").await;
+    tokio::time::sleep(SAVE_WINDOW).await;
+    let log = docservice_log(&oo, &stand);
+    assert!(
+        oo.is_external()
+            || (log.contains("wopi PutFile response body:{}") && !log.contains("storeForgotten")),
+        "DocService did not take the save as done:\n{}",
         lines_about(&log, "PutFile")
     );
-    tokio::time::sleep(SAVE_WINDOW).await;
-    let saves = host_calls(&stand, "71_oc", &WopiOperation::PutFile);
-    assert_eq!(saves.len(), 1, "one save, refused: {saves:#?}");
     let kept = stand.nc.contents_of("71_oc").expect("the file");
     assert_eq!(
         sha256_hex(&kept),
@@ -427,48 +414,39 @@ async fn an_onlyoffice_save_after_the_file_changed_in_nextcloud_gets_409_and_kee
         "the other client's bytes were overwritten; the file's text: {}",
         ooxml_text(&kept, "word/document.xml")
     );
-    assert!(stand.nc.put_records().is_empty(), "{:?}", stand.nc.puts());
 
-    // DocService logs only the status of a refused save (axios rejects it before
-    // `wopiClient.putFile` could log headers), so officeswitch's answer is read by sending
-    // the editor's own request again (its URL, token and proof, as DocService logged them;
-    // another body): WOPI's form of the conflict, naming the editor's lock.
-    if !oo.is_external() {
-        let Some((uri, headers)) = logged_put_file(&log) else {
-            panic!(
-                "no PutFile request in DocService's log:\n{}",
-                lines_about(&log, "PutFile")
-            );
-        };
-        let headers: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let lock = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("x-wopi-lock"))
-            .map(|(_, v)| *v);
-        let again = client::send(http::Method::POST, &uri, &headers, b"PK late").await;
-        assert_eq!(again.status, http::StatusCode::CONFLICT, "{}", again.body);
-        assert_eq!(
-            again
-                .headers
-                .get("x-wopi-lock")
-                .and_then(|v| v.to_str().ok()),
-            lock,
-            "{:?}",
-            again.headers
+    // The same user opens the document again: Nextcloud's file (the other client's text),
+    // not the edits officeswitch stored as a copy; closing without typing saves nothing
+    // over it.
+    let again = open_in_browser(&browser, &stand, "alice", &form_url, "alice-token").await;
+    wait_onlyoffice_document(&stand, &again).await;
+    let text = in_frame(&stand, &again, EDITOR, DOCUMENT_TEXT).await;
+    if !text
+        .as_str()
+        .is_some_and(|t| t.contains("written by another client") && !t.contains("walrus"))
+    {
+        fail(
+            &format!("the reopened document is not Nextcloud's: {text}"),
+            &[&again],
         );
-        assert!(
-            again.headers.contains_key("x-wopi-lockfailurereason"),
-            "{:?}",
-            again.headers
-        );
-        let kept = stand.nc.contents_of("71_oc").expect("the file");
-        assert_eq!(sha256_hex(&kept), sha256_hex(&theirs), "the replay wrote");
     }
-    // Not asserted, as it fails today: opening the document again shows the forgotten file
-    // (the refused edits), and closing it saves that over the other client's bytes with the
-    // new file time (README, "ONLYOFFICE behind Nextcloud Office", open hazard).
+    drop(again);
+    tokio::time::sleep(SAVE_WINDOW).await;
+    let log = docservice_log(&oo, &stand);
+    assert!(
+        !log.contains("commandOpen from forgotten"),
+        "DocService restored a forgotten file:\n{}",
+        tail(&log)
+    );
+    let kept = stand.nc.contents_of("71_oc").expect("the file");
+    assert_eq!(
+        sha256_hex(&kept),
+        sha256_hex(&theirs),
+        "the reopened session overwrote the other client's bytes; saves: {:#?}; the file's text: {}",
+        host_calls(&stand, "71_oc", &WopiOperation::PutFile),
+        ooxml_text(&kept, "word/document.xml")
+    );
+    let copied = stand.nc.contents_of(&copy.file_id).expect("the copy");
+    assert!(ooxml_text(&copied, "word/document.xml").contains("walrus"));
     oo.stop().await;
 }
