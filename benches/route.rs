@@ -125,7 +125,7 @@ fn full_route(c: &mut Criterion) {
         .expect("rules"),
     );
     let catalog = Catalog::default();
-    let spread = AtomicUsize::new(0);
+    let spread: Vec<AtomicUsize> = pools.iter().map(|_| AtomicUsize::new(0)).collect();
     let health = Health::new(
         &pools,
         &HealthConfig {

@@ -114,8 +114,8 @@ pub struct Proxy {
     public: rewrite::PublicOrigin,
     client: UpstreamClient,
     upstream: UpstreamConfig,
-    /// Round-robin position for stateless requests.
-    spread: AtomicUsize,
+    /// Round-robin positions for stateless requests, one per pool.
+    spread: Vec<AtomicUsize>,
     /// Mints and checks tokens, derives file ids.
     tokens: Arc<TokenKeys>,
     /// Signs WOPI calls to hosts with officeswitch's proof key.
@@ -171,7 +171,7 @@ impl Proxy {
             public: rewrite::PublicOrigin::new(&config.public_url),
             client,
             upstream: config.upstream.clone(),
-            spread: AtomicUsize::new(0),
+            spread: config.pools.iter().map(|_| AtomicUsize::new(0)).collect(),
             tokens: keys.tokens,
             signer: keys.signer,
             org_tags: ArcSwap::from_pointee(org_tags),

@@ -286,7 +286,7 @@ fn editor_route_with_officeswitch_wopi_src_allocates_nothing() {
     let pools = pools();
     let rules = Arc::new(rules(&pools));
     let catalog = Catalog::default();
-    let spread = AtomicUsize::new(0);
+    let spread: Vec<AtomicUsize> = pools.iter().map(|_| AtomicUsize::new(0)).collect();
     let tokens = tokens();
     let org_tags = OrgTags::new(Arc::clone(&rules), &tokens);
     let files_base = "https://os.example/wopi/files/";

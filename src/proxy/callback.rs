@@ -346,13 +346,27 @@ fn host_url(
         url.push_str(&super::translate::encode(&grant.host_token));
         separator = '&';
     }
+    // The host's own parameters win: PHP keeps the last of two equal names, and reads `.`
+    // and ` ` in a name as `_`, so an editor (or a `/wopi/links` holder) appending
+    // `access.token=` or one of the host's names would replace the host's value.
+    let host_names: Vec<String> = url
+        .split_once('?')
+        .map(|(_, query)| query)
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(php_name)
+        .chain(std::iter::once("access_token".to_string()))
+        .collect();
     let others = editor_query
         .unwrap_or_default()
         .split('&')
         .filter(|pair| !pair.is_empty())
         .filter(|pair| {
-            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !key.eq_ignore_ascii_case("access_token")
+            let name = php_name(pair);
+            !host_names
+                .iter()
+                .any(|host| host.eq_ignore_ascii_case(&name))
         });
     for pair in others {
         url.push(separator);
@@ -360,6 +374,17 @@ fn host_url(
         separator = '&';
     }
     Ok(url)
+}
+
+/// The name of a query pair as PHP reads it: percent-decoded, `.` and ` ` as `_`, and only
+/// up to a `[` (`a[b]=` sets `a`).
+fn php_name(pair: &str) -> String {
+    let raw = pair.split_once('=').map_or(pair, |(name, _)| name);
+    let decoded = percent_encoding::percent_decode_str(&raw.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned();
+    let name = decoded.split('[').next().unwrap_or_default();
+    name.replace(['.', ' '], "_")
 }
 
 /// What to do with the host's response body.
@@ -491,6 +516,16 @@ mod tests {
         assert_eq!(
             host_url(WopiEndpoint::Link, &link, Some("ACCESS_TOKEN=m")).unwrap(),
             "https://nc/wopi/settings?type=userconfig&access_token=s"
+        );
+        // Appended names PHP would read as the host's own: dropped (issue 13 item 6).
+        assert_eq!(
+            host_url(
+                WopiEndpoint::Link,
+                &link,
+                Some("access.token=x&access%5Ftoken=y&type=systemconfig&type[]=z&access+token=w&keep=1")
+            )
+            .unwrap(),
+            "https://nc/wopi/settings?type=userconfig&access_token=s&keep=1"
         );
     }
 

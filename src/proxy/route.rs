@@ -130,8 +130,9 @@ pub struct RouteContext<'a> {
     pub rules: &'a RuleSet,
     /// Discoveries in force for this request.
     pub catalog: &'a Catalog,
-    /// Round-robin counter for stateless requests.
-    pub spread: &'a AtomicUsize,
+    /// Round-robin counters for stateless requests, one per pool (a shared one let mixed
+    /// traffic of two pools land on one node of each, alternating).
+    pub spread: &'a [AtomicUsize],
     /// Derives file ids from host `WOPISrc`s.
     pub tokens: &'a TokenKeys,
     /// Organisations by file id, for these rules.
@@ -416,7 +417,12 @@ impl RouteContext<'_> {
             return None;
         }
         let healthy = self.healthy_in(pool);
-        let start = self.spread.fetch_add(1, Ordering::Relaxed);
+        let counter = self
+            .pools
+            .iter()
+            .position(|p| p.name == pool.name)
+            .and_then(|i| self.spread.get(i))?;
+        let start = counter.fetch_add(1, Ordering::Relaxed);
         (0..n)
             .map(|k| (start + k) % n)
             .find(|&i| healthy(i))
@@ -661,7 +667,7 @@ mod tests {
             std::slice::from_ref(&pool),
         )
         .unwrap();
-        let spread = AtomicUsize::new(0);
+        let spread = [AtomicUsize::new(0)];
         let rules = Arc::new(rules);
         let tokens = TokenKeys::new(
             crate::wopi::token::TokenSecret::from_bytes(&[1; 32]).unwrap(),

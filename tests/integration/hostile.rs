@@ -450,3 +450,33 @@ async fn an_open_whose_node_refuses_the_connection_lands_on_the_next_node() {
         "the document is pinned to the survivor"
     );
 }
+
+#[tokio::test]
+async fn mixed_conversions_of_two_pools_spread_over_every_node_of_each() {
+    trace_init();
+    let (c1, c2, o1, o2) = tokio::join!(
+        StandInEditor::start(Suite::Collabora),
+        StandInEditor::start(Suite::Collabora),
+        StandInEditor::start(Suite::OnlyOffice),
+        StandInEditor::start(Suite::OnlyOffice),
+    );
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[c1.url(), c2.url()])
+        .pool("onlyoffice", "onlyoffice", &[o1.url(), o2.url()])
+        .org("acme", &[nc.origin()], "")
+        .start()
+        .await;
+    let public = os.public_url.trim_end_matches('/').to_string();
+    // One pool's conversion, then the other's: with one counter for both pools, each pool
+    // saw only every other position and always the same node.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        for path in CONVERSIONS {
+            let reply = client::send(Method::POST, &format!("{public}{path}"), &[], b"x").await;
+            assert_eq!(reply.status, StatusCode::OK, "{path}");
+            seen.insert(reply.node().expect("a node answered").to_string());
+        }
+    }
+    assert_eq!(seen.len(), 4, "every node converted: {seen:?}");
+}
