@@ -80,6 +80,12 @@ pub enum WopiSrcError {
     /// A query string: a WOPISrc never has one (editors append `?access_token=` to it).
     #[error("WOPISrc has a query string")]
     Query,
+    /// A host spelt as no host writes its own address: a trailing dot, or full-width or
+    /// ideographic dots and digits. The url crate reads them as an ordinary host, so the
+    /// organisation would match, but officeswitch calls the host as it was written, and
+    /// that name resolves nowhere: refused at the open, not as a 502 later.
+    #[error("WOPISrc host is not spelt as a host writes it")]
+    HostSpelling,
 }
 
 impl WopiSrc {
@@ -143,6 +149,9 @@ impl WopiSrc {
         }
         if url.fragment().is_some() {
             return Err(WopiSrcError::Fragment);
+        }
+        if odd_host_spelling(&value) {
+            return Err(WopiSrcError::HostSpelling);
         }
         if url.query().is_some() {
             return Err(WopiSrcError::Query);
@@ -507,6 +516,25 @@ fn is_plain_host(host: &[u8]) -> bool {
     !last.first().is_some_and(u8::is_ascii_digit) || is_dotted_quad(host)
 }
 
+/// Whether the host of `value`, as written (before the url crate maps it), ends with a dot
+/// or holds a character of the full-width forms (`．`, `０`-`９`...) or an ideographic
+/// full stop.
+fn odd_host_spelling(value: &str) -> bool {
+    let after_scheme = value.split_once("://").map_or(value, |(_, rest)| rest);
+    let authority = after_scheme
+        .split(['/', '?', '#', '\\'])
+        .next()
+        .unwrap_or_default();
+    let host = authority
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(authority, |(host, _)| host);
+    host.ends_with('.')
+        || authority
+            .chars()
+            .any(|c| matches!(c, '\u{3002}' | '\u{FF00}'..='\u{FFEF}'))
+}
+
 /// Whether `host` is four decimal numbers 0-255 without leading zeros.
 fn is_dotted_quad(host: &[u8]) -> bool {
     let mut count = 0;
@@ -776,6 +804,22 @@ mod tests {
             WopiSrcError::Scheme("javascript".into())
         );
         assert_eq!(err("https://user@nc/wopi/files/1"), WopiSrcError::UserInfo);
+        // Spellings the url crate maps to an ordinary host but no host can be called by
+        // (issue 13 item 6).
+        for odd in [
+            "http://127.0.0.21./wopi/files/1",
+            "https://nc.example./wopi/files/1",
+            "http://127\u{FF0E}0\u{FF0E}0\u{FF0E}21/wopi/files/1",
+            "https://nc\u{3002}example/wopi/files/1",
+            "http://\u{FF11}27.0.0.1/wopi/files/1",
+        ] {
+            assert_eq!(err(odd), WopiSrcError::HostSpelling, "{odd}");
+            assert_eq!(
+                with_key(odd, |_| ()).unwrap_err(),
+                WopiSrcError::HostSpelling,
+                "{odd}"
+            );
+        }
         assert_eq!(
             err("https://user:pw@nc/wopi/files/1"),
             WopiSrcError::UserInfo

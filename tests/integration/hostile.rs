@@ -480,3 +480,35 @@ async fn mixed_conversions_of_two_pools_spread_over_every_node_of_each() {
     }
     assert_eq!(seen.len(), 4, "every node converted: {seen:?}");
 }
+
+#[tokio::test]
+async fn an_open_naming_its_host_in_a_spelling_no_host_uses_is_refused_at_once() {
+    trace_init();
+    let node = StandInEditor::start(Suite::Collabora).await;
+    let nc = StandInNextcloud::start().await;
+    nc.add_file("1_odt", "a.odt", b"content".to_vec());
+    nc.grant("1_odt", "tok");
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[node.url()])
+        .org("acme", &[nc.origin()], "")
+        .start()
+        .await;
+    let (_, xml) = os.get("/hosting/discovery").await;
+    let view = RichdocumentsView::parse(&xml);
+    let (_, urlsrc) = view.url_src(ODT).expect("a urlsrc");
+    let proper = nc.wopi_src("1_odt");
+    // The organisation's host with a trailing dot, and with full-width dots.
+    let trailing = proper.replacen("127.0.0.1", "127.0.0.1.", 1);
+    let full_width = proper.replacen("127.0.0.1", "127\u{FF0E}0\u{FF0E}0\u{FF0E}1", 1);
+    for wopi_src in [trailing, full_width] {
+        let url = format!("{urlsrc}WOPISrc={}&lang=en", encode(&wopi_src));
+        let reply = post_form(&url, "access_token=tok&access_token_ttl=0").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{wopi_src}: {}",
+            reply.body
+        );
+    }
+    assert!(nc.requests().is_empty(), "the host was never called");
+}
