@@ -147,8 +147,8 @@ pub enum Traffic {
     Document,
     /// Any node will do: Collabora `/cool/convert-to[/<fmt>]` (also `/lool/`),
     /// `/cool/get-thumbnail`, `/cool/extract-link-targets`, `/cool/extract-document-structure`,
-    /// `/cool/transform-document-structure`, `/cool/render-search-result`,
-    /// `/hosting/wopiAccessCheck`, the settings page's `/browser/dist/*-settings*` POSTs;
+    /// `/cool/transform-document-structure`, `/cool/render-search-result`, the settings
+    /// page's `/browser/dist/*-settings*` POSTs;
     /// OnlyOffice `/ConvertService.ashx`, `/converter`, `/docbuilder`, `/healthcheck`,
     /// `/meta/...`, `/ai-proxy`.
     Stateless,
@@ -412,7 +412,9 @@ fn editor_path(path: &str, is_upgrade: bool) -> Option<Found<'_>> {
         // Collabora.
         ("browser" | "loleaflet", Some(rest)) if plain() => collabora_static(rest),
         ("cool" | "lool", Some(rest)) => collabora_cool(rest, is_upgrade),
-        ("hosting", Some("wopiAccessCheck")) => Found::collabora(Traffic::Stateless),
+        // coolwsd fetches the `callbackUrl` a caller posts: a request to any URL for anyone.
+        // The merged capabilities say `hasWopiAccessCheck: false`, so nobody asks.
+        ("hosting", Some("wopiAccessCheck")) => None,
         // OnlyOffice.
         ("hosting", Some(rest)) if plain() => onlyoffice_hosting(rest),
         (_, _) if !plain() => None,
@@ -1035,11 +1037,15 @@ mod tests {
             "/cool/extract-document-structure",
             "/cool/transform-document-structure",
             "/cool/render-search-result",
-            "/hosting/wopiAccessCheck",
         ] {
             let r = editor(Method::POST, path, None, false);
             assert_eq!((r.suite, r.kind), (C, Traffic::Stateless), "{path}");
         }
+        // coolwsd would fetch a caller's URL (issue 13 item 6).
+        assert_eq!(
+            classify(&Method::POST, "/hosting/wopiAccessCheck", None, false),
+            Class::Unknown
+        );
         assert_eq!(get("/cool/convert-to/pdf/x"), Class::Unknown);
         assert_eq!(get("/cool/convert-to/"), Class::Unknown);
         // Nextcloud's Smart Picker sends these as PUT (coolwsd takes any method).
