@@ -17,7 +17,8 @@
 //! - [`sticky`]: which node serves a document: rendezvous hashing, node health, pins
 //!   shared through a store (memory or Redis);
 //! - [`wopi`]: WOPI pieces (proof keys and proofs, minted tokens, document identity);
-//! - [`upstream`]: the pooled HTTP(S) client to editor nodes;
+//! - [`upstream`]: the pooled HTTP(S) client to editor nodes; [`civil`]: UTC dates for a
+//!   log field and conflict copies' names;
 //! - [`server`]: accept loops, TLS, limits, graceful shutdown;
 //! - [`telemetry`]: log output; [`metrics`]: Prometheus metrics on the admin listener.
 //!
@@ -34,6 +35,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod civil;
 pub mod cli;
 pub mod config;
 pub mod discovery;

@@ -170,33 +170,14 @@ fn on_file<'a>(call: &WopiCall<'a>) -> WopiCall<'a> {
 /// without `:`, which Nextcloud refuses in names where Windows clients sync.
 fn conflict_name(name: &str, now: SystemTime) -> String {
     let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let time = secs % 86_400;
-    let stamp = format!(
-        "conflict {year:04}-{month:02}-{day:02} {:02}{:02}{:02} UTC",
-        time / 3600,
-        time % 3600 / 60,
-        time % 60
-    );
+    let (year, month, day) = crate::civil::date(secs / 86_400);
+    let (hour, minute, second) = crate::civil::time_of_day(secs);
+    let stamp =
+        format!("conflict {year:04}-{month:02}-{day:02} {hour:02}{minute:02}{second:02} UTC");
     match name.rsplit_once('.') {
         Some((stem, ext)) if !stem.is_empty() => format!("{stem} ({stamp}).{ext}"),
         _ => format!("{name} ({stamp})"),
     }
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// `text` in UTF-7 (RFC 2152), which WOPI asks for in `X-WOPI-SuggestedTarget`
@@ -277,9 +258,6 @@ mod tests {
             conflict_name("notes", at),
             "notes (conflict 2026-01-02 135827 UTC)"
         );
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
     }
 
     #[test]
