@@ -3,7 +3,7 @@
 //!
 //! It reads the same settings as the server (through [`app::prepare`], so every error
 //! `check-config` reports is a failure here too), fetches each node's discovery exactly as
-//! the discovery service does ([`service::fetch_discovery`]: same client, same forwarding
+//! the discovery service does ([`crate::discovery::service::fetch_discovery`]: same client, same forwarding
 //! headers, same limits), and prints one verdict per check:
 //!
 //! - `ok`: checked, fine;

@@ -432,7 +432,7 @@ pub struct Scrape {
 
 impl Scrape {
     /// The OpenMetrics text exposition of every metric. Asks the pin store to count pins
-    /// (at most [`PIN_COUNT_TIMEOUT`]).
+    /// (at most 2 s).
     pub async fn render(&self) -> String {
         let pins = self.sticky.count_pins(PIN_COUNT_TIMEOUT).await;
         let state = self.state(pins.as_deref());

@@ -8,7 +8,7 @@
 //! costs one pointer load.
 //!
 //! Every fetch carries the forwarding headers the proxy sends, and each node's answer is
-//! checked for the origin it announces ([`announced`](super::announced)): a node that
+//! checked for the origin it announces ([`super::announced`]): a node that
 //! names another origin than `public_url` is listed in `/readyz` and logged once per
 //! change (not per refresh).
 

@@ -6,7 +6,7 @@
 //! so a tunnel holds a copy buffer only while bytes are in flight: each direction takes
 //! one when its source is readable and gives it back as soon as the source has nothing
 //! more. When the drain closes a WebSocket, each direction first runs to the end of the
-//! frame it is in ([`frames`]), then both peers get a close frame (1001, going away).
+//! frame it is in (`frames`), then both peers get a close frame (1001, going away).
 
 mod frames;
 

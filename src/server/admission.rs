@@ -6,7 +6,7 @@
 //! starved every other client of descriptors. So a connection is admitted only below
 //! `max_connections` in all and `max_connections_per_client` from its address; one over
 //! either is closed at once, counted in `officeswitch_connections_refused_total` and
-//! logged at most once per [`LOG_EVERY`] per limit (an attack must not flood the log).
+//! logged at most once per 10 s per limit (an attack must not flood the log).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
