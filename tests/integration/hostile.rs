@@ -47,6 +47,19 @@ async fn short_upload(addr: &str, path: &str, cut_off: bool) -> String {
         .to_string()
 }
 
+/// Two stand-in Collabora nodes and a stand-in Nextcloud holding `1_odt`, granted to
+/// `tok`.
+async fn two_collabora_nodes_and_a_host() -> (StandInEditor, StandInEditor, StandInNextcloud) {
+    let (c1, c2) = tokio::join!(
+        StandInEditor::start(Suite::Collabora),
+        StandInEditor::start(Suite::Collabora),
+    );
+    let nc = StandInNextcloud::start().await;
+    nc.add_file("1_odt", "a.odt", b"content".to_vec());
+    nc.grant("1_odt", "tok");
+    (c1, c2, nc)
+}
+
 /// `/admin/nodes`: every node with its health.
 async fn nodes(os: &OfficeSwitch) -> Vec<Value> {
     let admin = os.admin_addr().expect("an admin listener");
@@ -235,13 +248,7 @@ async fn client_forwarding_headers_never_reach_a_node_and_answers_are_not_sniffe
 #[tokio::test]
 async fn requests_naming_made_up_documents_create_no_pins_only_opens_do() {
     trace_init();
-    let (c1, c2) = tokio::join!(
-        StandInEditor::start(Suite::Collabora),
-        StandInEditor::start(Suite::Collabora),
-    );
-    let nc = StandInNextcloud::start().await;
-    nc.add_file("1_odt", "a.odt", b"content".to_vec());
-    nc.grant("1_odt", "tok");
+    let (c1, c2, nc) = two_collabora_nodes_and_a_host().await;
     let os = OfficeSwitch::builder()
         .pool("collabora", "collabora", &[c1.url(), c2.url()])
         .org("acme", &[nc.origin()], "")
@@ -382,13 +389,7 @@ async fn one_client_holding_many_idle_connections_starves_nobody_and_idle_ones_c
 #[tokio::test]
 async fn an_open_whose_node_refuses_the_connection_lands_on_the_next_node() {
     trace_init();
-    let (c1, c2) = tokio::join!(
-        StandInEditor::start(Suite::Collabora),
-        StandInEditor::start(Suite::Collabora),
-    );
-    let nc = StandInNextcloud::start().await;
-    nc.add_file("1_odt", "a.odt", b"content".to_vec());
-    nc.grant("1_odt", "tok");
+    let (c1, c2, nc) = two_collabora_nodes_and_a_host().await;
     // No check runs during the test: only the refusal itself can move the document.
     let os = OfficeSwitch::builder()
         .pool("collabora", "collabora", &[c1.url(), c2.url()])
