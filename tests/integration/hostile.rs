@@ -513,3 +513,52 @@ async fn an_open_naming_its_host_in_a_spelling_no_host_uses_is_refused_at_once()
     }
     assert!(nc.requests().is_empty(), "the host was never called");
 }
+
+#[tokio::test]
+async fn a_malformed_chunk_is_the_clients_400_and_no_failure_of_the_node() {
+    trace_init();
+    let node = StandInEditor::start_with(
+        Suite::Collabora,
+        StandInOptions::default().converts_whole_uploads(),
+    )
+    .await;
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[node.url()])
+        .org("acme", &[nc.origin()], "")
+        .admin(ADMIN_TOKEN)
+        .section("[health]\ninterval_secs = 3600\nfall = 1")
+        .start()
+        .await;
+    let addr = os
+        .public_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    // A first chunk of 10 bytes, then a chunk size that is no hex number.
+    let request = format!(
+        "POST /cool/convert-to/pdf HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         a\r\n0123456789\r\nzz\r\nabc\r\n"
+    );
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap_or(0);
+    let line = String::from_utf8_lossy(&answer[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.is_empty() || line.starts_with("HTTP/1.1 400"),
+        "{line}"
+    );
+    // The node was not blamed (`fall = 1`).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for node in nodes(&os).await {
+        assert_eq!(node["healthy"], true, "{node}");
+    }
+}

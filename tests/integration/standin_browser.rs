@@ -624,3 +624,49 @@ async fn onlyoffice_pages_sit_in_a_bridge_that_speaks_richdocuments_postmessages
     let names = message_names(&page).await;
     assert!(!names.iter().any(|n| n == "UI_Sharing"), "{names:?}");
 }
+
+#[tokio::test]
+async fn a_bridged_open_that_fails_before_the_editor_page_tells_nextcloud_why() {
+    trace_init();
+    let Ok(browser) = Browser::launch().await else {
+        return;
+    };
+    let node = StandInEditor::start(Suite::OnlyOffice).await;
+    let org = Org {
+        nc: StandInNextcloud::start().await,
+        page: NextcloudPage::start().await,
+    };
+    org.nc.add_file("9_docx", "gone.docx", b"x".to_vec());
+    org.nc.grant_to_user("9_docx", "gina-token", "gina", true);
+    // Checks an hour apart: officeswitch still takes the node for alive when it is gone.
+    let os = OfficeSwitch::builder()
+        .pool("onlyoffice", "onlyoffice", &[node.url()])
+        .org("acme", &[org.nc.origin(), org.page.origin()], "")
+        .section("[health]\ninterval_secs = 3600")
+        .start()
+        .await;
+    let (_, xml) = client::get(&format!("{}/hosting/discovery", os.public_url)).await;
+    let view = RichdocumentsView::parse(&xml);
+    let (_, urlsrc) = view.url_src(DOCX).expect("a docx urlsrc");
+    let form_url = richdocuments_form_url(urlsrc, &org.nc.wopi_src("9_docx"), "en");
+    node.stop().await;
+
+    // The bridge loads, its editor page does not (502 from officeswitch): Nextcloud hears
+    // Action_Load_Resp with success false and the reason, instead of waiting for its timeout.
+    let person = browser.user("gina").await.expect("a browser context");
+    let url = org.page.page_url(&OpenSpec {
+        form_url,
+        access_token: "gina-token".into(),
+        ttl: 0,
+    });
+    let page = person.open(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    let failed = "window.__messages.some(m => m.fromFrame && m.data && \
+        m.data.MessageId === 'Action_Load_Resp' && m.data.Values.success === false && \
+        /node/.test(m.data.Values.errorMsg))";
+    if let Err(e) = page.wait_for(failed, LOAD_LIMIT).await {
+        fail(&format!("no Action_Load_Resp: {e}"), &[&page]);
+    }
+    if page.eval(DOCUMENT_LOADED).await == Ok(json!(true)) {
+        fail("a failed open reported Document_Loaded", &[&page]);
+    }
+}
