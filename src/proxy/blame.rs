@@ -29,8 +29,10 @@ const COMPLETE: u8 = 1;
 const CLIENT_FAILED: u8 = 2;
 
 /// How far a request body got on its way to the node; shared by the body and the proxy.
+/// A request without a body (most: assets, pages) is complete from the start and
+/// allocates nothing (`None`).
 #[derive(Debug, Clone)]
-pub struct BodyProgress(Arc<AtomicU8>);
+pub struct BodyProgress(Option<Arc<AtomicU8>>);
 
 impl BodyProgress {
     /// Wraps `body` so its progress can be read after the exchange.
@@ -38,12 +40,11 @@ impl BodyProgress {
     where
         B: Body<Data = Bytes>,
     {
-        let state = if body.is_end_stream() {
-            COMPLETE
+        let progress = if body.is_end_stream() {
+            BodyProgress::complete()
         } else {
-            SENDING
+            BodyProgress(Some(Arc::new(AtomicU8::new(SENDING))))
         };
-        let progress = BodyProgress(Arc::new(AtomicU8::new(state)));
         (
             Tracked {
                 inner: body,
@@ -53,13 +54,21 @@ impl BodyProgress {
         )
     }
 
-    /// Progress of a request whose body officeswitch made itself (a rewritten form).
+    /// Progress of a request whose body is already whole (a form officeswitch rewrote).
     pub fn complete() -> BodyProgress {
-        BodyProgress(Arc::new(AtomicU8::new(COMPLETE)))
+        BodyProgress(None)
     }
 
     fn state(&self) -> u8 {
-        self.0.load(Ordering::Acquire)
+        self.0
+            .as_ref()
+            .map_or(COMPLETE, |state| state.load(Ordering::Acquire))
+    }
+
+    fn set(&self, state: u8) {
+        if let Some(shared) = &self.0 {
+            shared.store(state, Ordering::Release);
+        }
     }
 }
 
@@ -89,7 +98,7 @@ where
             _ => None,
         };
         if let Some(state) = state {
-            self.progress.0.store(state, Ordering::Release);
+            self.progress.set(state);
         }
         polled
     }
@@ -153,8 +162,8 @@ mod tests {
 
     #[test]
     fn only_what_the_node_did_is_the_nodes() {
-        let sending = BodyProgress(Arc::new(AtomicU8::new(SENDING)));
-        let failed = BodyProgress(Arc::new(AtomicU8::new(CLIENT_FAILED)));
+        let sending = BodyProgress(Some(Arc::new(AtomicU8::new(SENDING))));
+        let failed = BodyProgress(Some(Arc::new(AtomicU8::new(CLIENT_FAILED))));
         let complete = BodyProgress::complete();
         let refused = || Answer::BadGateway("connection refused".into());
         assert!(matches!(

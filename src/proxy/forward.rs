@@ -6,8 +6,6 @@
 //! exchange, which cancels it. Request body bytes are counted for metrics as each chunk
 //! passes, so a long upload shows on `/metrics` while it streams.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Empty};
@@ -19,31 +17,18 @@ use tokio::time::error::Elapsed;
 use super::answer::{Answer, BoxError, ProxyBody};
 use crate::upstream::{UpstreamBody, UpstreamClient, error_chain};
 
-/// Sends `request` and waits at most `first_byte` for the node's response head.
+/// What one send ended with: the response, the client's error, or the deadline passed.
+pub type Sent = Result<Result<Response<Incoming>, ClientError>, Elapsed>;
+
+/// Sends `request` and waits for the response head until `deadline`; the outcome is not
+/// yet an answer ([`into_answer`]), so callers can look at the error first (the host calls
+/// of [`super::hold`], an open page's retry on another node).
 ///
 /// A node may close a kept-alive connection right after answering on it without saying so
 /// (coolwsd does after some 404s); a request that meets that connection gets "connection
 /// closed before message completed" with no response byte. An idempotent request without
 /// a body is then sent once more, on a new connection (another pooled one may be as
 /// stale): the node never answered it.
-///
-/// # Errors
-/// 504 when the head does not arrive in time, 502 when the node refuses, resets or
-/// speaks something other than HTTP.
-pub async fn send(
-    client: &UpstreamClient,
-    request: Request<UpstreamBody>,
-    first_byte: Duration,
-) -> Result<Response<Incoming>, Answer> {
-    let deadline = tokio::time::Instant::now() + first_byte;
-    into_answer(send_until(client, request, deadline).await)
-}
-
-/// What one send ended with: the response, the client's error, or the deadline passed.
-pub type Sent = Result<Result<Response<Incoming>, ClientError>, Elapsed>;
-
-/// [`send`] up to an instant, its outcome not yet an answer (the host calls of [`super::hold`]
-/// look at the error before deciding).
 pub async fn send_until(
     client: &UpstreamClient,
     request: Request<UpstreamBody>,
@@ -60,10 +45,11 @@ pub async fn send_until(
     }
 }
 
-/// The answer for a send's outcome: 504 past the deadline, 502 for a client error.
+/// The answer for a send's outcome: 504 past the deadline, 502 when the node refuses,
+/// resets or speaks something other than HTTP.
 ///
 /// # Errors
-/// As [`send`].
+/// Those two.
 pub fn into_answer(sent: Sent) -> Result<Response<Incoming>, Answer> {
     match sent {
         Err(_) => Err(Answer::GatewayTimeout),
