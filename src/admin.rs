@@ -9,6 +9,9 @@
 //! Kubernetes often scrapes pods without credentials; the metrics carry no token):
 //!
 //! - `GET /metrics`: the Prometheus exposition ([`crate::metrics`]);
+//! - `GET /admin/ready`: readiness in detail, `{"ready", "summary", "detail": [lines]}`
+//!   (pools and their nodes, rules, node health, pins; the public `/readyz` gives only the
+//!   summary, see [`crate::readiness`]);
 //! - `GET /admin/nodes`: every node with its health, draining and pinned documents, and
 //!   whether the pin store answered;
 //! - `POST /admin/nodes/drain`, `POST /admin/nodes/undrain` with `{"node": URL}` (or
@@ -50,6 +53,7 @@ use tracing::{debug, info, warn};
 use url::Url;
 
 use crate::metrics::Scrape;
+use crate::readiness::Readiness;
 use crate::server::deadline::{Deadline, Requests};
 use crate::sticky::health::{Health, NodeStatus};
 use crate::sticky::pins::Stickiness;
@@ -150,6 +154,7 @@ pub fn load_token(path: &Path) -> Result<String, AdminError> {
 pub async fn serve(
     listener: TcpListener,
     sticky: Arc<Stickiness>,
+    readiness: Option<Arc<Readiness>>,
     scrape: Option<Arc<Scrape>>,
     token: Arc<str>,
     metrics_need_token: bool,
@@ -158,6 +163,7 @@ pub async fn serve(
     let admin = Arc::new(Admin {
         token: digest::digest(&SHA256, token.as_bytes()),
         sticky,
+        readiness,
         scrape,
         metrics_need_token,
     });
@@ -216,6 +222,8 @@ pub async fn serve(
 struct Admin {
     token: Digest,
     sticky: Arc<Stickiness>,
+    /// What `/admin/ready` reports, when the server has it.
+    readiness: Option<Arc<Readiness>>,
     /// What `/metrics` reads, when the server has it.
     scrape: Option<Arc<Scrape>>,
     /// Whether `GET /metrics` needs the token like every other request.
@@ -345,6 +353,11 @@ impl Admin {
             return Reply::Unauthorized.into_response();
         }
         let reply = match path.as_str() {
+            "/admin/ready" if method == Method::GET => match &self.readiness {
+                Some(readiness) => Reply::json(&readiness.report()),
+                None => Reply::NotFound("no readiness here".into()),
+            },
+            "/admin/ready" => Reply::MethodNotAllowed("GET"),
             "/admin/nodes" if method == Method::GET => self.nodes().await,
             "/admin/nodes" => Reply::MethodNotAllowed("GET"),
             "/metrics" if method == Method::GET => match &self.scrape {

@@ -353,6 +353,7 @@ impl App {
             tasks.spawn(admin::serve(
                 listener,
                 Arc::clone(&self.sticky),
+                Some(Arc::clone(proxy.readiness())),
                 Some(scrape),
                 Arc::clone(token),
                 config.admin.as_ref().is_none_or(|a| a.metrics_need_token),

@@ -20,6 +20,7 @@
 //! - [`upstream`]: the pooled HTTP(S) client to editor nodes; [`civil`]: UTC dates for a
 //!   log field and conflict copies' names;
 //! - [`server`]: accept loops, TLS, limits, graceful shutdown;
+//! - [`readiness`]: `/readyz` in brief, its detail for the admin listener;
 //! - [`telemetry`]: log output; [`metrics`]: Prometheus metrics on the admin listener.
 //!
 //! # Life of a request
@@ -42,6 +43,7 @@ pub mod discovery;
 pub mod doctor;
 pub mod metrics;
 pub mod proxy;
+pub mod readiness;
 pub mod rules;
 pub mod server;
 pub mod sticky;

@@ -61,6 +61,7 @@ use hyper::body::Incoming;
 use crate::config::{Config, PoolConfig, SuiteKind, UpstreamConfig, WopiConfig};
 use crate::discovery::DiscoveryService;
 use crate::discovery::service::Catalog;
+use crate::readiness::Readiness;
 use crate::rules::RuleSet;
 use crate::rules::watch::RulesStore;
 use crate::server::drain::Drain;
@@ -128,8 +129,10 @@ pub struct Proxy {
     wopi: WopiConfig,
     /// Document pins and node health.
     sticky: Arc<Stickiness>,
-    /// The stop timeline: readiness and tunnels follow it.
+    /// The stop timeline: tunnels follow it.
     drain: Arc<Drain>,
+    /// What `/readyz` says (and the admin listener details).
+    readiness: Arc<Readiness>,
     /// Path prefixes of nodes below a path (Collabora's `net.service_root`).
     service_roots: ServiceRoots,
     /// How long a form officeswitch reads itself may take to arrive.
@@ -164,6 +167,12 @@ impl Proxy {
         drain: Arc<Drain>,
     ) -> Proxy {
         let org_tags = OrgTags::new(rules.current(), &keys.tokens);
+        let readiness = Arc::new(Readiness::new(
+            Arc::clone(&discovery),
+            Arc::clone(&rules),
+            Arc::clone(&sticky),
+            Arc::clone(&drain),
+        ));
         Proxy {
             discovery,
             rules,
@@ -179,9 +188,15 @@ impl Proxy {
             wopi: config.wopi.clone(),
             sticky,
             drain,
+            readiness,
             service_roots: ServiceRoots::of(&config.pools),
             body_timeout: config.server.body_timeout,
         }
+    }
+
+    /// Readiness, which the admin listener details.
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
     }
 
     /// Runs the phases for one request from `peer`.
@@ -746,39 +761,16 @@ impl Proxy {
             }
             Class::Health => Answer::Alive,
             Class::Ready => {
-                let catalog = self.discovery.catalog();
-                let draining = self.drain.is_draining();
-                let mut lines = Vec::new();
-                if draining {
-                    lines.push(
-                        "draining: this instance is stopping; send new clients elsewhere".into(),
-                    );
-                }
-                lines.extend(catalog.report());
-                lines.push(rules_line(&self.rules));
-                lines.extend(self.sticky.health().report());
-                lines.push(self.sticky.report());
-                if catalog.is_complete() && !draining {
-                    Answer::Ready(lines)
+                let report = self.readiness.report();
+                if report.ready {
+                    Answer::Ready(report.summary)
                 } else {
-                    Answer::NotReady(lines)
+                    Answer::NotReady(report.summary)
                 }
             }
             Class::WrongMethod => Answer::MethodNotAllowed,
             Class::Unknown | Class::Open | Class::Editor(_) | Class::Wopi(_) => Answer::NotFound,
         }
-    }
-}
-
-/// The `/readyz` line about rules: what is loaded and whether reloads fail.
-fn rules_line(rules: &RulesStore) -> String {
-    let loaded = format!("rules: {} organisations", rules.current().organisations());
-    match rules.last_error() {
-        Some(e) => format!(
-            "{loaded}; the last reload failed ({} failures so far), previous rules in force: {e}",
-            rules.failures()
-        ),
-        None => loaded,
     }
 }
 

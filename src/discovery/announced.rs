@@ -1,5 +1,5 @@
 //! Does a node announce officeswitch's public origin? One pure check, shared by the
-//! discovery service (`/readyz`, one log line per change) and `officeswitch doctor`.
+//! discovery service (readiness detail, one log line per change) and `officeswitch doctor`.
 //!
 //! An editor builds every URL the browser will use (its discovery `urlsrc`, the editor
 //! page's asset and WebSocket URLs, its CSP) on the origin it believes it is reached at,
@@ -20,7 +20,7 @@
 //! Either way editing breaks for every user of that node: pages, assets and WebSockets
 //! would go straight to the node (or be refused), bypassing officeswitch.
 //!
-//! **Readiness.** A misconfigured node is listed in `/readyz` (one line per node) and logged
+//! **Readiness.** A misconfigured node is listed in the readiness detail (one line per node) and logged
 //! once per change, but does **not** turn `/readyz` to 503. Readiness tells a load balancer
 //! which officeswitch *instance* may take clients; a node's settings are the same seen from
 //! every instance, so a 503 would take every instance out together and stop editing on the

@@ -9,7 +9,7 @@
 //!
 //! Every fetch carries the forwarding headers the proxy sends, and each node's answer is
 //! checked for the origin it announces ([`super::announced`]): a node that
-//! names another origin than `public_url` is listed in `/readyz` and logged once per
+//! names another origin than `public_url` is listed in the readiness detail and logged once per
 //! change (not per refresh).
 
 use std::collections::BTreeSet;
@@ -116,7 +116,7 @@ pub struct PoolState {
     pub last_error: Option<String>,
 }
 
-/// Everything `/hosting/*` and `/readyz` need, swapped as one value.
+/// Everything `/hosting/*` and readiness need, swapped as one value.
 #[derive(Debug, Default)]
 pub struct Catalog {
     /// Every configured pool, in settings order.
@@ -150,7 +150,7 @@ impl Catalog {
     }
 
     /// One line per pool saying what is served for it and why, then one per node that
-    /// announces the wrong origin, for `/readyz`.
+    /// announces the wrong origin, for the readiness detail.
     pub fn report(&self) -> Vec<String> {
         let misconfigured = self.announced.iter().map(|m| {
             format!(

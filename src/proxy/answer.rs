@@ -61,10 +61,11 @@ pub enum Answer {
     Capabilities(Bytes),
     /// `/healthz`: the process is alive.
     Alive,
-    /// `/readyz` when every pool has a discovery: one status line per pool.
-    Ready(Vec<String>),
-    /// `/readyz` otherwise: one status line per pool, saying what is missing.
-    NotReady(Vec<String>),
+    /// `/readyz` when every pool has a discovery and the instance is not stopping: the
+    /// short public line ([`crate::readiness`]; the detail is on the admin listener).
+    Ready(String),
+    /// `/readyz` otherwise: `not ready:` and why, naming no address.
+    NotReady(String),
     /// Discovery or capabilities asked for while no pool has one.
     NothingToServe(&'static str),
     /// A known path with the wrong method.
@@ -236,8 +237,7 @@ impl Answer {
             Answer::Internal(_) => text("officeswitch failed; see its log\n".into()),
             Answer::Capabilities(json) => ("application/json", json),
             Answer::Alive => text("alive\n".into()),
-            Answer::Ready(lines) => text(status_text("ready", lines)),
-            Answer::NotReady(lines) => text(status_text("not ready", lines)),
+            Answer::Ready(summary) | Answer::NotReady(summary) => text(format!("{summary}\n")),
             Answer::NothingToServe(what) => {
                 text(format!("no editor {what} available yet; see /readyz\n"))
             }
@@ -334,14 +334,4 @@ fn bridge_page(page: super::bridge::BridgePage) -> Response<ProxyBody> {
         HeaderValue::from_static("no-referrer"),
     );
     response
-}
-
-/// `head` then one line per entry.
-fn status_text(head: &str, lines: Vec<String>) -> String {
-    let mut text = format!("{head}\n");
-    for line in lines {
-        text.push_str(&line);
-        text.push('\n');
-    }
-    text
 }

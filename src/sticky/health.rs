@@ -32,7 +32,7 @@ use crate::wopi::token::unix_now;
 const CHECK_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Longest failure reason kept and logged: errors are for people, and a caller's message
-/// must not bloat every `/readyz` answer.
+/// must not bloat every readiness answer.
 const MAX_REASON_CHARS: usize = 300;
 
 /// Health and drain state of every node of every pool, indexed as the configured pools are
@@ -191,7 +191,7 @@ impl NodeState {
         true
     }
 
-    /// The `/readyz` line of a node that is down or draining; `None` for one in service.
+    /// The readiness detail line of a node that is down or draining; `None` for one in service.
     fn report(&self, head: &str, rise: u32, now: u64) -> Option<String> {
         if self.healthy && !self.draining {
             return None;
@@ -222,7 +222,7 @@ impl NodeState {
     }
 }
 
-/// Snapshot of one node for `/readyz`, the admin API and `officeswitch nodes`.
+/// Snapshot of one node for readiness, the admin API and `officeswitch nodes`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NodeStatus {
     /// Name of the node's pool.
@@ -447,7 +447,7 @@ impl Health {
         self.changes.subscribe()
     }
 
-    /// Snapshot for `/readyz`, the admin API and `officeswitch nodes`, in settings order.
+    /// Snapshot for readiness, the admin API and `officeswitch nodes`, in settings order.
     pub fn nodes(&self) -> Vec<NodeStatus> {
         self.pools
             .iter()
@@ -469,7 +469,7 @@ impl Health {
             .collect()
     }
 
-    /// `/readyz` lines: one per node that is down or draining, e.g.
+    /// Readiness detail lines: one per node that is down or draining, e.g.
     /// `node http://10.0.0.2:9980/ (collabora): down since 12:03:01Z after 3 failures:
     /// connection refused`. Times are UTC; a date is added when over a day old.
     pub fn report(&self) -> Vec<String> {

@@ -12,7 +12,7 @@
 //! instance remembers the pins it has seen and confirms one with the store at most every
 //! `ttl / 8`, so assets and WebSocket traffic cost a map lookup. When the store cannot be
 //! reached, routing goes on with the pins this instance remembers and HRW over healthy
-//! nodes for the rest, logs the transition once, and says so in `/readyz`.
+//! nodes for the rest, logs the transition once, and says so in readiness ([`crate::readiness`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -496,7 +496,7 @@ impl Stickiness {
         self.repinned.load(Ordering::Relaxed)
     }
 
-    /// The `/readyz` line about pins.
+    /// The readiness detail line about pins.
     pub fn report(&self) -> String {
         let state = if self.store_up.load(Ordering::Relaxed) {
             "reachable"

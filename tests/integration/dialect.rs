@@ -224,7 +224,7 @@ async fn checked_lab() -> Lab {
 
 /// officeswitch's `officeswitch_wopi_conflict_copies_total`.
 async fn conflict_copies(lab: &Lab) -> f64 {
-    let admin = lab.os.admin_addr().expect("admin listener");
+    let admin = lab.os.admin_addr();
     metrics::value(
         &metrics::scrape(admin).await,
         "officeswitch_wopi_conflict_copies_total",

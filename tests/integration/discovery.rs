@@ -208,7 +208,7 @@ async fn a_rolling_upgrade_pool_still_serves_one_answer() {
         .await;
     let view = RichdocumentsView::parse(&merged(&os).await);
     assert!(view.url_src(ODT).is_some());
-    let (_, ready) = os.get("/readyz").await;
+    let (_, ready) = os.readiness().await;
     assert!(
         ready.contains(&format!("discovery of {}/", a.url())),
         "{ready}"
@@ -273,7 +273,8 @@ async fn a_node_announcing_its_own_address_is_listed_in_readyz_and_the_instance_
         .start()
         .await;
     merged(&os).await;
-    let (status, ready) = os.get("/readyz").await;
+    let (status, _) = os.get("/readyz").await;
+    let (_, ready) = os.readiness().await;
     // Listed, but the instance stays ready: the node's settings are the same from every
     // instance, so a 503 would take them all out (see discovery/announced.rs).
     assert_eq!(status, StatusCode::OK, "{ready}");

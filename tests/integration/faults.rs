@@ -96,11 +96,11 @@ async fn exchange(socket: &mut Socket, tag: &str, count: usize) {
     .expect("echoes within 5 s");
 }
 
-/// Waits (15 s at most) until officeswitch's `/readyz` lists `node` as down.
+/// Waits (15 s at most) until officeswitch's readiness detail lists `node` as down.
 async fn wait_down(os: &OfficeSwitch, node: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (_, body) = os.get("/readyz").await;
+        let (_, body) = os.readiness().await;
         if body.lines().any(|l| l.contains(node) && l.contains("down")) {
             return;
         }
@@ -347,7 +347,7 @@ const ADMIN_TOKEN: &str = "faults-admin-token";
 
 /// `officeswitch_wopi_host_retries_total` (process-wide: tests in this binary share it).
 async fn host_retries(os: &OfficeSwitch) -> f64 {
-    let admin = os.admin_addr().expect("an admin listener");
+    let admin = os.admin_addr();
     let reply = client::send(
         Method::GET,
         &format!("http://{admin}/metrics"),

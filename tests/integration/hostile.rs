@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use crate::support::client::{self, encode, post_form};
 use crate::support::editor::{StandInEditor, StandInOptions, Suite};
 use crate::support::nextcloud::StandInNextcloud;
-use crate::support::officeswitch::OfficeSwitch;
+use crate::support::officeswitch::{OfficeSwitch, free_port};
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
 
@@ -62,7 +62,7 @@ async fn two_collabora_nodes_and_a_host() -> (StandInEditor, StandInEditor, Stan
 
 /// `/admin/nodes`: every node with its health.
 async fn nodes(os: &OfficeSwitch) -> Vec<Value> {
-    let admin = os.admin_addr().expect("an admin listener");
+    let admin = os.admin_addr();
     let reply = client::send(
         Method::GET,
         &format!("http://{admin}/admin/nodes"),
@@ -561,4 +561,51 @@ async fn a_malformed_chunk_is_the_clients_400_and_no_failure_of_the_node() {
     for node in nodes(&os).await {
         assert_eq!(node["healthy"], true, "{node}");
     }
+}
+
+#[tokio::test]
+async fn public_readiness_names_no_node_error_or_rules_file_and_the_admin_listener_does() {
+    trace_init();
+    let cool = StandInEditor::start(Suite::Collabora).await;
+    // A node that refuses connections, and a pool that has nothing but it.
+    let dead = format!("http://127.0.0.1:{}", free_port().await);
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[cool.url(), dead.clone()])
+        .pool("onlyoffice", "onlyoffice", std::slice::from_ref(&dead))
+        .section("[health]\ninterval_secs = 1\ntimeout_secs = 1\nfall = 1\nrise = 1")
+        .admin(ADMIN_TOKEN)
+        .start()
+        .await;
+    let dead_line = format!("node {dead}/ (onlyoffice): down since");
+    // The admin listener tells the operator everything: the dead node and why, then a
+    // rules file that does not load.
+    let detail = os.readiness_saying(&dead_line).await;
+    assert!(detail.contains("Connection refused"), "{detail}");
+    let detail = os
+        .readiness_saying(&format!("ok, discovery of {}", cool.url()))
+        .await;
+    assert!(detail.contains("no discovery"), "{detail}");
+    std::fs::write(
+        os.rules_dir().join("tenant-secret.toml"),
+        "origins = [\"not an origin\"]\n",
+    )
+    .expect("write a broken rules file");
+    let detail = os.readiness_saying("tenant-secret.toml").await;
+    assert!(detail.contains("tenant-secret.toml:1"), "{detail}");
+
+    // The public listener, which anyone reaches: the status and a reason without addresses.
+    let (status, body) = os.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body, "not ready: pool onlyoffice has no discovery\n");
+
+    // And the detail needs the admin token.
+    let reply = client::send(
+        Method::GET,
+        &format!("http://{}/admin/ready", os.admin_addr()),
+        &[("authorization", "Bearer not-the-admin-token")],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    assert!(!reply.body.contains("127.0.0.1"), "{}", reply.body);
 }

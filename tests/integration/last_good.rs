@@ -1,7 +1,5 @@
 //! Last-known-good discovery: editor outages and bad answers never empty or corrupt it.
 
-use std::time::Duration;
-
 use http::StatusCode;
 
 use crate::support::editor::{Fault, StandInEditor, Suite};
@@ -12,17 +10,11 @@ use crate::support::trace_init;
 
 const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
 
-/// Polls `/readyz` until its body contains `needle`; panics with the last body otherwise.
+/// Waits until readiness (the admin listener's detail) contains `needle`; returns the
+/// public `/readyz` status then and the detail.
 async fn wait_for_readyz(os: &OfficeSwitch, needle: &str) -> (StatusCode, String) {
-    let mut last = (StatusCode::OK, String::new());
-    for _ in 0..100 {
-        last = os.get("/readyz").await;
-        if last.1.contains(needle) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("/readyz never said {needle:?}; last: {} {}", last.0, last.1);
+    let detail = os.readiness_saying(needle).await;
+    (os.get("/readyz").await.0, detail)
 }
 
 /// The action list richdocuments would use for docx.

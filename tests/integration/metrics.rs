@@ -72,7 +72,7 @@ async fn instance() -> (StandInEditor, StandInNextcloud, OfficeSwitch, SocketAdd
         .admin(TOKEN)
         .start()
         .await;
-    let admin = os.admin_addr().expect("admin listener");
+    let admin = os.admin_addr();
     (cool, nc, os, admin)
 }
 
@@ -364,7 +364,7 @@ async fn discovery_fetch_errors_are_counted_per_pool() {
         .admin(TOKEN)
         .start()
         .await;
-    let admin = os.admin_addr().expect("admin listener");
+    let admin = os.admin_addr();
     let ok = "officeswitch_discovery_fetches_total{pool=\"collabora\",result=\"ok\"}";
     let cool_errors = "officeswitch_discovery_fetches_total{pool=\"collabora\",result=\"error\"}";
     let errors = "officeswitch_discovery_fetches_total{pool=\"onlyoffice\",result=\"error\"}";
@@ -411,7 +411,7 @@ async fn rules_reloads_are_counted_ok_and_failed() {
         .admin(TOKEN)
         .start()
         .await;
-    let admin = os.admin_addr().expect("admin listener");
+    let admin = os.admin_addr();
     let ok = "officeswitch_rules_reloads_total{result=\"ok\"}";
     let failed = "officeswitch_rules_reloads_total{result=\"failed\"}";
     let start = scrape(admin).await;
@@ -472,7 +472,7 @@ async fn pins_repins_node_health_and_pin_store_errors_follow_redis_and_the_nodes
         .public_url(&first.public_url)
         .start()
         .await;
-    let admin = first.admin_addr().expect("admin listener");
+    let admin = first.admin_addr();
     let first_url = format!("http://{}", first.addr);
     let second_url = format!("http://{}", second.addr);
     let pins = "officeswitch_pins{pool=\"collabora\"}";
@@ -553,7 +553,7 @@ async fn metrics_can_be_scraped_without_the_token_when_configured() {
         .section("metrics_need_token = false")
         .start()
         .await;
-    let admin = os.admin_addr().expect("admin listener");
+    let admin = os.admin_addr();
     let (status, text) = client::get(&format!("http://{admin}/metrics")).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert!(

@@ -60,7 +60,7 @@ async fn a_new_rules_file_is_picked_up_and_a_broken_one_changes_nothing() {
     .unwrap();
     let mut ready = String::new();
     for _ in 0..50 {
-        ready = lab.os.get("/readyz").await.1;
+        ready = lab.os.readiness().await.1;
         if ready.contains("the last reload failed") {
             break;
         }

@@ -77,11 +77,13 @@ async fn editor_request(public_url: &str, own: &str) -> String {
     reply.node().expect("an editor answered").to_string()
 }
 
-/// Waits (15 s at most) until `/readyz` of `public_url` says whether `node` is down.
-async fn wait_node(public_url: &str, node: &str, down: bool) {
+/// Waits (15 s at most) until the readiness detail of `os` says whether `node` is down.
+async fn wait_node(os: &OfficeSwitch, node: &str, down: bool) {
     for _ in 0..150 {
-        let (_, body) = client::get(&format!("{public_url}/readyz")).await;
-        let listed = body.lines().any(|l| l.contains(node) && l.contains("down"));
+        let (_, detail) = os.readiness().await;
+        let listed = detail
+            .lines()
+            .any(|l| l.contains(node) && l.contains("down"));
         if listed == down {
             return;
         }
@@ -179,11 +181,18 @@ async fn moved(
     (count, now)
 }
 
-/// The whole membership story against officeswitches at `urls` whose nodes are `nodes`.
-async fn membership_story(urls: &[String], nodes: &mut Nodes, nc: &StandInNextcloud, label: &str) {
+/// The whole membership story against `instances` (each reached by its own address, as
+/// a load balancer would) whose nodes are `nodes`.
+async fn membership_story(
+    instances: &[OfficeSwitch],
+    nodes: &mut Nodes,
+    nc: &StandInNextcloud,
+    label: &str,
+) {
+    let urls = &addresses(instances);
     let fourth = nodes.urls[3].clone();
-    for url in urls {
-        wait_node(url, &fourth, true).await;
+    for os in instances {
+        wait_node(os, &fourth, true).await;
     }
     let placed = open_many(urls, nc, "a", DOCUMENTS).await;
     let used: HashSet<&String> = placed.values().collect();
@@ -195,8 +204,8 @@ async fn membership_story(urls: &[String], nodes: &mut Nodes, nc: &StandInNextcl
 
     // A node joins: no open document moves, new ones spread over all four.
     nodes.join_fourth().await;
-    for url in urls {
-        wait_node(url, &fourth, false).await;
+    for os in instances {
+        wait_node(os, &fourth, false).await;
     }
     let (moved_on_join, _) = moved(urls, nc, &placed).await;
     let fresh = open_many(urls, nc, "b", DOCUMENTS / 2).await;
@@ -217,8 +226,8 @@ async fn membership_story(urls: &[String], nodes: &mut Nodes, nc: &StandInNextcl
     let victim = nodes.running.remove(1);
     let victim_url = victim.url();
     victim.stop().await;
-    for url in urls {
-        wait_node(url, &victim_url, true).await;
+    for os in instances {
+        wait_node(os, &victim_url, true).await;
     }
     let mut all = placed.clone();
     all.extend(fresh);
@@ -236,6 +245,14 @@ async fn membership_story(urls: &[String], nodes: &mut Nodes, nc: &StandInNextcl
     assert!(now.values().all(|n| *n != victim_url));
 }
 
+/// Each instance's own address as a base URL.
+fn addresses(instances: &[OfficeSwitch]) -> Vec<String> {
+    instances
+        .iter()
+        .map(|os| format!("http://{}", os.addr))
+        .collect()
+}
+
 fn instance(nodes: &Nodes, nc: &StandInNextcloud, store: &str) -> Builder {
     OfficeSwitch::builder()
         .pool("collabora", "collabora", &nodes.urls)
@@ -250,13 +267,7 @@ async fn one_instance_with_the_embedded_store_keeps_documents_on_their_node() {
     let mut nodes = Nodes::start().await;
     let nc = StandInNextcloud::start().await;
     let os = instance(&nodes, &nc, "").start().await;
-    membership_story(
-        std::slice::from_ref(&os.public_url),
-        &mut nodes,
-        &nc,
-        "memory",
-    )
-    .await;
+    membership_story(std::slice::from_ref(&os), &mut nodes, &nc, "memory").await;
 }
 
 #[tokio::test]
@@ -279,12 +290,8 @@ async fn three_instances_sharing_redis_agree_and_survive_a_redis_outage() {
         instances.push(next.start().await);
     }
     instances.insert(0, first);
-    // Each instance by its own address, as a load balancer would reach them.
-    let urls: Vec<String> = instances
-        .iter()
-        .map(|o| format!("http://{}", o.addr))
-        .collect();
-    membership_story(&urls, &mut nodes, &nc, "redis, 3 instances").await;
+    membership_story(&instances, &mut nodes, &nc, "redis, 3 instances").await;
+    let urls = addresses(&instances);
 
     // Redis goes away: every instance keeps serving, and documents keep their node while
     // the instance that saw them serves them.
@@ -297,22 +304,22 @@ async fn three_instances_sharing_redis_agree_and_survive_a_redis_outage() {
     );
     let fresh = open_many(&urls, &nc, "d", 10).await;
     assert_eq!(fresh.len(), 10, "new documents open without Redis");
-    let (_, ready) = client::get(&format!("{}/readyz", urls[0])).await;
+    let (_, ready) = instances[0].readiness().await;
     assert!(ready.contains("UNREACHABLE"), "{ready}");
 
     // Redis returns: pins are shared again.
     redis.restart().await;
-    for url in &urls {
+    for os in &instances {
         let mut back = false;
         for _ in 0..100 {
-            let (_, ready) = client::get(&format!("{url}/readyz")).await;
+            let (_, ready) = os.readiness().await;
             if !ready.contains("UNREACHABLE") {
                 back = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(back, "{url} never saw Redis back");
+        assert!(back, "{} never saw Redis back", os.addr);
     }
     // Shared again: two users of each new document through two instances meet.
     let again = open_many(&urls, &nc, "e", 20).await;
@@ -367,7 +374,7 @@ async fn an_open_document_stays_in_its_suite_and_failover_opens_new_ones_elsewhe
     tokio::time::sleep(Duration::from_millis(600)).await;
     let oo_url = oo.url();
     oo.stop().await;
-    wait_node(&url, &oo_url, true).await;
+    wait_node(&os, &oo_url, true).await;
     assert_eq!(open(&url, DOCX, &nc, "3_oc", "alice").await, cool.url());
 }
 

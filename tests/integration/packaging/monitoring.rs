@@ -829,7 +829,7 @@ async fn dashboard_and_alerts_query_only_what_officeswitch_exports() {
         let (status, body) = os.get(&path).await;
         assert_eq!(status, expected, "Deployment probe {path}: {body}");
     }
-    let admin = os.admin_addr().expect("admin listener");
+    let admin = os.admin_addr();
     let reply = client::send(
         Method::GET,
         &format!("http://{admin}/metrics"),

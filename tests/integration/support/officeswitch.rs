@@ -25,6 +25,9 @@ use officeswitch::wopi::token;
 use super::certs::TestCerts;
 use super::client;
 
+/// The admin token of an instance built without `.admin(token)`.
+pub const KIT_ADMIN_TOKEN: &str = "kit-admin-token-not-for-production";
+
 /// How to configure the officeswitch under test.
 pub struct Builder {
     pools: Vec<(String, String, Vec<String>)>,
@@ -41,8 +44,11 @@ pub struct Builder {
     orgs: Vec<(String, String)>,
     /// Extra lines per pool: (pool name, TOML line).
     pool_lines: Vec<(String, String)>,
-    /// Bearer token of an `[admin]` listener, when built with `.admin(token)`.
+    /// Bearer token of the `[admin]` listener (every instance has one, as a hoster's
+    /// does: `/readyz` details live there); [`KIT_ADMIN_TOKEN`] unless `.admin(token)`.
     admin_token: Option<String>,
+    /// Leave `[admin]` out (for tests of a settings file without it).
+    no_admin: bool,
     /// Take the proof key and token secret from this instance's directory, as instances
     /// behind one load balancer share them.
     keys_from: Option<Arc<tempfile::TempDir>>,
@@ -85,6 +91,7 @@ impl OfficeSwitch {
             orgs: Vec::new(),
             pool_lines: Vec::new(),
             admin_token: None,
+            no_admin: false,
             keys_from: None,
             public_url: None,
             drain: (0, 10),
@@ -112,10 +119,29 @@ impl OfficeSwitch {
         ProofKey::load(&self.dir.path().join("keys/old_proof_key.pem")).expect("old key file")
     }
 
-    /// The `[admin] listen` address, when built with `.admin(token)`.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        let config = Config::from_file(&self.config_path()).expect("valid settings");
-        config.admin.map(|admin| admin.listen)
+    /// The `[admin] listen` address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        admin_addr(self.dir.path())
+    }
+
+    /// Readiness in detail, from the admin listener's `/admin/ready` (the public
+    /// `/readyz` only says ready or not): whether ready, and every detail line.
+    pub async fn readiness(&self) -> (bool, String) {
+        readiness(self.dir.path()).await
+    }
+
+    /// Polls readiness (10 s at most) until its detail contains `needle`; returns the
+    /// detail, panics with the last one otherwise.
+    pub async fn readiness_saying(&self, needle: &str) -> String {
+        let mut detail = String::new();
+        for _ in 0..100 {
+            detail = self.readiness().await.1;
+            if detail.contains(needle) {
+                return detail;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("readiness never said {needle:?}; last:\n{detail}");
     }
 
     /// GET `path` over plain HTTP; returns status and body.
@@ -177,6 +203,11 @@ impl OfficeSwitchProcess {
         std::fs::read_to_string(self.dir.path().join("officeswitch.log")).unwrap_or_default()
     }
 
+    /// Readiness in detail, from the admin listener (see [`OfficeSwitch::readiness`]).
+    pub async fn readiness(&self) -> (bool, String) {
+        readiness(self.dir.path()).await
+    }
+
     /// Waits (10 s at most) until `/readyz` answers 200.
     pub async fn wait_ready(&self) {
         for _ in 0..200 {
@@ -228,6 +259,33 @@ impl OfficeSwitchProcess {
             .expect("kill");
         assert!(status.success(), "kill -{signal} failed");
     }
+}
+
+/// The `[admin] listen` address of the instance whose files are in `dir`.
+fn admin_addr(dir: &Path) -> SocketAddr {
+    let config = Config::from_file(&dir.join("officeswitch.toml")).expect("valid settings");
+    config
+        .admin
+        .expect("the kit configures an admin listener")
+        .listen
+}
+
+/// `GET /admin/ready` of the instance whose files are in `dir`, with its token.
+async fn readiness(dir: &Path) -> (bool, String) {
+    let token = std::fs::read_to_string(dir.join("keys/admin.token")).expect("admin token");
+    let url = format!("http://{}/admin/ready", admin_addr(dir));
+    let bearer = format!("Bearer {}", token.trim());
+    let reply = client::send(http::Method::GET, &url, &[("authorization", &bearer)], b"").await;
+    assert_eq!(reply.status, StatusCode::OK, "/admin/ready: {}", reply.body);
+    let report: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON readiness");
+    let detail = report["detail"]
+        .as_array()
+        .expect("detail lines")
+        .iter()
+        .map(|line| line.as_str().expect("a line"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (report["ready"].as_bool().expect("ready flag"), detail)
 }
 
 /// Runs the `officeswitch` binary on `config`, its output into `log`.
@@ -326,6 +384,12 @@ impl Builder {
     /// (written to `keys/admin.token`).
     pub fn admin(mut self, token: &str) -> Self {
         self.admin_token = Some(token.into());
+        self
+    }
+
+    /// Leaves the `[admin]` section out of the settings.
+    pub fn without_admin(mut self) -> Self {
+        self.no_admin = true;
         self
     }
 
@@ -438,7 +502,8 @@ impl Builder {
             self.drain.0, self.drain.1
         ));
         settings.push_str("[log]\nlevel = \"debug\"\n");
-        if let Some(token) = &self.admin_token {
+        if !self.no_admin {
+            let token = self.admin_token.as_deref().unwrap_or(KIT_ADMIN_TOKEN);
             let admin_port = free_port().await;
             settings.push_str(&format!(
                 "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"keys/admin.token\"\n"
