@@ -18,11 +18,13 @@
 //!   `?node=URL`): draining keeps new documents off a node while its open documents stay,
 //!   so it can be emptied before maintenance.
 //!
-//! # Draining is per instance
-//! Draining lives in this instance's memory: it is neither in the pin store nor in the
-//! settings, and a restart forgets it. With several instances behind a load balancer, drain
-//! the node on **each instance**: an instance where the node is not draining still pins new
-//! documents to it, and the other instances then follow those pins.
+//! # Draining holds on every instance
+//! A drain takes effect on this instance at once and is written to the pin store, which
+//! every instance reads every `pins.refresh_secs`: drain through any one instance and the
+//! others follow within that time, and instances started later too (the mark has no TTL;
+//! undrain clears it). The answer's `shared` says whether the store took the mark; while
+//! the store is down, the drain holds here and is written once the store is back. With the
+//! memory store (one instance) the mark lives in this process and a restart forgets it.
 //!
 //! # The token
 //! It is compared in constant time, on SHA-256 digests so that neither its content nor its
@@ -341,6 +343,9 @@ pub struct DrainReply {
     pub draining: bool,
     /// Whether this request changed it.
     pub changed: bool,
+    /// Whether the pin store took it, so every instance follows within
+    /// `pins.refresh_secs`; `false` while the store is down (written once it is back).
+    pub shared: bool,
 }
 
 impl Admin {
@@ -457,13 +462,15 @@ impl Admin {
         let Some((pool, node)) = health.find(&url) else {
             return Reply::NotFound(format!("no pool configures the node {url}"));
         };
-        let changed = health.set_draining(pool, node, draining);
+        let set = self.sticky.set_draining(pool, node, draining).await;
         let name = configured_name(health, &url);
-        info!(%peer, node = %name, draining, changed, "admin: node draining set");
+        info!(%peer, node = %name, draining, changed = set.changed, shared = set.shared,
+            "admin: node draining set");
         Reply::json(&DrainReply {
             node: name,
             draining: health.is_draining(pool, node),
-            changed,
+            changed: set.changed,
+            shared: set.shared,
         })
     }
 }

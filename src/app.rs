@@ -258,7 +258,7 @@ impl App {
             Arc::clone(&prepared.pin_store),
             health,
             config.pools.clone(),
-            config.pins.ttl,
+            &config.pins,
         );
         let drain = Arc::new(Drain::new(config.drain.clone()));
         App {

@@ -207,6 +207,10 @@ pub struct PinsConfig {
     /// Time one store operation may take before routing goes on without it
     /// (`timeout_ms`, default 250 ms).
     pub timeout: Duration,
+    /// How often each instance reads the drain marks other instances set in the store
+    /// (`refresh_secs`, default 2 s): a drain set through one instance holds on every
+    /// instance within this time.
+    pub refresh: Duration,
 }
 
 /// Log format and default level.
@@ -277,6 +281,8 @@ pub struct PoolConfig {
     pub proof: ProofPolicy,
 }
 
+/// Default seconds between reads of the shared drain marks.
+const DEFAULT_PINS_REFRESH_SECS: u64 = 2;
 /// Default seconds between discovery refreshes.
 const DEFAULT_REFRESH_SECS: u64 = 300;
 /// Default seconds one node gets to answer a discovery fetch.
@@ -617,6 +623,11 @@ impl Validator<'_> {
                 "pins.timeout_ms",
                 raw.timeout_ms.as_ref(),
                 250,
+            )?),
+            refresh: Duration::from_secs(self.positive(
+                "pins.refresh_secs",
+                raw.refresh_secs.as_ref(),
+                DEFAULT_PINS_REFRESH_SECS,
             )?),
         })
     }

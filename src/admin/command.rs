@@ -329,15 +329,18 @@ fn table(list: &NodeList) -> String {
 /// What a drain or undrain did, in words.
 fn drain_sentence(reply: &DrainReply) -> String {
     let what = match (reply.draining, reply.changed) {
-        (true, true) => {
-            "draining now: no new documents go to it, its open documents stay \
-             (on this instance: drain it on each instance)"
-        }
+        (true, true) => "draining now: no new documents go to it, its open documents stay",
         (true, false) => "was already draining",
         (false, true) => "no longer draining: takes new documents again",
         (false, false) => "was not draining",
     };
-    format!("{}: {what}\n", reply.node)
+    let reach = if reply.shared {
+        "every instance sharing the pin store follows"
+    } else {
+        "on this instance only for now: the pin store is unreachable, the others follow \
+         once it is back"
+    };
+    format!("{}: {what} ({reach})\n", reply.node)
 }
 
 #[cfg(test)]
@@ -398,13 +401,19 @@ mod tests {
             node: "http://10.0.0.2:9980/".into(),
             draining,
             changed,
+            shared: true,
         };
         assert!(
             drain_sentence(&reply(true, true)).starts_with("http://10.0.0.2:9980/: draining now")
         );
         assert_eq!(
             drain_sentence(&reply(false, false)),
-            "http://10.0.0.2:9980/: was not draining\n"
+            "http://10.0.0.2:9980/: was not draining (every instance sharing the pin store follows)\n"
         );
+        let unshared = DrainReply {
+            shared: false,
+            ..reply(true, true)
+        };
+        assert!(drain_sentence(&unshared).contains("on this instance only for now"));
     }
 }

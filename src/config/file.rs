@@ -198,6 +198,8 @@ pub struct FilePins {
     pub ttl_secs: Option<Spanned<u64>>,
     /// Milliseconds one store operation may take before officeswitch routes without it.
     pub timeout_ms: Option<Spanned<u64>>,
+    /// Seconds between reads of the node state instances share (drain marks).
+    pub refresh_secs: Option<Spanned<u64>>,
 }
 
 /// `[[pool]]`: one editor suite and its nodes.

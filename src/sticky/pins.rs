@@ -13,9 +13,16 @@
 //! `ttl / 8`, so assets and WebSocket traffic cost a map lookup. When the store cannot be
 //! reached, routing goes on with the pins this instance remembers and HRW over healthy
 //! nodes for the rest, logs the transition once, and says so in readiness ([`crate::readiness`]).
+//!
+//! Draining is shared the same way ([`Stickiness::set_draining`]): the mark goes to the
+//! store, and every instance reads the store's marks every `pins.refresh_secs`
+//! ([`Stickiness::run`]), so a node drained through one instance's admin listener takes no
+//! new document from any of them. A mark the store could not take (it was down) is kept
+//! here and written when the store is back, so the next read does not undo it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -25,7 +32,7 @@ use url::Url;
 use super::health::Health;
 use super::hrw;
 use super::store::{Pin, PinStore, StoreError};
-use crate::config::PoolConfig;
+use crate::config::{PinsConfig, PoolConfig};
 
 /// How often this instance confirms a pin it remembers with the store, as a fraction of
 /// the pin's life.
@@ -44,6 +51,11 @@ pub struct Stickiness {
     health: Arc<Health>,
     pools: Vec<PoolConfig>,
     ttl: Duration,
+    /// How often the shared drain marks are read.
+    refresh: Duration,
+    /// Drain marks set here that the store has not taken yet (it was down): node -> whether
+    /// it drains. Written before the next read, which would otherwise undo them.
+    unshared_drains: Mutex<HashMap<Pin, bool>>,
     /// File id -> pin (pool and node indices) and when the store last confirmed it.
     local: DashMap<String, Remembered>,
     /// Whether the last store operation worked (transitions are logged once).
@@ -74,17 +86,20 @@ pub enum StoreOp {
     Count,
     /// Trying whether a store that went away is back.
     Probe,
+    /// Writing or reading the shared drain marks.
+    Drain,
 }
 
 impl StoreOp {
     /// Every operation, in label order.
-    pub const ALL: [StoreOp; 6] = [
+    pub const ALL: [StoreOp; 7] = [
         StoreOp::Get,
         StoreOp::Create,
         StoreOp::Replace,
         StoreOp::Release,
         StoreOp::Count,
         StoreOp::Probe,
+        StoreOp::Drain,
     ];
 
     /// The metric label.
@@ -96,6 +111,7 @@ impl StoreOp {
             StoreOp::Release => "release",
             StoreOp::Count => "count",
             StoreOp::Probe => "probe",
+            StoreOp::Drain => "drain",
         }
     }
 }
@@ -108,6 +124,16 @@ struct Remembered {
     confirmed: Instant,
 }
 
+/// What [`Stickiness::set_draining`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainSet {
+    /// Whether this instance's drain state changed.
+    pub changed: bool,
+    /// Whether the store took the mark (every instance follows it); `false` while the store
+    /// is down (the mark is written once it is back).
+    pub shared: bool,
+}
+
 /// A placed document: indices into the configured pools and that pool's nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placement {
@@ -118,18 +144,20 @@ pub struct Placement {
 }
 
 impl Stickiness {
-    /// Pins kept in `store` for `ttl`, following `health`, over `pools`.
+    /// Pins kept in `store` as `pins` says, following `health`, over `pools`.
     pub fn new(
         store: Arc<dyn PinStore>,
         health: Arc<Health>,
         pools: Vec<PoolConfig>,
-        ttl: Duration,
+        pins: &PinsConfig,
     ) -> Arc<Stickiness> {
         Arc::new(Stickiness {
             store,
             health,
             pools,
-            ttl,
+            ttl: pins.ttl,
+            refresh: pins.refresh,
+            unshared_drains: Mutex::new(HashMap::new()),
             local: DashMap::new(),
             store_up: AtomicBool::new(true),
             retry_at_ms: AtomicU64::new(0),
@@ -404,6 +432,8 @@ impl Stickiness {
         let mut changes = self.health.subscribe();
         let mut sweep = tokio::time::interval(self.ttl.min(Duration::from_secs(60)));
         let mut probe = tokio::time::interval(RETRY_DOWN_STORE);
+        let mut drains = tokio::time::interval(self.refresh);
+        drains.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -418,6 +448,7 @@ impl Stickiness {
                     let ttl = self.ttl;
                     self.local.retain(|_, r| r.confirmed.elapsed() < ttl);
                 }
+                _ = drains.tick() => self.follow_shared_drains().await,
                 _ = probe.tick() => {
                     // A store that went away is noticed back without waiting for traffic.
                     if !self.store_reachable() {
@@ -427,6 +458,84 @@ impl Stickiness {
                 }
             }
         }
+    }
+
+    /// Drains `node` of `pool` (indices) on this instance at once, and on every instance
+    /// sharing the store within `pins.refresh_secs`. Returns whether this instance's state
+    /// changed and whether the store took the mark (if not, it is written when the store is
+    /// back).
+    pub async fn set_draining(&self, pool: usize, node: usize, draining: bool) -> DrainSet {
+        let changed = self.health.set_draining(pool, node, draining);
+        let Some(mark) = self.node_pin(pool, node) else {
+            return DrainSet {
+                changed,
+                shared: false,
+            };
+        };
+        // A newer intent replaces an unshared older one, shared or not.
+        self.lock_unshared().remove(&mark);
+        let shared = self
+            .guarded(StoreOp::Drain, self.store.set_draining(&mark, draining))
+            .await
+            .is_ok();
+        if !shared {
+            warn!(
+                pool = %mark.pool,
+                node = %mark.node,
+                draining,
+                "pin store unreachable: the drain holds on this instance now, on the others once the store is back"
+            );
+            self.lock_unshared().insert(mark, draining);
+        }
+        DrainSet { changed, shared }
+    }
+
+    /// Writes drain marks the store missed, then makes this instance's drain state the
+    /// store's. Nothing changes while the store does not answer.
+    async fn follow_shared_drains(&self) {
+        let pending: Vec<(Pin, bool)> = self
+            .lock_unshared()
+            .iter()
+            .map(|(pin, draining)| (pin.clone(), *draining))
+            .collect();
+        for (mark, draining) in pending {
+            let write = self.store.set_draining(&mark, draining);
+            if self.guarded(StoreOp::Drain, write).await.is_err() {
+                return;
+            }
+            let mut unshared = self.lock_unshared();
+            // Unless a newer intent arrived meanwhile.
+            if unshared.get(&mark) == Some(&draining) {
+                unshared.remove(&mark);
+            }
+        }
+        let Ok(marks) = self.guarded(StoreOp::Drain, self.store.draining()).await else {
+            return;
+        };
+        let unshared = self.lock_unshared().clone();
+        for (p, pool) in self.pools.iter().enumerate() {
+            for (n, node) in pool.nodes.iter().enumerate() {
+                let mark = Pin::new(pool.name.as_str(), node.as_str());
+                let draining = unshared
+                    .get(&mark)
+                    .copied()
+                    .unwrap_or_else(|| marks.contains(&mark));
+                self.health.set_draining(p, n, draining);
+            }
+        }
+    }
+
+    /// The store's name of node `node` of pool `pool`.
+    fn node_pin(&self, pool: usize, node: usize) -> Option<Pin> {
+        let config = self.pools.get(pool)?;
+        let url = config.nodes.get(node)?;
+        Some(Pin::new(config.name.as_str(), url.as_str()))
+    }
+
+    fn lock_unshared(&self) -> std::sync::MutexGuard<'_, HashMap<Pin, bool>> {
+        self.unshared_drains
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Releases every pin on a node that is down, here and in the store.

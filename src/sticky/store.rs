@@ -27,6 +27,11 @@
 //! - **Release on failure** ([`PinStore::release_node`]): when a node is declared failed, its
 //!   pins are dropped at once, so its documents are re-pinned on their next request rather
 //!   than each waiting for a failed attempt.
+//! - **Drain marks are shared** ([`PinStore::set_draining`], [`PinStore::draining`]): an
+//!   operator drains a node through one instance's admin listener, and every instance that
+//!   shares the store must stop placing new documents on it; each reads the marks every
+//!   `pins.refresh_secs`. A mark stays until it is cleared (no TTL): a drain outlives
+//!   restarts of the instances.
 //!
 //! # Failure of the store itself
 //! Every operation is bounded in time (`pins.timeout_ms`) and returns a [`StoreError`] rather
@@ -133,6 +138,13 @@ pub trait PinStore: Send + Sync {
     /// node. Nodes without a pin are not listed.
     fn counts(&self) -> StoreFuture<'_, Vec<(Pin, u64)>>;
 
+    /// Marks `node` (a pool name and node base URL, as a [`Pin`] names them) draining for
+    /// every instance sharing this store, or clears the mark.
+    fn set_draining(&self, node: &Pin, draining: bool) -> StoreFuture<'_, ()>;
+
+    /// Every node marked draining, sorted by pool then node.
+    fn draining(&self) -> StoreFuture<'_, Vec<Pin>>;
+
     /// `memory` or `redis`, for logs and readiness.
     fn kind(&self) -> &'static str;
 
@@ -154,6 +166,13 @@ pub fn open(config: &PinsConfig) -> Result<Arc<dyn PinStore>, StoreError> {
         PinStoreConfig::Memory => Arc::new(MemoryStore::new()),
         PinStoreConfig::Redis(url) => Arc::new(RedisStore::open(url, config.timeout)?),
     })
+}
+
+/// `draining` output order: by pool, then node.
+pub(crate) fn sorted_nodes(nodes: impl IntoIterator<Item = Pin>) -> Vec<Pin> {
+    let mut v: Vec<Pin> = nodes.into_iter().collect();
+    v.sort_by(|a, b| (&a.pool, &a.node).cmp(&(&b.pool, &b.node)));
+    v
 }
 
 /// `counts` output order: by pool, then node.
@@ -186,6 +205,7 @@ mod tests {
             store: PinStoreConfig::Memory,
             ttl: Duration::from_secs(60),
             timeout: Duration::from_millis(250),
+            refresh: Duration::from_secs(2),
         };
         assert_eq!(open(&config).unwrap().kind(), "memory");
         // Nothing listens there, and nothing is contacted: Redis connects on first use.

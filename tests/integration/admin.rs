@@ -71,13 +71,9 @@ fn sticky(store: PinStoreConfig) -> Arc<Stickiness> {
         store,
         ttl: Duration::from_secs(3600),
         timeout: Duration::from_millis(250),
+        refresh: Duration::from_secs(2),
     };
-    Stickiness::new(
-        store::open(&pins).expect("pin store"),
-        health,
-        pools,
-        pins.ttl,
-    )
+    Stickiness::new(store::open(&pins).expect("pin store"), health, pools, &pins)
 }
 
 /// `admin::serve` on a listener, stopped by `stop`.
@@ -346,7 +342,7 @@ async fn drain_keeps_new_documents_off_a_node_and_undrain_brings_them_back() {
     let answer: Value = serde_json::from_str(&reply.body).expect("JSON");
     assert_eq!(
         answer,
-        serde_json::json!({"node": COOL_2, "draining": true, "changed": true})
+        serde_json::json!({"node": COOL_2, "draining": true, "changed": true, "shared": true})
     );
     let health = sticky.health();
     assert!(health.is_draining(0, 1));
@@ -367,7 +363,7 @@ async fn drain_keeps_new_documents_off_a_node_and_undrain_brings_them_back() {
     let answer: Value = serde_json::from_str(&reply.body).expect("JSON");
     assert_eq!(
         answer,
-        serde_json::json!({"node": COOL_2, "draining": true, "changed": false})
+        serde_json::json!({"node": COOL_2, "draining": true, "changed": false, "shared": true})
     );
 
     // Open documents stay; new ones go elsewhere.
@@ -393,7 +389,7 @@ async fn drain_keeps_new_documents_off_a_node_and_undrain_brings_them_back() {
     let answer: Value = serde_json::from_str(&reply.body).expect("JSON");
     assert_eq!(
         answer,
-        serde_json::json!({"node": COOL_2, "draining": false, "changed": true})
+        serde_json::json!({"node": COOL_2, "draining": false, "changed": true, "shared": true})
     );
     assert!(health.takes_new_documents(0, 1));
     assert_eq!(entry(&server.nodes().await, COOL_2)["draining"], false);

@@ -48,7 +48,9 @@ const FAMILIES: &[(&str, &str)] = &[
 ];
 
 /// Pin store operations, as the errors counter labels them.
-const STORE_OPERATIONS: [&str; 6] = ["get", "create", "replace", "release", "count", "probe"];
+const STORE_OPERATIONS: [&str; 7] = [
+    "get", "create", "replace", "release", "count", "probe", "drain",
+];
 
 /// A fast health check, so a failing node is down within a few seconds.
 const FAST_HEALTH: &str = "[health]\ninterval_secs = 1\ntimeout_secs = 1\nfall = 2\nrise = 1";

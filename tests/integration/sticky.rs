@@ -15,7 +15,7 @@ use http::StatusCode;
 use crate::support::client::{self, encode, post_form};
 use crate::support::editor::{EditorPage, StandInEditor, Suite};
 use crate::support::nextcloud::StandInNextcloud;
-use crate::support::officeswitch::{Builder, OfficeSwitch};
+use crate::support::officeswitch::{Builder, KIT_ADMIN_TOKEN, OfficeSwitch};
 use crate::support::redis::RedisServer;
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
@@ -421,4 +421,162 @@ async fn a_restart_to_add_a_node_keeps_open_documents_with_the_memory_store() {
     );
     assert_eq!(moved_on_restart, 0, "documents moved over the restart");
     assert!(on_fourth > 0, "the new node took no new document");
+}
+
+/// `POST /admin/nodes/{drain|undrain}` of `node` on instance `os`; the JSON answer.
+async fn set_draining(os: &OfficeSwitch, node: &str, draining: bool) -> serde_json::Value {
+    let verb = if draining { "drain" } else { "undrain" };
+    let reply = client::send(
+        http::Method::POST,
+        &format!("http://{}/admin/nodes/{verb}", os.admin_addr()),
+        &[("authorization", &format!("Bearer {KIT_ADMIN_TOKEN}"))],
+        format!(r#"{{"node": "{node}"}}"#).as_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    serde_json::from_str(&reply.body).expect("JSON answer")
+}
+
+/// Whether `os`'s admin listener lists `node` as draining.
+async fn lists_draining(os: &OfficeSwitch, node: &str) -> bool {
+    let reply = client::send(
+        http::Method::GET,
+        &format!("http://{}/admin/nodes", os.admin_addr()),
+        &[("authorization", &format!("Bearer {KIT_ADMIN_TOKEN}"))],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let list: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON node list");
+    let wanted = format!("{node}/");
+    list["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .any(|n| n["node"] == wanted.as_str() && n["draining"] == true)
+}
+
+/// How long until every one of `instances` lists `node` as `draining` (10 s at most).
+async fn time_until_all(instances: &[&OfficeSwitch], node: &str, draining: bool) -> Duration {
+    let started = std::time::Instant::now();
+    for os in instances {
+        while lists_draining(os, node).await != draining {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{} never saw {node} draining = {draining}",
+                os.addr
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_drain_through_one_instance_holds_on_every_instance_within_the_refresh_interval() {
+    trace_init();
+    let redis = RedisServer::start().await;
+    let nodes = Nodes::start().await;
+    let nc = StandInNextcloud::start().await;
+    let refresh = Duration::from_secs(1);
+    let store = format!(
+        "[pins]\nstore = \"{}\"\ntimeout_ms = 2000\nrefresh_secs = {}",
+        redis.url(),
+        refresh.as_secs()
+    );
+    let first = instance(&nodes, &nc, &store).start().await;
+    let mut instances = vec![];
+    for _ in 0..2 {
+        let next = instance(&nodes, &nc, &store)
+            .share_keys_with(&first)
+            .public_url(&first.public_url);
+        instances.push(next.start().await);
+    }
+    instances.insert(0, first);
+    let urls = addresses(&instances);
+    let fourth = nodes.urls[3].clone();
+    for os in &instances {
+        wait_node(os, &fourth, true).await;
+    }
+    let placed = open_many(&urls, &nc, "a", 60).await;
+    let target = nodes.urls[0].clone();
+    let on_target = placed.values().filter(|n| **n == target).count();
+    assert!(on_target > 0, "no document landed on {target}");
+
+    // Drained through the first instance: the others follow within the refresh interval.
+    let answer = set_draining(&instances[0], &target, true).await;
+    assert_eq!(answer["shared"], true, "{answer}");
+    let others: Vec<&OfficeSwitch> = instances[1..].iter().collect();
+    let followed = time_until_all(&others, &target, true).await;
+    eprintln!(
+        "drain through instance 1 seen by instances 2 and 3 after {followed:?} \
+         (pins.refresh_secs = {refresh:?})"
+    );
+    assert!(
+        followed <= refresh + Duration::from_millis(500),
+        "the others followed after {followed:?}, beyond the {refresh:?} refresh interval"
+    );
+
+    // No new document lands on it through any instance; its open documents stay there.
+    let fresh = open_many(&urls, &nc, "b", 60).await;
+    assert!(
+        fresh.values().all(|n| *n != target),
+        "a new document on a drained node"
+    );
+    let (moved_by_drain, _) = moved(&urls, &nc, &placed).await;
+    assert_eq!(moved_by_drain, 0, "open documents left the drained node");
+
+    // An instance started later learns the drain from the store.
+    let late = instance(&nodes, &nc, &store)
+        .share_keys_with(&instances[0])
+        .public_url(&instances[0].public_url)
+        .start()
+        .await;
+    time_until_all(&[&late], &target, true).await;
+
+    // Undrained through another instance: every instance places new documents there again.
+    let answer = set_draining(&instances[2], &target, false).await;
+    assert_eq!(answer["shared"], true, "{answer}");
+    let all: Vec<&OfficeSwitch> = instances.iter().chain([&late]).collect();
+    let followed = time_until_all(&all, &target, false).await;
+    assert!(
+        followed <= refresh + Duration::from_millis(500),
+        "{followed:?}"
+    );
+    let again = open_many(&urls, &nc, "c", 60).await;
+    assert!(
+        again.values().any(|n| *n == target),
+        "the undrained node took nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_drain_set_while_the_store_is_down_holds_here_and_reaches_the_others_when_it_is_back() {
+    trace_init();
+    let redis = RedisServer::start().await;
+    let nodes = Nodes::start().await;
+    let nc = StandInNextcloud::start().await;
+    let store = format!(
+        "[pins]\nstore = \"{}\"\ntimeout_ms = 500\nrefresh_secs = 1",
+        redis.url()
+    );
+    let first = instance(&nodes, &nc, &store).start().await;
+    let second = instance(&nodes, &nc, &store)
+        .share_keys_with(&first)
+        .public_url(&first.public_url)
+        .start()
+        .await;
+    let target = nodes.urls[1].clone();
+
+    redis.stop().await;
+    let answer = set_draining(&first, &target, true).await;
+    assert_eq!(answer["shared"], false, "{answer}");
+    assert_eq!(answer["draining"], true, "{answer}");
+    // Here at once, and it stays through refreshes that cannot read the store.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(lists_draining(&first, &target).await);
+    assert!(!lists_draining(&second, &target).await);
+
+    redis.restart().await;
+    time_until_all(&[&first, &second], &target, true).await;
 }

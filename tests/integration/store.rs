@@ -76,7 +76,28 @@ contract!(
     ttl_expires_and_get_refreshes,
     release_node_removes_exactly_its_pins,
     counts_live_pins_per_node,
+    drain_marks_are_seen_by_every_handle_until_cleared,
 );
+
+async fn drain_marks_are_seen_by_every_handle_until_cleared((a, b): Pair) {
+    assert_eq!(b.draining().await.unwrap(), vec![]);
+    a.set_draining(&pin("cool", 2), true).await.unwrap();
+    a.set_draining(&pin("cool", 1), true).await.unwrap();
+    // Marking twice is one mark; pins on the node are untouched (they are not marks).
+    b.set_draining(&pin("cool", 1), true).await.unwrap();
+    a.create(&key("doc", 0), &pin("cool", 1), LONG)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.draining().await.unwrap(),
+        vec![pin("cool", 1), pin("cool", 2)]
+    );
+    assert_eq!(a.counts().await.unwrap(), vec![(pin("cool", 1), 1)]);
+    b.set_draining(&pin("cool", 1), false).await.unwrap();
+    // Clearing a mark that is not there is no error.
+    b.set_draining(&pin("onlyoffice", 1), false).await.unwrap();
+    assert_eq!(a.draining().await.unwrap(), vec![pin("cool", 2)]);
+}
 
 async fn get_of_a_missing_key_is_none((a, b): Pair) {
     assert_eq!(a.get(&key("missing", 0), LONG).await.unwrap(), None);

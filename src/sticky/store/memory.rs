@@ -11,7 +11,7 @@
 //! re-queueing those that a read has extended. The work per call is bounded, and since every
 //! write queues one key and sweeps up to several, the queue drains faster than it fills.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 
-use super::{Pin, PinStore, StoreFuture, sorted_counts};
+use super::{Pin, PinStore, StoreFuture, sorted_counts, sorted_nodes};
 
 /// Queued keys examined by one operation, at most.
 pub const SWEEP_PER_CALL: usize = 8;
@@ -49,6 +49,8 @@ pub struct MemoryStore {
     /// Keys in write order with their deadline at write time (see the module docs).
     queue: Mutex<VecDeque<Due>>,
     next_token: AtomicU64,
+    /// Nodes marked draining (one instance: only its own marks).
+    draining: Mutex<HashSet<Pin>>,
 }
 
 impl MemoryStore {
@@ -232,6 +234,22 @@ impl PinStore for MemoryStore {
 
     fn counts(&self) -> StoreFuture<'_, Vec<(Pin, u64)>> {
         let result = self.counts_now();
+        Box::pin(std::future::ready(Ok(result)))
+    }
+
+    fn set_draining(&self, node: &Pin, draining: bool) -> StoreFuture<'_, ()> {
+        let mut marks = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
+        if draining {
+            marks.insert(node.clone());
+        } else {
+            marks.remove(node);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn draining(&self) -> StoreFuture<'_, Vec<Pin>> {
+        let marks = self.draining.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = sorted_nodes(marks.iter().cloned());
         Box::pin(std::future::ready(Ok(result)))
     }
 

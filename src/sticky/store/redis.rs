@@ -15,6 +15,9 @@
 //!   a batch's keys with a compare-and-delete script, so a pin that was re-pinned elsewhere
 //!   between the scan and the delete stays.
 //!
+//! Drain marks are one set, [`DRAINING_KEY`], of `pool\nnode` members without a TTL:
+//! `SADD`/`SREM` to set and clear, `SMEMBERS` to read (a handful of members at most).
+//!
 //! # Failure
 //! Redis being down must cost a request at most `pins.timeout_ms`: every round trip runs
 //! under `tokio::time::timeout`, and errors come back as [`StoreError`] for the caller to
@@ -55,10 +58,13 @@ use ::redis::{
 };
 use arc_swap::ArcSwapOption;
 
-use super::{Pin, PinStore, StoreError, StoreFuture, sorted_counts};
+use super::{Pin, PinStore, StoreError, StoreFuture, sorted_counts, sorted_nodes};
 
 /// Prefix of every pin key.
 pub const KEY_PREFIX: &str = "officeswitch:pin:";
+
+/// The set of nodes marked draining (outside [`KEY_PREFIX`], so pin scans never meet it).
+pub const DRAINING_KEY: &str = "officeswitch:draining";
 
 /// Keys asked for per `SCAN` round trip (and deleted per script call) by `counts` and
 /// `release_node`.
@@ -313,6 +319,34 @@ impl RedisStore {
         }
     }
 
+    async fn mark_draining(&self, node: Pin, draining: bool) -> Result<(), StoreError> {
+        let command = if draining { "SADD" } else { "SREM" };
+        self.bounded(async {
+            let mut c = self.connection().await?;
+            ::redis::cmd(command)
+                .arg(DRAINING_KEY)
+                .arg(node.encode())
+                .query_async::<u64>(&mut c)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn draining_nodes(&self) -> Result<Vec<Pin>, StoreError> {
+        let members: Vec<Vec<u8>> = self
+            .bounded(async {
+                let mut c = self.connection().await?;
+                ::redis::cmd("SMEMBERS")
+                    .arg(DRAINING_KEY)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        // A member that is no node (written by hand) is skipped, not fatal.
+        Ok(sorted_nodes(members.iter().filter_map(|m| decode(m).ok())))
+    }
+
     async fn count_pins(&self) -> Result<Vec<(Pin, u64)>, StoreError> {
         let mut counts = HashMap::<Pin, u64>::new();
         // SCAN may return a key twice; count each once.
@@ -366,6 +400,14 @@ impl PinStore for RedisStore {
 
     fn counts(&self) -> StoreFuture<'_, Vec<(Pin, u64)>> {
         Box::pin(self.count_pins())
+    }
+
+    fn set_draining(&self, node: &Pin, draining: bool) -> StoreFuture<'_, ()> {
+        Box::pin(self.mark_draining(node.clone(), draining))
+    }
+
+    fn draining(&self) -> StoreFuture<'_, Vec<Pin>> {
+        Box::pin(self.draining_nodes())
     }
 
     fn kind(&self) -> &'static str {
