@@ -24,6 +24,7 @@ use officeswitch::proxy::route::{OrgTags, RouteContext};
 use officeswitch::rules::RuleSet;
 use officeswitch::sticky::health::Health;
 use officeswitch::sticky::hrw;
+use officeswitch::topology::Topology;
 use officeswitch::wopi::token::{TokenKeys, TokenSecret};
 use officeswitch::wopi::wopi_src;
 
@@ -137,8 +138,9 @@ fn full_route(c: &mut Criterion) {
     );
     let tokens = TokenKeys::new(TokenSecret::from_bytes(&[7; 32]).expect("secret"), None);
     let org_tags = OrgTags::new(Arc::clone(&rules), &tokens);
+    let topology = Arc::new(Topology::new(pools.clone()));
     let ctx = RouteContext {
-        pools: &pools,
+        topology: &topology,
         rules: &rules,
         catalog: &catalog,
         spread: &spread,

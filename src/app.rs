@@ -26,6 +26,7 @@ use crate::sticky::health::Health;
 use crate::sticky::persist;
 use crate::sticky::pins::Stickiness;
 use crate::sticky::store::{self, PinStore, StoreError};
+use crate::topology::TopologyStore;
 use crate::upstream::{self, UpstreamClient, UpstreamError};
 use crate::wopi::proof::Signer;
 use crate::wopi::proof_key::{self, KeyError, ProofKey};
@@ -152,9 +153,20 @@ impl Prepared {
         )
     }
 
-    /// A discovery service for these settings (empty catalog, not yet running).
-    pub fn discovery_service(&self, rules: Arc<RulesStore>) -> Arc<DiscoveryService> {
-        DiscoveryService::new(&self.config, rules, self.keys.clone(), self.client.clone())
+    /// A discovery service for these settings over `topology` (empty catalog, not yet
+    /// running).
+    pub fn discovery_service(
+        &self,
+        topology: Arc<TopologyStore>,
+        rules: Arc<RulesStore>,
+    ) -> Arc<DiscoveryService> {
+        DiscoveryService::new(
+            &self.config,
+            topology,
+            rules,
+            self.keys.clone(),
+            self.client.clone(),
+        )
     }
 }
 
@@ -249,7 +261,8 @@ impl App {
     /// Creates the rules store and the discovery service, seeded from the state dir.
     pub async fn new(prepared: Prepared) -> App {
         let rules = prepared.rules_store();
-        let discovery = prepared.discovery_service(rules.clone());
+        let topology = TopologyStore::new(&prepared.config);
+        let discovery = prepared.discovery_service(Arc::clone(&topology), rules.clone());
         discovery.load_last_good().await;
         let config = &prepared.config;
         persist::load(&*prepared.pin_store, &persist::file(&config.state_dir));
@@ -257,7 +270,7 @@ impl App {
         let sticky = Stickiness::new(
             Arc::clone(&prepared.pin_store),
             health,
-            config.pools.clone(),
+            topology,
             &config.pins,
         );
         let drain = Arc::new(Drain::new(config.drain.clone()));

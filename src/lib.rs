@@ -21,6 +21,7 @@
 //!   log field and conflict copies' names;
 //! - [`server`]: accept loops, TLS, limits, graceful shutdown;
 //! - [`readiness`]: `/readyz` in brief, its detail for the admin listener;
+//! - [`topology`]: pools, nodes and membership, swapped whole when node lists change;
 //! - [`telemetry`]: log output; [`metrics`]: Prometheus metrics on the admin listener.
 //!
 //! # Life of a request
@@ -48,5 +49,6 @@ pub mod rules;
 pub mod server;
 pub mod sticky;
 pub mod telemetry;
+pub mod topology;
 pub mod upstream;
 pub mod wopi;

@@ -116,6 +116,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             app.drain().clone(),
             app.rules().clone(),
             app.discovery().clone(),
+            app.sticky().clone(),
         ));
         app.run(listeners).await;
         ExitCode::SUCCESS
@@ -123,11 +124,12 @@ fn run(path: &std::path::Path) -> ExitCode {
 }
 
 /// SIGTERM/SIGINT start a graceful drain and a second one ends it at once; SIGHUP reloads
-/// rules and refreshes discovery.
+/// rules and the pools' node lists, and refreshes discovery.
 async fn signals(
     drain: std::sync::Arc<officeswitch::server::drain::Drain>,
     rules: std::sync::Arc<officeswitch::rules::watch::RulesStore>,
     discovery: std::sync::Arc<officeswitch::discovery::DiscoveryService>,
+    sticky: std::sync::Arc<officeswitch::sticky::pins::Stickiness>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hup)) = (
@@ -142,11 +144,13 @@ async fn signals(
             _ = term.recv() => drain.request_stop(),
             _ = tokio::signal::ctrl_c() => drain.request_stop(),
             _ = hup.recv() => {
-                info!("SIGHUP: reloading rules and refreshing discovery");
-                // Reading the rules dir blocks: off the async workers. A failed reload
-                // keeps the previous rules and logs why.
+                info!("SIGHUP: reloading rules and node lists, refreshing discovery");
+                // Reading files blocks: off the async workers. A failed reload keeps what
+                // runs and logs why.
                 let store = rules.clone();
                 let _ = tokio::task::spawn_blocking(move || store.reload()).await;
+                let sticky = sticky.clone();
+                let _ = tokio::task::spawn_blocking(move || sticky.reload_topology()).await;
                 discovery.request_refresh();
             }
         }

@@ -576,6 +576,19 @@ impl Scrape {
              rules stay in force)",
             reloads,
         );
+
+        let topology = self.sticky.topology();
+        let node_lists = Family::<ResultLabel, Counter>::default();
+        for (result, n) in [("ok", topology.reloads()), ("failed", topology.failures())] {
+            node_lists.get_or_create(&ResultLabel { result }).inc_by(n);
+        }
+        register(
+            &mut registry,
+            "node_list_reloads",
+            "Reloads of the pools' node lists (SIGHUP), by result (ok; failed: the running \
+             nodes stay)",
+            node_lists,
+        );
         registry
     }
 }

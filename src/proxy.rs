@@ -58,7 +58,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 
-use crate::config::{Config, PoolConfig, SuiteKind, UpstreamConfig, WopiConfig};
+use crate::config::{Config, SuiteKind, UpstreamConfig, WopiConfig};
 use crate::discovery::DiscoveryService;
 use crate::discovery::service::Catalog;
 use crate::readiness::Readiness;
@@ -66,6 +66,7 @@ use crate::rules::RuleSet;
 use crate::rules::watch::RulesStore;
 use crate::server::drain::Drain;
 use crate::sticky::pins::Stickiness;
+use crate::topology::{Topology, TopologyStore};
 use crate::upstream::{UpstreamBody, UpstreamClient};
 use crate::wopi::proof::Signer;
 use crate::wopi::token::TokenKeys;
@@ -110,7 +111,6 @@ impl PagePhase {
 pub struct Proxy {
     discovery: Arc<DiscoveryService>,
     rules: Arc<RulesStore>,
-    pools: Vec<PoolConfig>,
     /// `public_url` and the forwarding headers that name it.
     public: rewrite::PublicOrigin,
     client: UpstreamClient,
@@ -143,8 +143,21 @@ pub struct Proxy {
 /// them to the end even if a reload swaps new ones in meanwhile.
 struct Snapshot {
     rules: Arc<RuleSet>,
+    topology: Arc<Topology>,
     catalog: Arc<Catalog>,
     org_tags: Arc<OrgTags>,
+}
+
+impl Snapshot {
+    /// Makes sure the snapshot's topology has node `node` of `pool` (pins and health may
+    /// have read a newer one, with nodes that joined since): topologies only grow, so the
+    /// current one has it.
+    fn cover(&mut self, store: &TopologyStore, pool: usize, node: usize) {
+        let has = |t: &Topology| t.pools().get(pool).is_some_and(|p| node < p.nodes.len());
+        if !has(&self.topology) {
+            self.topology = store.current();
+        }
+    }
 }
 
 /// officeswitch's WOPI identity: token keys and proof signing keys.
@@ -176,7 +189,6 @@ impl Proxy {
         Proxy {
             discovery,
             rules,
-            pools: config.pools.clone(),
             public: rewrite::PublicOrigin::new(&config.public_url),
             client,
             upstream: config.upstream.clone(),
@@ -224,7 +236,7 @@ impl Proxy {
         let page = self.page_phase(&editor, &method, path, query);
         let answer = match self.route_editor(&editor, path, query).await {
             Ok(target) => {
-                log.target(&target, &self.pools);
+                log.target(&target);
                 match self
                     .forward(request, &target, path, peer, upgrade, page, log)
                     .await
@@ -252,7 +264,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let answer = match self.route_open(path, query).await {
             Ok(target) => {
-                log.target(&target, &self.pools);
+                log.target(&target);
                 match open::read_form(request.into_body(), self.body_timeout).await {
                     Ok(form) => {
                         crate::metrics::global()
@@ -310,7 +322,9 @@ impl Proxy {
 
     /// The suite of the configured pool named `pool` (a grant's), if it still exists.
     fn suite_of(&self, pool: &str) -> Option<SuiteKind> {
-        self.pools.iter().find(|p| p.name == pool).map(|p| p.kind)
+        let topology = self.sticky.topology().current();
+        let pool = topology.pools().iter().find(|p| p.name == pool)?;
+        Some(pool.kind)
     }
 
     /// Keys and limits of opens.
@@ -329,6 +343,7 @@ impl Proxy {
         let org_tags = self.org_tags(&rules);
         Snapshot {
             rules,
+            topology: self.sticky.topology().current(),
             catalog: self.discovery.catalog(),
             org_tags,
         }
@@ -337,7 +352,7 @@ impl Proxy {
     /// The router over `snapshot`.
     fn router<'a>(&'a self, snapshot: &'a Snapshot) -> RouteContext<'a> {
         RouteContext {
-            pools: &self.pools,
+            topology: &snapshot.topology,
             rules: &snapshot.rules,
             catalog: &snapshot.catalog,
             spread: &self.spread,
@@ -353,13 +368,15 @@ impl Proxy {
     /// (or, with the organisation's `failover`, the other suite when that pool has no node
     /// taking new documents) and is pinned to a node there.
     async fn route_open(&self, path: &str, query: Option<&str>) -> Result<Target, Answer> {
-        let snapshot = self.snapshot();
+        let mut snapshot = self.snapshot();
         let router = self.router(&snapshot);
         let plan = router.open_plan(path, query)?;
         let file = plan.file;
         if let Some(pin) = self.sticky.live_pin(file.as_str()).await {
-            return router.open_on(plan, pin.pool, pin.node);
+            snapshot.cover(self.sticky.topology(), pin.pool, pin.node);
+            return self.router(&snapshot).open_on(plan, pin.pool, pin.node);
         }
+        let pools = snapshot.topology.pools();
         let health = self.sticky.health();
         let mut pool = plan.pool;
         let failover = snapshot
@@ -373,8 +390,8 @@ impl Proxy {
         {
             tracing::warn!(
                 org = %plan.org,
-                from = %self.pools[pool].name,
-                to = %self.pools[other].name,
+                from = %pools[pool].name,
+                to = %pools[other].name,
                 "suite failover: no node of the rules' suite takes new documents"
             );
             pool = other;
@@ -384,8 +401,9 @@ impl Proxy {
             .sticky
             .node_for(file.as_str(), pool, allowed)
             .await
-            .ok_or_else(|| Answer::NoNode(self.pools[pool].name.clone()))?;
-        router.open_on(plan, pool, node)
+            .ok_or_else(|| Answer::NoNode(pools[pool].name.clone()))?;
+        snapshot.cover(self.sticky.topology(), pool, node);
+        self.router(&snapshot).open_on(plan, pool, node)
     }
 
     /// Routes editor traffic: by URL space and document hash, then the document's pin.
@@ -401,13 +419,14 @@ impl Proxy {
         if let Some(file) = target.file {
             let allowed = match &target.org {
                 Some(org) => router.allowed_nodes(org, target.pool),
-                None => &self.pools[target.pool].nodes,
+                None => &target.pool_config().nodes,
             };
-            target.node = self
+            let node = self
                 .sticky
                 .node_for_traffic(file.as_str(), target.pool, allowed)
                 .await
-                .ok_or_else(|| Answer::NoNode(self.pools[target.pool].name.clone()))?;
+                .ok_or_else(|| Answer::NoNode(target.pool_config().name.clone()))?;
+            target.place(node, self.sticky.topology());
         }
         Ok(target)
     }
@@ -447,6 +466,7 @@ impl Proxy {
         let rules = self.rules.current();
         let grant = {
             let catalog = self.discovery.catalog();
+            let topology = self.sticky.topology().current();
             callback::admit(
                 call,
                 &request,
@@ -454,7 +474,7 @@ impl Proxy {
                     tokens: &self.tokens,
                     rules: &rules,
                     catalog: &catalog,
-                    pools: &self.pools,
+                    pools: topology.pools(),
                     public_url: self.public.url(),
                 },
             )?
@@ -529,7 +549,7 @@ impl Proxy {
         crate::metrics::global()
             .request_bytes(Traffic::Page.as_str())
             .inc_by(form.len() as u64);
-        let pool = &target.pool_in(&self.pools).name;
+        let pool = &target.pool_config().name;
         let (uri, form) =
             open::page_form(&parts.uri, &form, target, file, pool, &self.open_context())?;
         parts.uri = uri;
@@ -556,7 +576,7 @@ impl Proxy {
                 tokens: &self.tokens,
                 rules: &rules,
                 public_url: self.public.url(),
-                pool: &target.pool_in(&self.pools).name,
+                pool: &target.pool_config().name,
                 max_token_ttl: self.wopi.max_token_ttl,
             },
         )?;
@@ -632,7 +652,7 @@ impl Proxy {
             Ok(response) => response,
             Err(answer) => return Err((answer, log)),
         };
-        let node = target.node_in(&self.pools);
+        let node = target.node_url();
         let mut response = rewrite::response(response, node, &self.public);
         log.status(response.status().as_u16());
         if page.is_collabora_page()
@@ -673,7 +693,7 @@ impl Proxy {
         open_form: Option<(http::request::Parts, String)>,
         log: &mut AccessLog,
     ) -> Result<Response<Incoming>, Answer> {
-        let node = target.node_in(&self.pools);
+        let node = target.node_url();
         let request = rewrite::request(
             request,
             sending.local_path,
@@ -696,7 +716,7 @@ impl Proxy {
         let router = self.router(&snapshot);
         let allowed = match &target.org {
             Some(org) => router.allowed_nodes(org, target.pool),
-            None => &self.pools[target.pool].nodes,
+            None => &snapshot.topology.pools()[target.pool].nodes,
         };
         let Some(next) = self
             .sticky
@@ -705,12 +725,12 @@ impl Proxy {
         else {
             return Err(failed);
         };
-        target.node = next;
-        log.target(target, &self.pools);
+        target.place(next, self.sticky.topology());
+        log.target(target);
         let request = rewrite::request(
             with_form(head, form),
             sending.local_path,
-            target.node_in(&self.pools),
+            target.node_url(),
             &self.public,
             sending.peer,
             sending.upgrade,

@@ -76,6 +76,7 @@ impl Readiness {
         );
         detail.extend(catalog.report());
         detail.push(rules_line(&self.rules));
+        detail.push(self.sticky.topology().report());
         detail.extend(self.sticky.health().report());
         detail.push(self.sticky.report());
         let ready = reasons.is_empty();

@@ -22,6 +22,7 @@ use officeswitch::proxy::route::{OrgTags, RouteContext};
 use officeswitch::rules::RuleSet;
 use officeswitch::sticky::health::Health;
 use officeswitch::sticky::hrw;
+use officeswitch::topology::Topology;
 use officeswitch::wopi::token::{TokenKeys, TokenSecret};
 use officeswitch::wopi::wopi_src;
 
@@ -299,8 +300,9 @@ fn editor_route_with_officeswitch_wopi_src_allocates_nothing() {
             rise: 2,
         },
     );
+    let topology = Arc::new(Topology::new(pools.clone()));
     let ctx = RouteContext {
-        pools: &pools,
+        topology: &topology,
         rules: &rules,
         catalog: &catalog,
         spread: &spread,

@@ -35,6 +35,7 @@ use super::last_good::{self, SavedPool};
 use super::merge::{self, Merged, PoolDiscovery};
 use crate::config::{Config, DiscoveryConfig, PoolConfig, SuiteKind};
 use crate::rules::watch::RulesStore;
+use crate::topology::{Membership, TopologyStore};
 use crate::upstream::UpstreamClient;
 
 /// Shortest gap between two refreshes asked for by requests (not by the timer), so a
@@ -182,7 +183,8 @@ impl Catalog {
 
 /// Fetches, keeps and merges the pools' discoveries.
 pub struct DiscoveryService {
-    pools: Vec<PoolConfig>,
+    /// The pools and nodes to fetch from (nodes join and leave while it runs).
+    topology: Arc<TopologyStore>,
     public_url: Url,
     state_dir: PathBuf,
     settings: DiscoveryConfig,
@@ -214,6 +216,7 @@ impl DiscoveryService {
     /// [`DiscoveryService::run`] next.
     pub fn new(
         config: &Config,
+        topology: Arc<TopologyStore>,
         rules: Arc<RulesStore>,
         keys: ProofKeyPair,
         client: UpstreamClient,
@@ -230,7 +233,7 @@ impl DiscoveryService {
             })
             .collect();
         let service = DiscoveryService {
-            pools: config.pools.clone(),
+            topology,
             public_url: config.public_url.clone(),
             state_dir: config.state_dir.clone(),
             settings: config.discovery.clone(),
@@ -275,13 +278,15 @@ impl DiscoveryService {
 
     /// Discovery fetches so far, per pool in settings order: (pool, valid answers,
     /// failures). Each node asked in a refresh counts once.
-    pub fn fetches(&self) -> Vec<(&str, u64, u64)> {
-        self.pools
+    pub fn fetches(&self) -> Vec<(String, u64, u64)> {
+        let topology = self.topology.current();
+        topology
+            .pools()
             .iter()
             .zip(&self.fetches)
             .map(|(pool, counts)| {
                 (
-                    pool.name.as_str(),
+                    pool.name.clone(),
                     counts.ok.load(Ordering::Relaxed),
                     counts.error.load(Ordering::Relaxed),
                 )
@@ -317,12 +322,15 @@ impl DiscoveryService {
     /// Refreshes now, then every `refresh` period or when woken, until `shutdown` resolves.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut topology = self.topology.subscribe();
         loop {
             let started = tokio::time::Instant::now();
             self.refresh().await;
             tokio::select! {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep_until(started + self.settings.refresh) => {}
+                // Nodes that join serve their own asset versions and urlsrcs: ask them now.
+                Ok(()) = topology.changed() => {}
                 () = self.wake.notified() => {
                     tokio::select! {
                         () = &mut shutdown => return,
@@ -354,15 +362,21 @@ impl DiscoveryService {
     /// One round: fetch every pool, keep what is good, publish the merge.
     pub async fn refresh(&self) {
         let previous = self.catalog();
-        let rounds = self
-            .pools
+        let topology = self.topology.current();
+        let rounds = topology
+            .pools()
             .iter()
+            .enumerate()
             .zip(previous.pools.iter())
             .zip(&self.fetches)
-            .map(|((config, state), counts)| self.refresh_pool(config, state, counts));
+            .map(|(((p, config), state), counts)| {
+                let topology = &topology;
+                let asked = move |n: usize| topology.membership(p, n) != Membership::Gone;
+                self.refresh_pool(config, asked, state, counts)
+            });
         let (pools, checks): (Vec<PoolState>, Vec<Vec<NodeCheck>>) =
             join_all(rounds).await.into_iter().unzip();
-        let announced = self.track_announced(&previous.announced, checks);
+        let announced = self.track_announced(topology.pools(), &previous.announced, checks);
         self.publish(pools, announced);
         self.generation.send_modify(|g| *g += 1);
     }
@@ -373,11 +387,12 @@ impl DiscoveryService {
     /// keep their previous state.
     fn track_announced(
         &self,
+        pools: &[PoolConfig],
         previous: &[NodeMisconfig],
         checks: Vec<Vec<NodeCheck>>,
     ) -> Vec<NodeMisconfig> {
         let mut out = Vec::new();
-        for (config, checks) in self.pools.iter().zip(checks) {
+        for (config, checks) in pools.iter().zip(checks) {
             for node in &config.nodes {
                 let before = previous
                     .iter()
@@ -411,16 +426,25 @@ impl DiscoveryService {
         out
     }
 
+    /// One pool's round: asks each node for which `asked(index)` holds (nodes gone from
+    /// the topology are not).
     async fn refresh_pool(
         &self,
         config: &PoolConfig,
+        asked: impl Fn(usize) -> bool,
         state: &PoolState,
         counts: &FetchCounts,
     ) -> (PoolState, Vec<NodeCheck>) {
-        let answers = join_all(config.nodes.iter().map(|n| self.fetch_node(n))).await;
+        let members: Vec<(usize, &Url)> = config
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| asked(*i))
+            .collect();
+        let answers = join_all(members.iter().map(|(_, n)| self.fetch_node(n))).await;
         let mut failures = Vec::new();
         let mut good: Vec<(usize, NodeAnswer)> = Vec::new();
-        for (i, (node, answer)) in config.nodes.iter().zip(answers).enumerate() {
+        for ((i, node), answer) in members.into_iter().zip(answers) {
             match answer {
                 Ok(answer) => {
                     counts.ok.fetch_add(1, Ordering::Relaxed);

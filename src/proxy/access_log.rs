@@ -17,7 +17,6 @@ use tracing::{debug, info, warn};
 
 use super::answer::{Answer, BoxError, Fault};
 use super::route::Target;
-use crate::config::PoolConfig;
 
 /// What the access line says about one request.
 #[derive(Debug)]
@@ -58,10 +57,10 @@ impl AccessLog {
     }
 
     /// Records where the request was routed (`pools` as routing was given them).
-    pub fn target(&mut self, target: &Target, pools: &[PoolConfig]) {
+    pub fn target(&mut self, target: &Target) {
         self.org = target.org.as_deref().map(str::to_string);
-        self.pool = Some(target.pool_in(pools).name.clone());
-        self.node = Some(target.node_in(pools).to_string());
+        self.pool = Some(target.pool_config().name.clone());
+        self.node = Some(target.node_url().to_string());
         self.editor_node = true;
     }
 

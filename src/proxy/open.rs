@@ -197,7 +197,10 @@ pub fn has_ticket(query: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use crate::config::SuiteKind;
+    use crate::topology::Topology;
     use crate::wopi::token::TokenSecret;
 
     fn keys() -> TokenKeys {
@@ -207,6 +210,7 @@ mod tests {
     fn target(tokens: &TokenKeys, urlsrc: &str) -> Target {
         let id = tokens.file_id("acme", "https://nc.example/wopi/files/1");
         Target {
+            topology: Arc::new(Topology::new(Vec::new())),
             suite: SuiteKind::OnlyOffice,
             pool: 0,
             node: 0,

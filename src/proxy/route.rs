@@ -36,13 +36,16 @@ use crate::discovery::service::{Catalog, PoolSource, PoolState};
 use crate::rules::{Organisation, RuleSet};
 use crate::sticky::health::Health;
 use crate::sticky::hrw;
+use crate::topology::{Topology, TopologyStore};
 use crate::wopi::token::{self, FileId, TokenKeys};
 use crate::wopi::wopi_src::{self, DocRef, WopiSrc};
 
-/// Where a request goes. Pool and node are indices into the configured pools (which
-/// live as long as the proxy), so routing a request copies no string.
+/// Where a request goes. Pool and node are indices into the topology the request started
+/// with, which it keeps to its end, so routing a request copies no string.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The topology routing read.
+    pub topology: Arc<Topology>,
     /// Suite of the chosen pool.
     pub suite: SuiteKind,
     /// Index of the chosen pool in the configured pools.
@@ -78,14 +81,23 @@ pub struct OpenPlan {
 }
 
 impl Target {
-    /// The chosen pool, from the `pools` routing was given.
-    pub fn pool_in<'p>(&self, pools: &'p [PoolConfig]) -> &'p PoolConfig {
-        &pools[self.pool]
+    /// The chosen pool.
+    pub fn pool_config(&self) -> &PoolConfig {
+        &self.topology.pools()[self.pool]
     }
 
-    /// The chosen node's base URL, from the `pools` routing was given.
-    pub fn node_in<'p>(&self, pools: &'p [PoolConfig]) -> &'p Url {
-        &pools[self.pool].nodes[self.node]
+    /// The chosen node's base URL.
+    pub fn node_url(&self) -> &Url {
+        &self.pool_config().nodes[self.node]
+    }
+
+    /// Sends it to node `node` of its pool, as pins decided; takes the current topology
+    /// from `store` when this one predates the node (topologies only grow).
+    pub fn place(&mut self, node: usize, store: &TopologyStore) {
+        self.node = node;
+        if node >= self.pool_config().nodes.len() {
+            self.topology = store.current();
+        }
     }
 }
 
@@ -124,8 +136,8 @@ impl OrgTags {
 
 /// What the router reads: settings, rules and discoveries as of the request's start.
 pub struct RouteContext<'a> {
-    /// Configured pools.
-    pub pools: &'a [PoolConfig],
+    /// Pools and nodes in force for this request.
+    pub topology: &'a Arc<Topology>,
     /// Rules in force for this request.
     pub rules: &'a RuleSet,
     /// Discoveries in force for this request.
@@ -144,7 +156,12 @@ pub struct RouteContext<'a> {
     pub health: &'a Health,
 }
 
-impl RouteContext<'_> {
+impl<'a> RouteContext<'a> {
+    /// The pools of [`RouteContext::topology`].
+    fn pools(&self) -> &'a [PoolConfig] {
+        self.topology.pools()
+    }
+
     /// Reads an open request (`path` is under `/officeswitch/open/`): the format and
     /// action, the document and its organisation, and the pool the rules give the format.
     /// The node is chosen afterwards (pins, health), then [`RouteContext::open_on`].
@@ -179,7 +196,7 @@ impl RouteContext<'_> {
 
     /// The nodes of pool `pool` the organisation of `plan` may use.
     pub fn allowed_nodes(&self, org: &str, pool: usize) -> &[Url] {
-        let pool = &self.pools[pool];
+        let pool = &self.pools()[pool];
         nodes_for(pool, self.rules.organisation_named(org))
     }
 
@@ -196,7 +213,7 @@ impl RouteContext<'_> {
             )
             .filter(|a| a.name == "edit")
         };
-        self.pools
+        self.pools()
             .iter()
             .enumerate()
             .find(|(i, pool)| *i != plan.pool && format_ok(pool).is_some())
@@ -209,8 +226,11 @@ impl RouteContext<'_> {
     /// 503 when the pool has no discovery yet, 404 when it cannot open the format, 502
     /// for an unusable `urlsrc`.
     pub fn open_on(&self, plan: OpenPlan, pool: usize, node: usize) -> Result<Target, Answer> {
-        let config = &self.pools[pool];
-        let node_url = &config.nodes[node];
+        let config = &self.pools()[pool];
+        let node_url = config
+            .nodes
+            .get(node)
+            .ok_or_else(|| Answer::NoNode(config.name.clone()))?;
         let state = self.pool_state(config)?;
         let source = node_source(config, state, node_url)
             .ok_or_else(|| Answer::NoDiscovery(config.name.clone()))?;
@@ -232,6 +252,7 @@ impl RouteContext<'_> {
         let urlsrc = rebase(&action.urlsrc, &source.node, node_url)
             .ok_or_else(|| Answer::BadGateway(format!("unusable urlsrc {}", action.urlsrc)))?;
         Ok(Target {
+            topology: Arc::clone(self.topology),
             suite: config.kind,
             pool,
             node,
@@ -254,7 +275,7 @@ impl RouteContext<'_> {
         query: Option<&str>,
     ) -> Result<Target, Answer> {
         let pool = self
-            .pools
+            .pools()
             .iter()
             .find(|p| p.kind == request.suite)
             .ok_or(Answer::NotFound)?;
@@ -284,7 +305,8 @@ impl RouteContext<'_> {
             (node, Some(org.shared_name()))
         } else if let Some(shard) = request.key {
             // OnlyOffice's shard key outside WOPI: an opaque document key, same hash.
-            let i = hrw::pick(shard.as_bytes(), &pool.nodes).ok_or_else(no_node)?;
+            let member = self.member_in(pool);
+            let i = hrw::pick_where(shard.as_bytes(), &pool.nodes, member).ok_or_else(no_node)?;
             (i, None)
         } else {
             let i = match request.kind {
@@ -296,6 +318,7 @@ impl RouteContext<'_> {
             (i, None)
         };
         Ok(Target {
+            topology: Arc::clone(self.topology),
             suite: pool.kind,
             pool: self.index_of(pool),
             node,
@@ -353,7 +376,7 @@ impl RouteContext<'_> {
 
     /// The index of `pool` (one of [`RouteContext::pools`]).
     fn index_of(&self, pool: &PoolConfig) -> usize {
-        self.pools
+        self.pools()
             .iter()
             .position(|p| std::ptr::eq(p, pool))
             .unwrap_or_default()
@@ -394,7 +417,7 @@ impl RouteContext<'_> {
             .or_else(by_discovery)
             .ok_or_else(|| Answer::NoAction(format!("no suite opens {}", format_name(format))))?;
         let pool = self
-            .pools
+            .pools()
             .iter()
             .find(|p| p.name == name)
             .ok_or_else(|| Answer::NoNode(name.to_string()))?;
@@ -409,32 +432,36 @@ impl RouteContext<'_> {
             .ok_or_else(|| Answer::NoDiscovery(pool.name.clone()))
     }
 
-    /// Round robin over the pool's healthy nodes, for requests any node can serve; over
-    /// all of them when none is healthy (the request then fails as the node would).
+    /// Round robin over the pool's nodes that take new work, for requests any node can
+    /// serve; over its other members when none does (the request then fails as the node
+    /// would). Never a node gone from the topology.
     fn spread(&self, pool: &PoolConfig) -> Option<usize> {
         let n = pool.nodes.len();
         if n == 0 {
             return None;
         }
         let healthy = self.healthy_in(pool);
+        let member = self.member_in(pool);
         let counter = self
-            .pools
+            .pools()
             .iter()
             .position(|p| p.name == pool.name)
             .and_then(|i| self.spread.get(i))?;
         let start = counter.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| (start + k) % n)
+        let order = || (0..n).map(|k| (start + k) % n);
+        order()
             .find(|&i| healthy(i))
-            .or(Some(start % n))
+            .or_else(|| order().find(|&i| member(i)))
     }
 
-    /// A node for asset `version` (hashing the path, for cache locality): a healthy node
-    /// serving that version, else any healthy node (coolwsd and ONLYOFFICE's nginx serve
-    /// an asset whatever version its path names), else one serving the version, else any.
+    /// A node for asset `version` (hashing the path, for cache locality): a node taking
+    /// new work that serves that version, else any node taking new work (coolwsd and
+    /// ONLYOFFICE's nginx serve an asset whatever version its path names), else a member
+    /// serving the version, else any member.
     fn by_version(&self, pool: &PoolConfig, version: Option<&str>, path: &str) -> Option<usize> {
         let key = path.as_bytes();
         let healthy = self.healthy_in(pool);
+        let member = self.member_in(pool);
         let state = self.catalog.pools.iter().find(|p| p.name == pool.name);
         if let (Some(version), Some(state)) = (version, state) {
             let serves = |i: usize| {
@@ -446,16 +473,23 @@ impl RouteContext<'_> {
             };
             return hrw::pick_where(key, &pool.nodes, |i| serves(i) && healthy(i))
                 .or_else(|| hrw::pick_where(key, &pool.nodes, &healthy))
-                .or_else(|| hrw::pick_where(key, &pool.nodes, serves))
-                .or_else(|| hrw::pick(key, &pool.nodes));
+                .or_else(|| hrw::pick_where(key, &pool.nodes, |i| serves(i) && member(i)))
+                .or_else(|| hrw::pick_where(key, &pool.nodes, &member));
         }
-        hrw::pick_where(key, &pool.nodes, &healthy).or_else(|| hrw::pick(key, &pool.nodes))
+        hrw::pick_where(key, &pool.nodes, &healthy)
+            .or_else(|| hrw::pick_where(key, &pool.nodes, &member))
     }
 
-    /// Whether node `i` of `pool` passes its health checks.
+    /// Whether node `i` of `pool` takes new work: healthy, listed, not draining.
     fn healthy_in(&self, pool: &PoolConfig) -> impl Fn(usize) -> bool {
         let (health, index) = (self.health, self.index_of(pool));
-        move |i| health.is_healthy(index, i)
+        move |i| health.takes_new_documents(index, i)
+    }
+
+    /// Whether node `i` of `pool` is still a member of the topology (not gone).
+    fn member_in(&self, pool: &PoolConfig) -> impl Fn(usize) -> bool {
+        let (health, index) = (self.health, self.index_of(pool));
+        move |i| health.is_member(index, i)
     }
 }
 
@@ -675,8 +709,9 @@ mod tests {
         );
         let org_tags = OrgTags::new(Arc::clone(&rules), &tokens);
         let health = health_of(&pool);
+        let topology = Arc::new(Topology::new(vec![pool.clone()]));
         let ctx = RouteContext {
-            pools: std::slice::from_ref(&pool),
+            topology: &topology,
             rules: &rules,
             catalog: &catalog,
             spread: &spread,
@@ -698,9 +733,9 @@ mod tests {
                 };
                 let target = ctx.editor(&request, &path, None).unwrap();
                 assert!(
-                    serving.contains(&target.node_in(std::slice::from_ref(&pool))),
+                    serving.contains(&target.node_url()),
                     "{path} went to {}",
-                    target.node_in(std::slice::from_ref(&pool))
+                    target.node_url()
                 );
             }
         }

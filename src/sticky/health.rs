@@ -17,6 +17,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use arc_swap::ArcSwap;
 use futures_util::future::join_all;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -24,6 +25,7 @@ use url::Url;
 
 use crate::config::{HealthConfig, PoolConfig, SuiteKind};
 use crate::discovery::fetch;
+use crate::topology::{Membership, Topology};
 use crate::upstream::UpstreamClient;
 use crate::wopi::token::unix_now;
 
@@ -41,7 +43,9 @@ const MAX_REASON_CHARS: usize = 300;
 /// Indices out of range are never a panic: such a node is neither healthy nor draining,
 /// and changes to it are ignored.
 pub struct Health {
-    pools: Vec<PoolHealth>,
+    /// Grows when nodes join ([`Health::follow`]): a node keeps its state, and its index,
+    /// across topologies.
+    pools: ArcSwap<Vec<PoolHealth>>,
     settings: HealthConfig,
     /// Bumped on every health or drain change.
     changes: watch::Sender<u64>,
@@ -51,10 +55,11 @@ pub struct Health {
 }
 
 /// One pool's nodes.
+#[derive(Clone)]
 struct PoolHealth {
     name: String,
     kind: SuiteKind,
-    nodes: Vec<NodeHealth>,
+    nodes: Vec<Arc<NodeHealth>>,
 }
 
 /// One node: the flags routing reads, and the counts behind them.
@@ -65,6 +70,10 @@ struct NodeHealth {
     check_url: Result<Url, String>,
     healthy: AtomicBool,
     draining: AtomicBool,
+    /// Whether the topology lists it (a leaving or gone node takes no new document).
+    listed: AtomicBool,
+    /// Whether it is gone from the topology: nothing routes to it, nothing checks it.
+    gone: AtomicBool,
     /// Whether `state.failures > 0`, so a passive success on a clean node (the common
     /// case, once per proxied request) takes no lock.
     failing: AtomicBool,
@@ -111,6 +120,41 @@ struct NodeState {
     since: u64,
     /// Unix second draining was last turned on.
     draining_since: u64,
+}
+
+impl NodeHealth {
+    /// A node of a pool of `kind`: healthy (traffic flows before the first check), listed,
+    /// not draining.
+    fn new(url: &Url, kind: SuiteKind) -> NodeHealth {
+        NodeHealth {
+            url: url.clone(),
+            check_url: url
+                .join(check_path(kind))
+                .map_err(|e| format!("cannot build the health check URL of {url}: {e}")),
+            healthy: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            listed: AtomicBool::new(true),
+            gone: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
+            state: Mutex::new(NodeState::new(unix_now())),
+        }
+    }
+
+    fn membership(&self) -> Membership {
+        if self.gone.load(Ordering::Acquire) {
+            Membership::Gone
+        } else if self.listed.load(Ordering::Acquire) {
+            Membership::Listed
+        } else {
+            Membership::Leaving
+        }
+    }
+
+    fn takes_new_documents(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+            && self.listed.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
+    }
 }
 
 impl NodeState {
@@ -235,6 +279,8 @@ pub struct NodeStatus {
     pub healthy: bool,
     /// Whether an operator keeps new documents off it.
     pub draining: bool,
+    /// `listed`, `leaving` (removed from the settings, finishing its documents) or `gone`.
+    pub membership: &'static str,
     /// Failures (checks or proxied requests) since the last success.
     pub consecutive_failures: u32,
     /// Reason of the latest failure, while it fails or is down.
@@ -246,7 +292,6 @@ pub struct NodeStatus {
 impl Health {
     /// Every node starts healthy (traffic flows before the first check) and not draining.
     pub fn new(pools: &[PoolConfig], config: &HealthConfig) -> Arc<Health> {
-        let now = unix_now();
         let pools = pools
             .iter()
             .map(|pool| PoolHealth {
@@ -255,55 +300,82 @@ impl Health {
                 nodes: pool
                     .nodes
                     .iter()
-                    .map(|url| NodeHealth {
-                        url: url.clone(),
-                        check_url: url.join(check_path(pool.kind)).map_err(|e| {
-                            format!("cannot build the health check URL of {url}: {e}")
-                        }),
-                        healthy: AtomicBool::new(true),
-                        draining: AtomicBool::new(false),
-                        failing: AtomicBool::new(false),
-                        state: Mutex::new(NodeState::new(now)),
-                    })
+                    .map(|url| Arc::new(NodeHealth::new(url, pool.kind)))
                     .collect(),
             })
             .collect();
         Arc::new(Health {
-            pools,
+            pools: ArcSwap::from_pointee(pools),
             settings: config.clone(),
             changes: watch::Sender::new(0),
             rounds: tokio::sync::Mutex::new(()),
         })
     }
 
-    fn node(&self, pool: usize, node: usize) -> Option<&NodeHealth> {
-        self.pools.get(pool)?.nodes.get(node)
+    /// Follows `topology`: nodes that joined get a state (healthy until checked), every
+    /// node's membership is copied. Nodes never move, so indices stay valid.
+    pub fn follow(&self, topology: &Topology) {
+        let mut pools = Vec::clone(&self.pools.load());
+        for (p, (pool, config)) in pools.iter_mut().zip(topology.pools()).enumerate() {
+            for url in config.nodes.iter().skip(pool.nodes.len()) {
+                pool.nodes.push(Arc::new(NodeHealth::new(url, config.kind)));
+            }
+            for (n, node) in pool.nodes.iter().enumerate() {
+                let membership = topology.membership(p, n);
+                node.listed
+                    .store(membership == Membership::Listed, Ordering::Release);
+                node.gone
+                    .store(membership == Membership::Gone, Ordering::Release);
+            }
+        }
+        self.pools.store(Arc::new(pools));
+        self.changes.send_modify(|g| *g += 1);
+    }
+
+    fn node(&self, pool: usize, node: usize) -> Option<Arc<NodeHealth>> {
+        self.pools.load().get(pool)?.nodes.get(node).cloned()
+    }
+
+    /// Runs `read` on node `node` of pool `pool` without taking a reference count (the
+    /// per-request questions); `None` for indices out of range.
+    fn read<R>(&self, pool: usize, node: usize, read: impl FnOnce(&NodeHealth) -> R) -> Option<R> {
+        let pools = self.pools.load();
+        pools.get(pool)?.nodes.get(node).map(|n| read(n))
+    }
+
+    /// Whether anything may still be routed to the node (it is not gone from the
+    /// topology): the documents pinned to a leaving node still are.
+    pub fn is_member(&self, pool: usize, node: usize) -> bool {
+        self.read(pool, node, |n| !n.gone.load(Ordering::Acquire))
+            .unwrap_or(false)
     }
 
     /// Whether the node passes its checks. One atomic load: asked on every request.
     pub fn is_healthy(&self, pool: usize, node: usize) -> bool {
-        self.node(pool, node)
-            .is_some_and(|n| n.healthy.load(Ordering::Acquire))
+        self.read(pool, node, |n| {
+            n.healthy.load(Ordering::Acquire) && !n.gone.load(Ordering::Acquire)
+        })
+        .unwrap_or(false)
     }
 
     /// Whether an operator keeps new documents off the node (open ones stay).
     pub fn is_draining(&self, pool: usize, node: usize) -> bool {
-        self.node(pool, node)
-            .is_some_and(|n| n.draining.load(Ordering::Acquire))
+        self.read(pool, node, |n| n.draining.load(Ordering::Acquire))
+            .unwrap_or(false)
     }
 
-    /// Healthy and not draining: may take NEW documents.
+    /// Healthy, listed and not draining: may take NEW documents (and stateless work).
     pub fn takes_new_documents(&self, pool: usize, node: usize) -> bool {
-        self.node(pool, node).is_some_and(|n| {
-            n.healthy.load(Ordering::Acquire) && !n.draining.load(Ordering::Acquire)
-        })
+        self.read(pool, node, NodeHealth::takes_new_documents)
+            .unwrap_or(false)
     }
 
     /// Whether `pool` has a node that takes new documents (suite failover uses it).
     pub fn pool_takes_new_documents(&self, pool: usize) -> bool {
         self.pools
+            .load()
             .get(pool)
-            .is_some_and(|p| (0..p.nodes.len()).any(|node| self.takes_new_documents(pool, node)))
+            .is_some_and(|p| p.nodes.iter().any(|n| n.takes_new_documents()))
     }
 
     /// Turns draining on or off. Returns whether it changed. Logs one line on change.
@@ -317,7 +389,8 @@ impl Health {
         }
         n.draining.store(draining, Ordering::Release);
         drop(state);
-        let p = &self.pools[pool];
+        let pools = self.pools.load();
+        let p = &pools[pool];
         if draining {
             info!(pool = %p.name, suite = p.kind.as_str(), node = %n.url,
                 "node draining: no new documents go to it, open ones stay");
@@ -333,7 +406,7 @@ impl Health {
     /// trailing `/` is forgiven (`http://host:9980` finds `http://host:9980/`).
     pub fn find(&self, node: &Url) -> Option<(usize, usize)> {
         let wanted = node.as_str().trim_end_matches('/');
-        self.pools.iter().enumerate().find_map(|(p, pool)| {
+        self.pools.load().iter().enumerate().find_map(|(p, pool)| {
             pool.nodes
                 .iter()
                 .position(|n| n.url == *node || n.url.as_str().trim_end_matches('/') == wanted)
@@ -353,8 +426,8 @@ impl Health {
     /// not flap it). No lock unless the node has failed since its last success.
     pub fn report_success(&self, pool: usize, node: usize) {
         if self
-            .node(pool, node)
-            .is_some_and(|n| n.failing.load(Ordering::Acquire))
+            .read(pool, node, |n| n.failing.load(Ordering::Acquire))
+            .unwrap_or(false)
         {
             self.observe(pool, node, Outcome::Served);
         }
@@ -375,7 +448,8 @@ impl Health {
         n.healthy.store(state.healthy, Ordering::Release);
         let (failures, error) = (state.down_after, state.last_error.clone());
         drop(state);
-        let p = &self.pools[pool];
+        let pools = self.pools.load();
+        let p = &pools[pool];
         match transition {
             Transition::Down => warn!(
                 pool = %p.name, suite = p.kind.as_str(), node = %n.url, failures,
@@ -417,10 +491,12 @@ impl Health {
     /// `timeout` (after a round already running); a hung node delays no other.
     pub async fn check_all(&self, client: &UpstreamClient) {
         let _one_round = self.rounds.lock().await;
-        let checks = self.pools.iter().enumerate().flat_map(|(p, pool)| {
+        let pools = self.pools.load_full();
+        let checks = pools.iter().enumerate().flat_map(|(p, pool)| {
             pool.nodes
                 .iter()
                 .enumerate()
+                .filter(|(_, node)| !node.gone.load(Ordering::Acquire))
                 .map(move |(n, node)| self.check(client, p, n, node))
         });
         join_all(checks).await;
@@ -450,6 +526,7 @@ impl Health {
     /// Snapshot for readiness, the admin API and `officeswitch nodes`, in settings order.
     pub fn nodes(&self) -> Vec<NodeStatus> {
         self.pools
+            .load()
             .iter()
             .flat_map(|pool| {
                 pool.nodes.iter().map(|n| {
@@ -460,6 +537,7 @@ impl Health {
                         node: n.url.to_string(),
                         healthy: state.healthy,
                         draining: state.draining,
+                        membership: n.membership().as_str(),
                         consecutive_failures: state.failures,
                         last_error: state.last_error.clone(),
                         since_unix: state.since,
@@ -475,11 +553,20 @@ impl Health {
     pub fn report(&self) -> Vec<String> {
         let now = unix_now();
         self.pools
+            .load()
             .iter()
             .flat_map(|pool| {
                 pool.nodes.iter().filter_map(move |n| {
                     let head = format!("node {} ({})", n.url, pool.kind.as_str());
-                    lock(&n.state).report(&head, self.settings.rise, now)
+                    match n.membership() {
+                        Membership::Gone => None,
+                        Membership::Leaving => Some(format!(
+                            "{head}: leaving (no longer in the settings): finishes the documents pinned to it"
+                        )),
+                        Membership::Listed => {
+                            lock(&n.state).report(&head, self.settings.rise, now)
+                        }
+                    }
                 })
             })
             .collect()

@@ -32,7 +32,8 @@ use url::Url;
 use super::health::Health;
 use super::hrw;
 use super::store::{Pin, PinStore, StoreError};
-use crate::config::{PinsConfig, PoolConfig};
+use crate::config::PinsConfig;
+use crate::topology::{Change, TopologyError, TopologyStore};
 
 /// How often this instance confirms a pin it remembers with the store, as a fraction of
 /// the pin's life.
@@ -49,7 +50,8 @@ const RETRY_DOWN_STORE: Duration = Duration::from_secs(1);
 pub struct Stickiness {
     store: Arc<dyn PinStore>,
     health: Arc<Health>,
-    pools: Vec<PoolConfig>,
+    /// The pools and nodes pins name (indices stay valid across topologies).
+    topology: Arc<TopologyStore>,
     ttl: Duration,
     /// How often the shared drain marks are read.
     refresh: Duration,
@@ -144,17 +146,18 @@ pub struct Placement {
 }
 
 impl Stickiness {
-    /// Pins kept in `store` as `pins` says, following `health`, over `pools`.
+    /// Pins kept in `store` as `pins` says, following `health`, over the nodes of
+    /// `topology`.
     pub fn new(
         store: Arc<dyn PinStore>,
         health: Arc<Health>,
-        pools: Vec<PoolConfig>,
+        topology: Arc<TopologyStore>,
         pins: &PinsConfig,
     ) -> Arc<Stickiness> {
         Arc::new(Stickiness {
             store,
             health,
-            pools,
+            topology,
             ttl: pins.ttl,
             refresh: pins.refresh,
             unshared_drains: Mutex::new(HashMap::new()),
@@ -339,7 +342,8 @@ impl Stickiness {
         allowed: &[Url],
         except: Option<usize>,
     ) -> Option<Placement> {
-        let nodes = &self.pools.get(pool)?.nodes;
+        let topology = self.topology.current();
+        let nodes = &topology.pools().get(pool)?.nodes;
         let index_of = |i: usize| nodes.iter().position(|n| *n == allowed[i]);
         let takes = |i: usize| {
             index_of(i).is_some_and(|node| {
@@ -408,7 +412,8 @@ impl Stickiness {
     }
 
     fn pin_of(&self, placed: Placement) -> Pin {
-        let pool = &self.pools[placed.pool];
+        let topology = self.topology.current();
+        let pool = &topology.pools()[placed.pool];
         Pin {
             pool: pool.name.clone(),
             node: pool.nodes[placed.node].to_string(),
@@ -417,8 +422,10 @@ impl Stickiness {
 
     /// The indices of a stored pin; `None` for a pool or node no longer configured.
     fn placement_of(&self, pin: &Pin) -> Option<Placement> {
-        let pool = self.pools.iter().position(|p| p.name == pin.pool)?;
-        let node = self.pools[pool]
+        let topology = self.topology.current();
+        let pools = topology.pools();
+        let pool = pools.iter().position(|p| p.name == pin.pool)?;
+        let node = pools[pool]
             .nodes
             .iter()
             .position(|n| n.as_str() == pin.node)?;
@@ -447,6 +454,7 @@ impl Stickiness {
                 _ = sweep.tick() => {
                     let ttl = self.ttl;
                     self.local.retain(|_, r| r.confirmed.elapsed() < ttl);
+                    self.retire_idle_nodes().await;
                 }
                 _ = drains.tick() => self.follow_shared_drains().await,
                 _ = probe.tick() => {
@@ -513,7 +521,8 @@ impl Stickiness {
             return;
         };
         let unshared = self.lock_unshared().clone();
-        for (p, pool) in self.pools.iter().enumerate() {
+        let topology = self.topology.current();
+        for (p, pool) in topology.pools().iter().enumerate() {
             for (n, node) in pool.nodes.iter().enumerate() {
                 let mark = Pin::new(pool.name.as_str(), node.as_str());
                 let draining = unshared
@@ -527,7 +536,8 @@ impl Stickiness {
 
     /// The store's name of node `node` of pool `pool`.
     fn node_pin(&self, pool: usize, node: usize) -> Option<Pin> {
-        let config = self.pools.get(pool)?;
+        let topology = self.topology.current();
+        let config = topology.pools().get(pool)?;
         let url = config.nodes.get(node)?;
         Some(Pin::new(config.name.as_str(), url.as_str()))
     }
@@ -538,11 +548,56 @@ impl Stickiness {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Re-reads the node lists from the settings (SIGHUP) and makes health follow: nodes
+    /// that joined are checked and take new documents once healthy, nodes that left finish
+    /// their documents.
+    ///
+    /// # Errors
+    /// Why the settings were not used (the running topology stays).
+    pub fn reload_topology(&self) -> Result<Vec<Change>, TopologyError> {
+        let changes = self.topology.reload()?;
+        self.health.follow(&self.topology.current());
+        Ok(changes)
+    }
+
+    /// The topology pins and health follow.
+    pub fn topology(&self) -> &Arc<TopologyStore> {
+        &self.topology
+    }
+
+    /// Leaving nodes no pin names any more are gone: nothing routes to them. Asks the store
+    /// for its counts only while some node is leaving.
+    async fn retire_idle_nodes(&self) {
+        let topology = self.topology.current();
+        let leaving = topology.leaving();
+        if leaving.is_empty() {
+            return;
+        }
+        let Ok(counts) = self.guarded(StoreOp::Count, self.store.counts()).await else {
+            return;
+        };
+        let mut retired = false;
+        for (p, n) in leaving {
+            let Some(name) = self.node_pin(p, n) else {
+                continue;
+            };
+            let pinned_here = self.local.iter().any(|r| r.pool == p && r.node == n);
+            if !pinned_here && !counts.iter().any(|(pin, _)| *pin == name) {
+                retired |= self.topology.retire(p, n);
+            }
+        }
+        if retired {
+            self.health.follow(&self.topology.current());
+        }
+    }
+
     /// Releases every pin on a node that is down, here and in the store.
     async fn release_down_nodes(&self) {
-        for (p, pool) in self.pools.iter().enumerate() {
+        let topology = self.topology.current();
+        for (p, pool) in topology.pools().iter().enumerate() {
             for (n, node) in pool.nodes.iter().enumerate() {
-                if self.health.is_healthy(p, n) {
+                // A gone node had no pin left when it went.
+                if self.health.is_healthy(p, n) || !self.health.is_member(p, n) {
                     continue;
                 }
                 self.local.retain(|_, r| !(r.pool == p && r.node == n));

@@ -22,6 +22,8 @@ use officeswitch::sticky::health::Health;
 use officeswitch::sticky::pins::Stickiness;
 use officeswitch::sticky::store;
 
+use officeswitch::topology::TopologyStore;
+
 use crate::support::client::{self, Reply};
 use crate::support::logs::Captured;
 use crate::support::officeswitch::OfficeSwitch;
@@ -73,7 +75,13 @@ fn sticky(store: PinStoreConfig) -> Arc<Stickiness> {
         timeout: Duration::from_millis(250),
         refresh: Duration::from_secs(2),
     };
-    Stickiness::new(store::open(&pins).expect("pin store"), health, pools, &pins)
+    let topology = TopologyStore::of(pools, "officeswitch.toml".into());
+    Stickiness::new(
+        store::open(&pins).expect("pin store"),
+        health,
+        topology,
+        &pins,
+    )
 }
 
 /// `admin::serve` on a listener, stopped by `stop`.

@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 use http::StatusCode;
 use serde_json::Value;
 
+use officeswitch::topology::TopologyStore;
+
 use crate::support::editor::{StandInEditor, StandInOptions, Suite};
 use crate::support::officeswitch::OfficeSwitch;
 use crate::support::richdocuments::RichdocumentsView;
@@ -337,7 +339,8 @@ async fn a_misconfigured_node_is_logged_once_per_change_not_per_refresh() {
         .pool("collabora", "collabora", &[cool.url()])
         .prepare()
         .await;
-    let service = prepared.discovery_service(prepared.rules_store());
+    let service =
+        prepared.discovery_service(TopologyStore::new(&prepared.config), prepared.rules_store());
     let ((), logs) = crate::support::logs::capture(service.refresh()).await;
     let problems = logs.problems();
     assert_eq!(problems.len(), 1, "{problems:#?}");

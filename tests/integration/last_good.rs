@@ -2,6 +2,8 @@
 
 use http::StatusCode;
 
+use officeswitch::topology::TopologyStore;
+
 use crate::support::editor::{Fault, StandInEditor, Suite};
 use crate::support::logs::capture;
 use crate::support::officeswitch::OfficeSwitch;
@@ -133,7 +135,8 @@ async fn each_bad_answer_costs_exactly_one_log_line_per_refresh() {
         .fetch_timeout_secs(1)
         .prepare()
         .await;
-    let service = prepared.discovery_service(prepared.rules_store());
+    let service =
+        prepared.discovery_service(TopologyStore::new(&prepared.config), prepared.rules_store());
     let ((), logs) = capture(service.refresh()).await;
     assert_eq!(
         answer_problems(&logs),
@@ -179,7 +182,8 @@ async fn nodes_that_disagree_are_logged() {
         .pool("collabora", "collabora", &[a.url(), b.url()])
         .prepare()
         .await;
-    let service = prepared.discovery_service(prepared.rules_store());
+    let service =
+        prepared.discovery_service(TopologyStore::new(&prepared.config), prepared.rules_store());
     let ((), logs) = capture(service.refresh()).await;
     // The two stand-ins have different proof keys: a misconfigured or upgrading pool.
     let problems = answer_problems(&logs);
