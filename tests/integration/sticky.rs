@@ -15,7 +15,7 @@ use http::StatusCode;
 use crate::support::client::{self, encode, post_form};
 use crate::support::editor::{EditorPage, StandInEditor, Suite};
 use crate::support::nextcloud::StandInNextcloud;
-use crate::support::officeswitch::{Builder, KIT_ADMIN_TOKEN, OfficeSwitch};
+use crate::support::officeswitch::{Builder, KIT_ADMIN_TOKEN, OfficeSwitch, OfficeSwitchProcess};
 use crate::support::redis::RedisServer;
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
@@ -579,4 +579,153 @@ async fn a_drain_set_while_the_store_is_down_holds_here_and_reaches_the_others_w
 
     redis.restart().await;
     time_until_all(&[&first, &second], &target, true).await;
+}
+
+/// Polls the readiness detail of `fleet` (10 s at most each) until every instance
+/// `says(detail)`; returns the last detail of the last instance.
+async fn until_every(fleet: &[OfficeSwitchProcess], says: impl Fn(&str) -> bool) -> String {
+    let mut detail = String::new();
+    for os in fleet {
+        let started = std::time::Instant::now();
+        loop {
+            detail = os.readiness().await.1;
+            if says(&detail) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(40),
+                "{} never got there; readiness:\n{detail}",
+                os.addr
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    detail
+}
+
+/// Sets pool `collabora`'s nodes to `nodes` on every instance and sends each `SIGHUP`.
+fn relist(fleet: &[OfficeSwitchProcess], nodes: &[String]) {
+    for os in fleet {
+        os.set_pool_nodes("collabora", nodes);
+        os.signal("HUP");
+    }
+}
+
+#[tokio::test]
+async fn nodes_join_and_leave_by_sighup_without_moving_a_document() {
+    trace_init();
+    let redis = RedisServer::start().await;
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(StandInEditor::start(Suite::Collabora).await);
+    }
+    let urls: Vec<String> = nodes.iter().map(StandInEditor::url).collect();
+    let nc = StandInNextcloud::start().await;
+    // Pins live 8 s without a request, so a node that left goes idle within the test.
+    let store = format!(
+        "[pins]\nstore = \"{}\"\ntimeout_ms = 2000\nttl_secs = 8",
+        redis.url()
+    );
+    let builder = || {
+        OfficeSwitch::builder()
+            .pool("collabora", "collabora", &urls[..3])
+            .org("acme", &[nc.origin()], "")
+            .section(FAST_HEALTH)
+            .section(&store)
+    };
+    let first = builder().spawn().await;
+    let mut fleet = vec![first];
+    for _ in 0..2 {
+        let next = builder()
+            .share_keys_in(&fleet[0].dir)
+            .public_url(&fleet[0].public_url)
+            .spawn()
+            .await;
+        fleet.push(next);
+    }
+    for os in &fleet {
+        os.wait_ready().await;
+    }
+    let addresses: Vec<String> = fleet
+        .iter()
+        .map(|os| format!("http://{}", os.addr))
+        .collect();
+    let placed = open_many(&addresses, &nc, "a", 60).await;
+
+    // A node joins the settings: SIGHUP, and no open document moves.
+    relist(&fleet, &urls);
+    until_every(&fleet, |d| {
+        d.contains("topology: generation 2, 4 nodes listed")
+    })
+    .await;
+    let (moved_on_join, _) = moved(&addresses, &nc, &placed).await;
+    let fresh = open_many(&addresses, &nc, "b", 60).await;
+    let on_new = fresh.values().filter(|n| **n == urls[3]).count();
+    eprintln!(
+        "node joined by SIGHUP: {moved_on_join}/{} open documents moved, {on_new}/{} new \
+         documents on the new node",
+        placed.len(),
+        fresh.len()
+    );
+    assert_eq!(moved_on_join, 0, "documents moved when a node joined");
+    assert!(on_new > 0, "the new node took no new document");
+
+    // A node leaves the settings: its documents finish there, new ones go elsewhere.
+    let leaving = urls[2].clone();
+    let mut open: HashMap<String, String> = placed;
+    open.extend(fresh);
+    let on_leaving = open.values().filter(|n| **n == leaving).count();
+    assert!(on_leaving > 0, "no document on {leaving}");
+    relist(&fleet, &[urls[0].clone(), urls[1].clone(), urls[3].clone()]);
+    until_every(&fleet, |d| {
+        d.contains(&format!("node {leaving}/ (collabora): leaving"))
+    })
+    .await;
+    let (moved_on_leave, _) = moved(&addresses, &nc, &open).await;
+    let later = open_many(&addresses, &nc, "c", 40).await;
+    eprintln!(
+        "node left by SIGHUP: {moved_on_leave}/{} open documents moved ({on_leaving} on it \
+         stayed), {} of {} new documents on it",
+        open.len(),
+        later.values().filter(|n| **n == leaving).count(),
+        later.len()
+    );
+    assert_eq!(moved_on_leave, 0, "documents moved off a leaving node");
+    assert!(
+        later.values().all(|n| *n != leaving),
+        "a new document on a leaving node"
+    );
+
+    // Idle: once no pin names it, it is gone and nothing reaches it any more.
+    until_every(&fleet, |d| {
+        !d.contains("1 leaving") && d.contains("3 nodes listed")
+    })
+    .await;
+    let heard = nodes[2].requests().len();
+    let (moved_after, now) = moved(&addresses, &nc, &open).await;
+    assert!(
+        now.values().all(|n| *n != leaving),
+        "a document reached a gone node"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        nodes[2].requests().len(),
+        heard,
+        "a gone node still gets requests (checks, discovery or traffic)"
+    );
+    eprintln!(
+        "node gone when idle: the {} documents reopened after their pins expired, \
+         {moved_after} of them on another node than before, none on the gone node",
+        open.len()
+    );
+
+    // A settings file that does not load changes nothing and says why.
+    for os in &fleet {
+        std::fs::write(os.dir.path().join("officeswitch.toml"), "public_url = 42\n").unwrap();
+        os.signal("HUP");
+    }
+    let detail = until_every(&fleet, |d| d.contains("the last node list reload failed")).await;
+    assert!(detail.contains("3 nodes listed"), "{detail}");
+    let still = open_many(&addresses, &nc, "d", 10).await;
+    assert_eq!(still.len(), 10);
 }

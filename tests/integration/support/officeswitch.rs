@@ -127,7 +127,7 @@ impl OfficeSwitch {
     /// Readiness in detail, from the admin listener's `/admin/ready` (the public
     /// `/readyz` only says ready or not): whether ready, and every detail line.
     pub async fn readiness(&self) -> (bool, String) {
-        readiness(self.dir.path()).await
+        readiness(self.admin_addr(), self.dir.path()).await
     }
 
     /// Polls readiness (10 s at most) until its detail contains `needle`; returns the
@@ -184,6 +184,8 @@ pub struct OfficeSwitchProcess {
     pub public_url: String,
     /// Temp dir with the settings, rules, keys and state.
     pub dir: Arc<tempfile::TempDir>,
+    /// The `[admin] listen` address (kept: a test may break the settings file).
+    admin: SocketAddr,
     child: std::process::Child,
 }
 
@@ -205,7 +207,7 @@ impl OfficeSwitchProcess {
 
     /// Readiness in detail, from the admin listener (see [`OfficeSwitch::readiness`]).
     pub async fn readiness(&self) -> (bool, String) {
-        readiness(self.dir.path()).await
+        readiness(self.admin, self.dir.path()).await
     }
 
     /// Waits (10 s at most) until `/readyz` answers 200.
@@ -250,6 +252,28 @@ impl OfficeSwitchProcess {
         wait_listening(self.addr).await;
     }
 
+    /// Rewrites the node list of pool `pool` in its settings file (then [`Self::signal`]
+    /// `HUP` makes it take effect).
+    pub fn set_pool_nodes(&self, pool: &str, nodes: &[String]) {
+        let path = self.dir.path().join("officeswitch.toml");
+        let settings = std::fs::read_to_string(&path).expect("settings");
+        let mut out = String::new();
+        let mut in_pool = false;
+        for line in settings.lines() {
+            if line.starts_with("name = ") {
+                in_pool = line == format!("name = \"{pool}\"");
+            }
+            if in_pool && line.starts_with("nodes = ") {
+                let list: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
+                out.push_str(&format!("nodes = [{}]\n", list.join(", ")));
+                continue;
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        std::fs::write(&path, out).expect("write settings");
+    }
+
     /// Sends `signal` (e.g. "HUP") to the process.
     pub fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
@@ -270,10 +294,10 @@ fn admin_addr(dir: &Path) -> SocketAddr {
         .listen
 }
 
-/// `GET /admin/ready` of the instance whose files are in `dir`, with its token.
-async fn readiness(dir: &Path) -> (bool, String) {
+/// `GET /admin/ready` on `admin`, with the token of the instance whose files are in `dir`.
+async fn readiness(admin: SocketAddr, dir: &Path) -> (bool, String) {
     let token = std::fs::read_to_string(dir.join("keys/admin.token")).expect("admin token");
-    let url = format!("http://{}/admin/ready", admin_addr(dir));
+    let url = format!("http://{admin}/admin/ready");
     let bearer = format!("Bearer {}", token.trim());
     let reply = client::send(http::Method::GET, &url, &[("authorization", &bearer)], b"").await;
     assert_eq!(reply.status, StatusCode::OK, "/admin/ready: {}", reply.body);
@@ -331,8 +355,13 @@ impl Builder {
     }
 
     /// Shares `other`'s proof key and token secret (instances of one fleet must).
-    pub fn share_keys_with(mut self, other: &OfficeSwitch) -> Self {
-        self.keys_from = Some(Arc::clone(&other.dir));
+    pub fn share_keys_with(self, other: &OfficeSwitch) -> Self {
+        self.share_keys_in(&other.dir)
+    }
+
+    /// Shares the proof key and token secret of the instance whose files are in `dir`.
+    pub fn share_keys_in(mut self, dir: &Arc<tempfile::TempDir>) -> Self {
+        self.keys_from = Some(Arc::clone(dir));
         self
     }
 
@@ -434,6 +463,10 @@ impl Builder {
         OfficeSwitchProcess {
             addr,
             public_url: config.public_url.as_str().trim_end_matches('/').to_string(),
+            admin: config
+                .admin
+                .expect("the kit configures an admin listener")
+                .listen,
             dir,
             child,
         }
