@@ -137,7 +137,10 @@ pub fn merge(
         });
     }
 
-    // Settings iframe (Collabora): same path, officeswitch origin.
+    // Settings iframe (Collabora): same path, officeswitch origin, no query. coolwsd
+    // announces the bare page (`ClientRequestDispatcher`: base + `admin/adminIntegrator
+    // Settings.html`) and richdocuments' `CoolFrame` appends `?lang=` to it, so a query
+    // here (or a placeholder from a node) would garble the page's address.
     if let Some(offer) = preference.iter().find(|o| !o.settings.is_empty()) {
         let actions: Vec<Action> = offer
             .settings
@@ -145,8 +148,9 @@ pub fn merge(
             .flat_map(|app| &app.actions)
             .filter_map(|a| {
                 let url = on_public_origin(&a.urlsrc, offer.node, public_url)?;
+                let page = url.split_once('?').map_or(url.as_str(), |(page, _)| page);
                 Some(Action {
-                    urlsrc: ends_in_query(url),
+                    urlsrc: page.to_string(),
                     ..a.clone()
                 })
             })
@@ -296,8 +300,13 @@ fn is_mime(name: &str) -> bool {
 }
 
 /// `url` (served by `node`) moved onto officeswitch's origin, the node's base path removed.
+/// `None` for anything but an `http(s)` URL with a hierarchical path: another scheme's
+/// opaque path is not percent-encoded and could carry anything into the discovery.
 fn on_public_origin(url: &str, node: &Url, public_url: &Url) -> Option<String> {
     let parsed = Url::parse(url).ok()?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.cannot_be_a_base() {
+        return None;
+    }
     let path = parsed.path();
     let rest = path
         .strip_prefix(node.path())
@@ -308,14 +317,6 @@ fn on_public_origin(url: &str, node: &Url, public_url: &Url) -> Option<String> {
         out.push_str(q);
     }
     Some(out)
-}
-
-/// `url` ending in `?` (or `&`), ready for a host to append parameters.
-fn ends_in_query(mut url: String) -> String {
-    if !url.ends_with('?') && !url.ends_with('&') {
-        url.push(if url.contains('?') { '&' } else { '?' });
-    }
-    url
 }
 
 #[cfg(test)]
@@ -456,6 +457,29 @@ mod tests {
     }
 
     #[test]
+    fn urls_that_are_not_http_paths_are_not_moved_onto_officeswitch() {
+        let node = Url::parse("http://collabora.test:9980/").unwrap();
+        let public = Url::parse("https://office.example.org/").unwrap();
+        // Found by fuzzing: an opaque path keeps `<`, `>` and anything else raw.
+        for url in [
+            "hcollabora.test:9980W=UI_LLCC&><wopisrc=WOPI_SOURCE&>&",
+            "javascript:alert(1)",
+            "data:text/html,<b>",
+        ] {
+            assert_eq!(on_public_origin(url, &node, &public), None, "{url}");
+        }
+        assert_eq!(
+            on_public_origin(
+                "http://collabora.test:9980/browser/x/a.html",
+                &node,
+                &public
+            )
+            .as_deref(),
+            Some("https://office.example.org/browser/x/a.html")
+        );
+    }
+
+    #[test]
     fn settings_iframe_keeps_its_path_on_officeswitch() {
         let settings = fixture("collabora-discovery-settings-reduced.xml");
         let node = Url::parse("http://collabora.test:9980/").unwrap();
@@ -471,7 +495,7 @@ mod tests {
         let iframe = app.actions.iter().find(|a| a.name == "iframe").unwrap();
         assert_eq!(
             iframe.urlsrc,
-            "https://office.example.org/browser/3dc280be53/admin/adminIntegratorSettings.html?"
+            "https://office.example.org/browser/3dc280be53/admin/adminIntegratorSettings.html"
         );
     }
 }

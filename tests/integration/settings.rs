@@ -59,6 +59,10 @@ impl Lab {
             urlsrc.starts_with(&self.os.public_url),
             "the settings page is on officeswitch: {urlsrc}"
         );
+        assert!(
+            !urlsrc.contains('?'),
+            "CoolFrame appends `?lang=`: the urlsrc must have no query: {urlsrc}"
+        );
         post_form(&format!("{urlsrc}?lang=de"), form).await
     }
 

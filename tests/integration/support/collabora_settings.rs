@@ -8,7 +8,7 @@
 //!
 //! | request | what it does |
 //! |---|---|
-//! | `GET /hosting/discovery`, `/hosting/capabilities`, `/` | a small discovery with a `writer` app, the `Settings` app (`/browser/<hash>/admin/adminIntegratorSettings.html?`) and its proof key; capabilities with `hasSettingIframeSupport` |
+//! | `GET /hosting/discovery`, `/hosting/capabilities`, `/` | a small discovery with a `writer` app, the `Settings` app (`/browser/<hash>/admin/adminIntegratorSettings.html`, no query, as coolwsd announces it) and its proof key; capabilities with `hasSettingIframeSupport` |
 //! | `GET\|POST /browser/<hash>/[admin/]adminIntegratorSettings.html` | the settings page: the form (and query) values written into `data-*` attributes ([`SettingsPage`]) |
 //! | `POST /browser/dist/fetch-settings-config`, `upload-settings`, `delete-settings-config`, `fetch-settings-file` | the page's XHRs (multipart, as `FormData` sends them): coolwsd's calls to the settings endpoint they name, refused with 403 unless that host is on the WOPI allow-list ([`StandInSettingsNode::allow_wopi_host`]) |
 //! | `POST /browser/<hash>/cool.html?WOPISrc=..` | a document: CheckFileInfo, then CheckFileInfo's `SharedSettings.uri` and `UserSettings.uri` and every file they list, fetched as coolwsd installs presets ([`Preset`]); the page shows `wopi_setting_base_url` and the token |
@@ -980,7 +980,7 @@ fn discovery(shared: &Shared) -> String {
          <action default=\"true\" ext=\"\" name=\"edit\" urlsrc=\"{base}/browser/{VERSION_HASH}/cool.html?\"/>\n\
          </app>\n\
          <app name=\"Settings\">\n\
-         <action ext=\"\" name=\"iframe\" urlsrc=\"{base}/browser/{VERSION_HASH}/admin/adminIntegratorSettings.html?\"/>\n\
+         <action ext=\"\" name=\"iframe\" urlsrc=\"{base}/browser/{VERSION_HASH}/admin/adminIntegratorSettings.html\"/>\n\
          </app>\n\
          <app name=\"Capabilities\">\n\
          <action ext=\"\" name=\"getinfo\" urlsrc=\"{base}/hosting/capabilities\"/>\n\
