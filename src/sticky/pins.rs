@@ -32,7 +32,7 @@ use url::Url;
 use super::health::Health;
 use super::hrw;
 use super::store::{Pin, PinStore, StoreError};
-use crate::config::PinsConfig;
+use crate::config::{PinsConfig, PoolConfig};
 use crate::topology::{Change, TopologyError, TopologyStore};
 
 /// How often this instance confirms a pin it remembers with the store, as a fraction of
@@ -556,6 +556,17 @@ impl Stickiness {
     /// Why the settings were not used (the running topology stays).
     pub fn reload_topology(&self) -> Result<Vec<Change>, TopologyError> {
         let changes = self.topology.reload()?;
+        self.health.follow(&self.topology.current());
+        Ok(changes)
+    }
+
+    /// Makes `wanted` the pools' listed nodes (from settings or DNS), as
+    /// [`Stickiness::reload_topology`] does with the settings file's.
+    ///
+    /// # Errors
+    /// [`TopologyError::PoolsChanged`] when `wanted` has other pools.
+    pub fn list_nodes(&self, wanted: &[PoolConfig]) -> Result<Vec<Change>, TopologyError> {
+        let changes = self.topology.list(wanted)?;
         self.health.follow(&self.topology.current());
         Ok(changes)
     }

@@ -34,6 +34,9 @@ mod wopi;
 /// Pins across node changes, several instances and a Redis outage; one suite per document (issue 5).
 mod sticky;
 
+/// Documents stay on one node while nodes join and leave twenty times (issue 14).
+mod churn;
+
 /// The pin store's contract against memory and a real Redis, Redis outages and Sentinel (issue 5).
 mod store;
 
