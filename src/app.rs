@@ -27,6 +27,7 @@ use crate::sticky::persist;
 use crate::sticky::pins::Stickiness;
 use crate::sticky::store::{self, PinStore, StoreError};
 use crate::topology::TopologyStore;
+use crate::topology::dns::{DnsMembership, DnsSetupError};
 use crate::upstream::{self, UpstreamClient, UpstreamError};
 use crate::wopi::proof::Signer;
 use crate::wopi::proof_key::{self, KeyError, ProofKey};
@@ -56,6 +57,9 @@ pub enum StartupError {
     /// The admin token file.
     #[error("{0}")]
     Admin(#[from] admin::AdminError),
+    /// The system's DNS settings, for pools that name their nodes by DNS.
+    #[error("dns: {0}")]
+    Dns(#[from] DnsSetupError),
 }
 
 /// What to do when the configured proof key or token secret file does not exist.
@@ -87,6 +91,8 @@ pub struct Prepared {
     pub tls: Option<TlsAcceptor>,
     /// Client to editor nodes.
     pub client: UpstreamClient,
+    /// Resolver of pools that name their nodes by DNS; `None` when none does.
+    pub dns: Option<DnsMembership>,
 }
 
 /// officeswitch's private proof keys: it re-signs every call it relays to a host, because
@@ -130,7 +136,13 @@ pub fn prepare(config: Config, missing_key: MissingKey) -> Result<Prepared, Star
         .as_ref()
         .map(|a| admin::load_token(&a.token_file).map(Arc::from))
         .transpose()?;
+    let dns = if config.dns.pools.is_empty() {
+        None
+    } else {
+        Some(DnsMembership::new(&config.dns)?)
+    };
     Ok(Prepared {
+        dns,
         config,
         rules,
         keys: ProofKeyPair { current, old },
@@ -306,7 +318,7 @@ impl App {
 
     /// Serves until [`App::drain`] is asked to stop, follows the drain timeline and
     /// returns when the process may exit.
-    pub async fn run(self, listeners: Listeners) {
+    pub async fn run(mut self, listeners: Listeners) {
         // Background work (health checks, discovery, rules, pins, admin) runs to the very
         // end of the drain: a draining instance still routes and answers operators.
         let shutdown = CancellationToken::new();
@@ -356,6 +368,13 @@ impl App {
         );
         if config.watch_rules {
             tasks.spawn(self.rules.clone().watch(shutdown.clone()));
+        }
+        if let Some(dns) = self.prepared.dns.take() {
+            let stop = shutdown.clone();
+            tasks.spawn(dns.run(
+                Arc::clone(&self.sticky),
+                async move { stop.cancelled().await },
+            ));
         }
         if let (Some(listener), Some(token)) = (listeners.admin, &self.prepared.admin_token) {
             let scrape = Arc::new(Scrape {

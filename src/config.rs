@@ -58,7 +58,33 @@ pub struct Config {
     pub log: LogConfig,
     /// The editor pools, in file order (file order breaks ownership ties).
     pub pools: Vec<PoolConfig>,
+    /// Pools whose nodes come from DNS, and how to resolve them.
+    pub dns: DnsConfig,
 }
+
+/// Nodes found by DNS (`[[pool]] dns` and `[dns]`).
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Name servers to ask; empty: the system's (`/etc/resolv.conf`).
+    pub servers: Vec<SocketAddr>,
+    /// Time between resolutions (`interval_secs`, default 10 s).
+    pub interval: Duration,
+    /// The pools that name their nodes by DNS.
+    pub pools: Vec<DnsPool>,
+}
+
+/// A pool whose nodes are the addresses of a DNS name (a Kubernetes headless Service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsPool {
+    /// The pool's name.
+    pub pool: String,
+    /// A node URL whose host is the DNS name: each address it resolves to becomes a node
+    /// with this scheme, port and path.
+    pub template: Url,
+}
+
+/// Default seconds between DNS resolutions of pools' nodes.
+const DEFAULT_DNS_INTERVAL_SECS: u64 = 10;
 
 /// The TLS listener's address and certificate.
 #[derive(Debug, Clone)]
@@ -524,6 +550,7 @@ impl Validator<'_> {
             .transpose()?;
         let log = self.log(&raw.log)?;
         let pools = self.pools(&raw.pool)?;
+        let dns = self.dns(&raw.dns, &raw.pool)?;
         Ok(Config {
             path: self.path.to_path_buf(),
             public_url,
@@ -543,6 +570,47 @@ impl Validator<'_> {
             admin,
             log,
             pools,
+            dns,
+        })
+    }
+
+    fn dns(&self, raw: &file::FileDns, pools: &[FilePool]) -> Result<DnsConfig, ConfigError> {
+        let mut servers = Vec::new();
+        for (i, server) in raw.servers.iter().flatten().enumerate() {
+            let address = server.get_ref().parse().map_err(|e| {
+                self.err(
+                    &format!("dns.servers[{i}]"),
+                    server,
+                    format!("not an ip:port address: {e}"),
+                )
+            })?;
+            servers.push(address);
+        }
+        let mut dns_pools = Vec::new();
+        for (i, pool) in pools.iter().enumerate() {
+            let Some(dns) = &pool.dns else { continue };
+            let key = format!("pool[{i}].dns");
+            let template = self.node_url(&key, dns)?;
+            if !matches!(template.host(), Some(url::Host::Domain(_))) {
+                return Err(self.err(
+                    &key,
+                    dns,
+                    "name the nodes by a DNS name (an address is a node: put it in `nodes`)",
+                ));
+            }
+            dns_pools.push(DnsPool {
+                pool: pool.name.get_ref().clone(),
+                template,
+            });
+        }
+        Ok(DnsConfig {
+            servers,
+            interval: Duration::from_secs(self.positive(
+                "dns.interval_secs",
+                raw.interval_secs.as_ref(),
+                DEFAULT_DNS_INTERVAL_SECS,
+            )?),
+            pools: dns_pools,
         })
     }
 
@@ -802,11 +870,16 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            if p.nodes.get_ref().is_empty() {
-                return Err(self.err(&key("nodes"), &p.nodes, "a pool needs at least one node"));
+            let listed: &[Spanned<String>] = p.nodes.as_ref().map_or(&[], |n| n.get_ref());
+            if listed.is_empty() && p.dns.is_none() {
+                let message = "a pool needs at least one node, or `dns` to find them";
+                return Err(match &p.nodes {
+                    Some(nodes) => self.err(&key("nodes"), nodes, message),
+                    None => self.err(&key("name"), &p.name, message),
+                });
             }
-            let mut nodes: Vec<Url> = Vec::with_capacity(p.nodes.get_ref().len());
-            for (j, n) in p.nodes.get_ref().iter().enumerate() {
+            let mut nodes: Vec<Url> = Vec::with_capacity(listed.len());
+            for (j, n) in listed.iter().enumerate() {
                 let node = self.node_url(&format!("pool[{i}].nodes[{j}]"), n)?;
                 if nodes.contains(&node) {
                     return Err(self.err(
@@ -939,6 +1012,42 @@ nodes = ["http://127.0.0.1:9980"]
         let err = parse(&second).unwrap_err();
         assert_eq!(err.key, "pool[1].kind", "{err}");
         assert!(err.message.contains("one pool per suite"), "{err}");
+    }
+
+    #[test]
+    fn a_pool_may_name_its_nodes_by_dns_but_needs_some_source() {
+        let src = MINIMAL.replace(
+            "nodes = [\"http://127.0.0.1:9980\"]",
+            "nodes = []\ndns = \"http://cool.editors.svc.cluster.local:9980\"\n\
+             [dns]\nservers = [\"127.0.0.1:5353\"]\ninterval_secs = 5",
+        );
+        let c = parse(&src).unwrap();
+        assert!(c.pools[0].nodes.is_empty());
+        assert_eq!(c.dns.interval, Duration::from_secs(5));
+        assert_eq!(c.dns.servers, ["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(
+            c.dns.pools,
+            [DnsPool {
+                pool: "collabora".into(),
+                template: Url::parse("http://cool.editors.svc.cluster.local:9980/").unwrap(),
+            }]
+        );
+
+        let none = MINIMAL.replace("nodes = [\"http://127.0.0.1:9980\"]", "nodes = []");
+        let err = parse(&none).unwrap_err();
+        assert_eq!((err.key.as_str(), err.line), ("pool[0].nodes", Some(9)));
+        assert!(err.message.contains("or `dns`"), "{err}");
+
+        let address = MINIMAL.replace(
+            "nodes = [\"http://127.0.0.1:9980\"]",
+            "dns = \"http://10.0.0.1:9980\"",
+        );
+        let err = parse(&address).unwrap_err();
+        assert_eq!(err.key, "pool[0].dns", "{err}");
+        assert!(err.message.contains("by a DNS name"), "{err}");
+
+        let server = format!("{MINIMAL}[dns]\nservers = [\"localhost\"]\n");
+        assert_eq!(parse(&server).unwrap_err().key, "dns.servers[0]");
     }
 
     #[test]

@@ -11,12 +11,16 @@
 //! and discovery use stay valid across every change, a request finishes on the topology it
 //! started with, and no open document moves because a node joined or left.
 //!
-//! A new topology comes from the settings file (`SIGHUP`, [`TopologyStore::reload`]); a
+//! A new topology comes from the settings file (`SIGHUP`, [`TopologyStore::reload`]) or
+//! from DNS ([`dns`]: a pool's nodes are the addresses of a name); a
 //! file that cannot be used (invalid, or changing the pools themselves, which needs a
 //! restart) keeps the running topology and says why: one log line, the readiness detail
 //! and a metric. Only the node lists of the pools take effect live; every other setting
 //! still needs a restart.
 
+pub mod dns;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -220,6 +224,9 @@ pub struct TopologyStore {
     current: ArcSwap<Topology>,
     /// The settings file node lists are reloaded from.
     settings: std::path::PathBuf,
+    /// What lists nodes: the settings (pools and their static nodes) and DNS (nodes per
+    /// pool); a pool's listed nodes are the union.
+    sources: Mutex<Sources>,
     /// Sends each new topology's generation.
     changes: watch::Sender<u64>,
     /// Serialises changes (a reload and a node going idle at once).
@@ -239,8 +246,12 @@ impl TopologyStore {
     /// A store serving `pools`, reloading node lists from the settings file `settings`.
     pub fn of(pools: Vec<PoolConfig>, settings: std::path::PathBuf) -> Arc<TopologyStore> {
         Arc::new(TopologyStore {
-            current: ArcSwap::from_pointee(Topology::new(pools)),
+            current: ArcSwap::from_pointee(Topology::new(pools.clone())),
             settings,
+            sources: Mutex::new(Sources {
+                settings: pools,
+                resolved: HashMap::new(),
+            }),
             changes: watch::Sender::new(1),
             changing: Mutex::new(()),
             last_error: Mutex::new(None),
@@ -287,13 +298,38 @@ impl TopologyStore {
         result
     }
 
-    /// Makes `wanted` the listed nodes (see [`Topology::listing`]) and logs each change.
+    /// Makes `pools` what the settings list (see [`Topology::listing`]; nodes DNS found
+    /// stay listed) and logs each change.
     ///
     /// # Errors
-    /// [`TopologyError::PoolsChanged`] when `wanted` has other pools.
-    pub fn list(&self, wanted: &[PoolConfig]) -> Result<Vec<Change>, TopologyError> {
+    /// [`TopologyError::PoolsChanged`] when `pools` are other pools.
+    pub fn list(&self, pools: &[PoolConfig]) -> Result<Vec<Change>, TopologyError> {
         let _one = lock(&self.changing);
-        let (next, changes) = self.current().listing(wanted)?;
+        let mut sources = lock(&self.sources);
+        let wanted = Sources {
+            settings: pools.to_vec(),
+            resolved: sources.resolved.clone(),
+        };
+        let changes = self.relist(&wanted)?;
+        *sources = wanted;
+        Ok(changes)
+    }
+
+    /// Makes `nodes` what DNS found for pool `pool` (its settings' nodes stay listed) and
+    /// logs each change.
+    ///
+    /// # Errors
+    /// Not expected: the pools stay the same.
+    pub fn resolved(&self, pool: &str, nodes: Vec<Url>) -> Result<Vec<Change>, TopologyError> {
+        let _one = lock(&self.changing);
+        let mut sources = lock(&self.sources);
+        sources.resolved.insert(pool.to_string(), nodes);
+        self.relist(&sources)
+    }
+
+    /// Lists what `sources` want and swaps the result in.
+    fn relist(&self, sources: &Sources) -> Result<Vec<Change>, TopologyError> {
+        let (next, changes) = self.current().listing(&sources.wanted())?;
         for change in &changes {
             match change.now {
                 Membership::Listed => info!(pool = %change.pool, node = %change.node,
@@ -364,6 +400,29 @@ impl TopologyStore {
             ),
             None => head,
         }
+    }
+}
+
+/// What lists a pool's nodes.
+struct Sources {
+    /// The pools as the settings file lists them.
+    settings: Vec<PoolConfig>,
+    /// Pool name -> nodes its DNS name resolved to last.
+    resolved: HashMap<String, Vec<Url>>,
+}
+
+impl Sources {
+    /// The settings' pools with DNS nodes added.
+    fn wanted(&self) -> Vec<PoolConfig> {
+        let mut pools = self.settings.clone();
+        for pool in &mut pools {
+            for node in self.resolved.get(&pool.name).into_iter().flatten() {
+                if !pool.nodes.contains(node) {
+                    pool.nodes.push(node.clone());
+                }
+            }
+        }
+        pools
     }
 }
 

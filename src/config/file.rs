@@ -51,6 +51,9 @@ pub struct FileConfig {
     pub drain: FileDrain,
     /// The admin listener (node list, draining).
     pub admin: Option<FileAdmin>,
+    /// How pools with `dns` find their nodes.
+    #[serde(default)]
+    pub dns: FileDns,
     /// One entry per editor suite.
     #[serde(default)]
     pub pool: Vec<FilePool>,
@@ -202,6 +205,16 @@ pub struct FilePins {
     pub refresh_secs: Option<Spanned<u64>>,
 }
 
+/// `[dns]`: resolving the nodes of pools that name them by DNS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDns {
+    /// Name servers (`ip:port`) to ask instead of the system's (`/etc/resolv.conf`).
+    pub servers: Option<Vec<Spanned<String>>>,
+    /// Seconds between resolutions.
+    pub interval_secs: Option<Spanned<u64>>,
+}
+
 /// `[[pool]]`: one editor suite and its nodes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -211,7 +224,9 @@ pub struct FilePool {
     /// `collabora` or `onlyoffice`.
     pub kind: Spanned<String>,
     /// Base URLs of the pool's nodes.
-    pub nodes: Spanned<Vec<Spanned<String>>>,
+    pub nodes: Option<Spanned<Vec<Spanned<String>>>>,
+    /// A node URL whose host is a DNS name: each address it resolves to is a node.
+    pub dns: Option<Spanned<String>>,
     /// `auto`, `required` or `optional`: whether the pool's WOPI calls must carry a proof.
     pub proof: Option<Spanned<String>>,
 }

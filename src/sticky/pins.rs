@@ -560,7 +560,22 @@ impl Stickiness {
         Ok(changes)
     }
 
-    /// Makes `wanted` the pools' listed nodes (from settings or DNS), as
+    /// Makes `nodes` what DNS found for pool `pool` ([`crate::topology::dns`]) and makes
+    /// health follow.
+    ///
+    /// # Errors
+    /// Not expected: the pools stay the same.
+    pub fn set_resolved_nodes(
+        &self,
+        pool: &str,
+        nodes: Vec<Url>,
+    ) -> Result<Vec<Change>, TopologyError> {
+        let changes = self.topology.resolved(pool, nodes)?;
+        self.health.follow(&self.topology.current());
+        Ok(changes)
+    }
+
+    /// Makes `wanted` the pools' listed nodes (as the settings would), as
     /// [`Stickiness::reload_topology`] does with the settings file's.
     ///
     /// # Errors

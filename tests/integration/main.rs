@@ -37,6 +37,9 @@ mod sticky;
 /// Documents stay on one node while nodes join and leave twenty times (issue 14).
 mod churn;
 
+/// Nodes from a DNS name that join and leave without a signal (issue 14).
+mod dns;
+
 /// The pin store's contract against memory and a real Redis, Redis outages and Sentinel (issue 5).
 mod store;
 

@@ -129,7 +129,7 @@ impl Nodes {
 
 /// Opens `count` documents `prefix-i` through the officeswitches at `urls` (round robin),
 /// each by two users concurrently, and checks both users reached one node.
-async fn open_many(
+pub(crate) async fn open_many(
     urls: &[String],
     nc: &StandInNextcloud,
     prefix: &str,
@@ -161,7 +161,7 @@ async fn open_many(
 }
 
 /// Re-opens every document of `placed` (as a third user) and returns the fraction moved.
-async fn moved(
+pub(crate) async fn moved(
     urls: &[String],
     nc: &StandInNextcloud,
     placed: &HashMap<String, String>,

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod certs;
 pub mod client;
 pub mod collabora_settings;
+pub mod dns;
 pub mod editor;
 pub mod logs;
 pub mod nextcloud;

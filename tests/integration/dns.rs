@@ -1,0 +1,100 @@
+//! A pool whose nodes come from DNS, as a Kubernetes headless Service gives them: pods
+//! that appear in the answer join, pods that disappear leave, without a signal; a DNS
+//! failure changes nothing. The name is served by a DNS server of the test's on loopback
+//! ([`DnsServer`]), never the machine's resolver.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::sticky::{moved, open_many};
+use crate::support::dns::DnsServer;
+use crate::support::editor::{StandInEditor, Suite};
+use crate::support::nextcloud::StandInNextcloud;
+use crate::support::officeswitch::OfficeSwitch;
+use crate::support::trace_init;
+
+/// Three pods: stand-in Collabora nodes on one port of three loopback addresses.
+async fn pods() -> (Vec<StandInEditor>, u16) {
+    for _ in 0..20 {
+        let probe = std::net::TcpListener::bind("127.0.0.11:0").expect("bind");
+        let port = probe.local_addr().expect("address").port();
+        drop(probe);
+        let mut pods = Vec::new();
+        for ip in [11, 12, 13] {
+            let addr = SocketAddr::from((Ipv4Addr::new(127, 0, 0, ip), port));
+            match StandInEditor::start_on(Suite::Collabora, addr).await {
+                Ok(pod) => pods.push(pod),
+                Err(_) => break,
+            }
+        }
+        if pods.len() == 3 {
+            return (pods, port);
+        }
+    }
+    panic!("no port free on 127.0.0.11-13");
+}
+
+fn pod(ip: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, ip)
+}
+
+#[tokio::test]
+async fn pods_that_appear_in_the_answer_join_and_those_that_vanish_leave_without_a_signal() {
+    trace_init();
+    let (_pods, port) = pods().await;
+    let dns = DnsServer::start("cool.editors.test", &[pod(11), pod(12)]).await;
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[])
+        .pool_setting(
+            "collabora",
+            &format!("dns = \"http://{}:{port}/\"", dns.name()),
+        )
+        .section(&format!(
+            "[dns]\nservers = [\"{}\"]\ninterval_secs = 1",
+            dns.addr
+        ))
+        .section("[health]\ninterval_secs = 1\ntimeout_secs = 1\nfall = 2\nrise = 1")
+        .org("acme", &[nc.origin()], "")
+        .start()
+        .await;
+    // A node as the stand-ins name themselves (no final `/`).
+    let node = |ip: u8| format!("http://127.0.0.{ip}:{port}");
+    os.readiness_saying("2 nodes listed").await;
+    os.readiness_saying("ok, discovery of").await;
+    let urls = vec![format!("http://{}", os.addr)];
+    let placed = open_many(&urls, &nc, "a", 40).await;
+    assert!(placed.values().all(|n| *n == node(11) || *n == node(12)));
+
+    // A pod appears in the answer: it joins, no open document moves.
+    dns.set(&[pod(11), pod(12), pod(13)]);
+    os.readiness_saying("3 nodes listed").await;
+    let (moved_on_join, _) = moved(&urls, &nc, &placed).await;
+    let fresh = open_many(&urls, &nc, "b", 40).await;
+    let on_new = fresh.values().filter(|n| **n == node(13)).count();
+    eprintln!("DNS join: {moved_on_join}/40 moved, {on_new}/40 new documents on the new pod");
+    assert_eq!(moved_on_join, 0);
+    assert!(on_new > 0, "the new pod took nothing");
+
+    // A DNS failure changes nothing.
+    dns.fail(true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let detail = os.readiness().await.1;
+    assert!(detail.contains("3 nodes listed, 0 leaving"), "{detail}");
+    dns.fail(false);
+
+    // A pod vanishes from the answer: it leaves, its documents stay, new ones go elsewhere.
+    let gone = node(11);
+    dns.set(&[pod(12), pod(13)]);
+    os.readiness_saying(&format!("node {gone}/ (collabora): leaving"))
+        .await;
+    let mut open = placed;
+    open.extend(fresh);
+    let (moved_on_leave, _) = moved(&urls, &nc, &open).await;
+    let later = open_many(&urls, &nc, "c", 30).await;
+    assert_eq!(moved_on_leave, 0, "documents moved off a leaving pod");
+    assert!(
+        later.values().all(|n| *n != gone),
+        "a new document on a leaving pod"
+    );
+}
