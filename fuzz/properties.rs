@@ -225,6 +225,26 @@ pub fn discovery(data: &[u8]) {
     assert_eq!(&reparsed, out, "merged discovery does not round trip");
 }
 
+/// The grant's field a token must not reveal: org, pool, url, host token.
+fn hidden_field(grant: &Grant, field: usize) -> &String {
+    match field {
+        0 => &grant.org,
+        1 => &grant.pool,
+        2 => &grant.url,
+        _ => &grant.host_token,
+    }
+}
+
+/// [`hidden_field`], to change it.
+fn hidden_field_mut(grant: &mut Grant, field: usize) -> &mut String {
+    match field {
+        0 => &mut grant.org,
+        1 => &mut grant.pool,
+        2 => &mut grant.url,
+        _ => &mut grant.host_token,
+    }
+}
+
 /// `text` as UTF-8, lossily, for messages.
 fn lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(bytes)
@@ -522,13 +542,31 @@ pub fn token_mint(data: &[u8]) {
     assert_eq!(names, ["enc", "exp", "fid", "iat", "k", "sub"]);
     assert_eq!(claims["fid"], grant.file_id.as_str());
     assert_eq!(claims["exp"], grant.expires_at);
-    for hidden in [&grant.org, &grant.pool, &grant.url, &grant.host_token] {
+    for field in 0..4 {
+        let hidden = hidden_field(&grant, field);
         // Long enough not to occur in random base64 by chance.
-        if hidden.len() >= 16 {
-            for claim in ["enc", "sub"] {
+        if hidden.len() < 16 {
+            continue;
+        }
+        for claim in ["enc", "sub"] {
+            let value = claims[claim].as_str().unwrap_or_default();
+            if value.contains(hidden.as_str()) {
+                // The fuzzer copies compared bytes into its input, so a field can be set to
+                // a claim's value. A leak follows the field: with the field changed, the
+                // claim must no longer hold the old value.
+                let mut other = grant.clone();
+                *hidden_field_mut(&mut other, field) = hidden.chars().rev().chain(['~']).collect();
+                let again = keys
+                    .mint(&other)
+                    .expect("the same grant with one field changed");
+                let payload = URL_SAFE_NO_PAD
+                    .decode(again.split('.').nth(1).expect("payload"))
+                    .expect("base64url payload");
+                let claims: serde_json::Value =
+                    serde_json::from_slice(&payload).expect("JSON claims");
                 let value = claims[claim].as_str().unwrap_or_default();
                 assert!(
-                    !value.contains(hidden.as_str()),
+                    value.contains(hidden.as_str()),
                     "{claim} reveals {hidden:?}"
                 );
             }

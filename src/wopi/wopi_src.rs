@@ -150,7 +150,9 @@ impl WopiSrc {
         if url.fragment().is_some() {
             return Err(WopiSrcError::Fragment);
         }
-        if odd_host_spelling(&value) {
+        // The text, and the host as parsed: percent-encoded bytes in the authority can
+        // decode to a final dot that the text does not show (found by fuzzing).
+        if odd_host_spelling(&value) || url.host_str().is_some_and(|h| h.ends_with('.')) {
             return Err(WopiSrcError::HostSpelling);
         }
         if url.query().is_some() {
@@ -809,6 +811,7 @@ mod tests {
         for odd in [
             "http://127.0.0.21./wopi/files/1",
             "https://nc.example./wopi/files/1",
+            "https://nc.example%2E/wopi/files/1",
             "http://127\u{FF0E}0\u{FF0E}0\u{FF0E}21/wopi/files/1",
             "https://nc\u{3002}example/wopi/files/1",
             "http://\u{FF11}27.0.0.1/wopi/files/1",
