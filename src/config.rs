@@ -859,17 +859,6 @@ impl Validator<'_> {
                     ));
                 }
             };
-            if let Some(other) = pools.iter().find(|q| q.kind == kind) {
-                return Err(self.err(
-                    &key("kind"),
-                    &p.kind,
-                    format!(
-                        "pool `{}` is already the {} pool: officeswitch tells suites apart by their URL space, so one pool per suite",
-                        other.name,
-                        kind.as_str()
-                    ),
-                ));
-            }
             let listed: &[Spanned<String>] = p.nodes.as_ref().map_or(&[], |n| n.get_ref());
             if listed.is_empty() && p.dns.is_none() {
                 let message = "a pool needs at least one node, or `dns` to find them";
@@ -886,6 +875,18 @@ impl Validator<'_> {
                         &format!("pool[{i}].nodes[{j}]"),
                         n,
                         "this node is listed twice",
+                    ));
+                }
+                // Pins, health and drain name a node by pool: one node in two pools would
+                // hold documents of both with neither knowing.
+                if let Some(other) = pools.iter().find(|q| q.nodes.contains(&node)) {
+                    return Err(self.err(
+                        &format!("pool[{i}].nodes[{j}]"),
+                        n,
+                        format!(
+                            "this node is already in pool `{}`: a node belongs to one pool",
+                            other.name
+                        ),
                     ));
                 }
                 nodes.push(node);
@@ -1006,12 +1007,16 @@ nodes = ["http://127.0.0.1:9980"]
             ("pool[1].name", Some(12)),
             "{err}"
         );
+        // Two pools of one suite are fine (a dedicated pool, a canary), one node in both is
+        // not.
         let second = format!(
             "{MINIMAL}\n[[pool]]\nname = \"cool2\"\nkind = \"collabora\"\nnodes = [\"http://a\"]\n"
         );
-        let err = parse(&second).unwrap_err();
-        assert_eq!(err.key, "pool[1].kind", "{err}");
-        assert!(err.message.contains("one pool per suite"), "{err}");
+        assert_eq!(parse(&second).unwrap().pools.len(), 2);
+        let shared = second.replace("http://a", "http://127.0.0.1:9980/");
+        let err = parse(&shared).unwrap_err();
+        assert_eq!(err.key, "pool[1].nodes[0]", "{err}");
+        assert!(err.message.contains("already in pool `collabora`"), "{err}");
     }
 
     #[test]

@@ -421,12 +421,13 @@ impl Proxy {
                 Some(org) => router.allowed_nodes(org, target.pool),
                 None => &target.pool_config().nodes,
             };
-            let node = self
+            let placed = self
                 .sticky
                 .node_for_traffic(file.as_str(), target.pool, allowed)
                 .await
                 .ok_or_else(|| Answer::NoNode(target.pool_config().name.clone()))?;
-            target.place(node, self.sticky.topology());
+            target.pool = placed.pool;
+            target.place(placed.node, self.sticky.topology());
         }
         Ok(target)
     }

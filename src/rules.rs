@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 use url::Url;
 
-use crate::config::{ConfigError, PoolConfig};
+use crate::config::{ConfigError, PoolConfig, SuiteKind};
 
 pub use organisation::Organisation;
 pub use watch::RulesStore;
@@ -183,6 +183,28 @@ impl RuleSet {
     /// names it (the caller may then fall back to [`RuleSet::preference`]).
     pub fn pool_for<'a>(&'a self, org: &'a Organisation, ext: &str) -> Option<&'a str> {
         org.pool_override(ext).or_else(|| self.owner_of(ext))
+    }
+
+    /// The pool of suite `kind` that traffic of `org` without a pin goes to, among `pools`
+    /// (several pools may run one suite: a dedicated pool, a canary): the first pool of
+    /// that kind the organisation's own rules name, else the most preferred one
+    /// (`default.toml`'s `prefer`), else the first configured. `None` when no pool runs `kind`.
+    pub fn pool_of_kind<'p>(
+        &self,
+        org: Option<&Organisation>,
+        kind: SuiteKind,
+        pools: &'p [PoolConfig],
+    ) -> Option<&'p PoolConfig> {
+        let of_kind = || pools.iter().filter(|p| p.kind == kind);
+        let named_by_org = |pool: &&PoolConfig| org.is_some_and(|o| o.names_pool(&pool.name));
+        of_kind()
+            .find(named_by_org)
+            .or_else(|| {
+                self.prefer
+                    .iter()
+                    .find_map(|name| of_kind().find(|p| p.name == *name))
+            })
+            .or_else(|| of_kind().next())
     }
 
     /// Every organisation, in file-name order.

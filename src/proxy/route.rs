@@ -274,12 +274,9 @@ impl<'a> RouteContext<'a> {
         path: &str,
         query: Option<&str>,
     ) -> Result<Target, Answer> {
-        let pool = self
-            .pools()
-            .iter()
-            .find(|p| p.kind == request.suite)
-            .ok_or(Answer::NotFound)?;
-        let no_node = || Answer::NoNode(pool.name.clone());
+        if !self.pools().iter().any(|p| p.kind == request.suite) {
+            return Err(Answer::NotFound);
+        }
         let mut file = None;
         // `hexify_embedded_urls`: the WOPISrc is only inside the hex path segment.
         let hexified = match (request.suite, request.key) {
@@ -293,6 +290,10 @@ impl<'a> RouteContext<'a> {
             Some(document) => Some(document),
             None => request.key.and_then(|key| self.shard_document(key)),
         };
+        let pool = self
+            .pool_for_traffic(request, document.as_ref().map(|(org, _)| *org))
+            .ok_or(Answer::NotFound)?;
+        let no_node = || Answer::NoNode(pool.name.clone());
         let (node, org) = if let Some((org, file_id)) = document {
             file = FileId::parse(&file_id);
             let nodes = nodes_for(pool, Some(org));
@@ -327,6 +328,43 @@ impl<'a> RouteContext<'a> {
             file,
             host_wopi_src: None,
         })
+    }
+
+    /// The pool of the request's suite it goes to when no pin says otherwise: the one the
+    /// organisation's rules prefer for a document's traffic, the one serving the asset's
+    /// version (several pools of one suite may run different versions), else the most
+    /// preferred pool of the suite.
+    fn pool_for_traffic(
+        &self,
+        request: &EditorRequest<'_>,
+        org: Option<&Organisation>,
+    ) -> Option<&'a PoolConfig> {
+        let pools = self.pools();
+        if org.is_none()
+            && request.kind != Traffic::Stateless
+            && let Some(version) = request.version
+        {
+            let serving = pools
+                .iter()
+                .filter(|p| p.kind == request.suite)
+                .find(|pool| {
+                    self.catalog
+                        .pools
+                        .iter()
+                        .find(|state| state.name == pool.name)
+                        .is_some_and(|state| {
+                            state
+                                .nodes
+                                .iter()
+                                .flatten()
+                                .any(|source| serves_version(pool.kind, source, version))
+                        })
+                });
+            if serving.is_some() {
+                return serving;
+            }
+        }
+        self.rules.pool_of_kind(org, request.suite, pools)
     }
 
     /// The document a request's raw `WOPISrc` names: its organisation and file id; `None`

@@ -67,6 +67,11 @@ impl Organisation {
         self.failover
     }
 
+    /// Whether the organisation's own rules send some format to pool `pool`.
+    pub fn names_pool(&self, pool: &str) -> bool {
+        self.all.as_deref() == Some(pool) || self.extensions.values().any(|p| p == pool)
+    }
+
     /// The pool this organisation's own rules give `ext`: extension override, then `all`.
     pub(super) fn pool_override(&self, ext: &str) -> Option<&str> {
         self.extensions

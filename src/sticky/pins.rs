@@ -245,16 +245,38 @@ impl Stickiness {
     /// so requests that name made-up documents cost no state (an anonymous client could
     /// otherwise grow the store without bound). A pin whose node is down is still replaced,
     /// so a live document moves off a crashed node.
+    ///
+    /// A document pinned in another pool of the same suite (several pools may run one
+    /// suite) is followed there: its session is on that pool's node.
     pub async fn node_for_traffic(
         &self,
         file_id: &str,
         pool: usize,
         allowed: &[Url],
-    ) -> Option<usize> {
+    ) -> Option<Placement> {
         match self.current(file_id).await {
-            Some(_) => self.node_for(file_id, pool, allowed).await,
-            None => self.pick(file_id, pool, allowed).map(|placed| placed.node),
+            Some(pin) if pin.pool != pool && self.same_suite(pin.pool, pool) => {
+                let topology = self.topology.current();
+                let nodes = &topology.pools().get(pin.pool)?.nodes;
+                let node = self.node_for(file_id, pin.pool, nodes).await?;
+                Some(Placement {
+                    pool: pin.pool,
+                    node,
+                })
+            }
+            Some(_) => {
+                let node = self.node_for(file_id, pool, allowed).await?;
+                Some(Placement { pool, node })
+            }
+            None => self.pick(file_id, pool, allowed),
         }
+    }
+
+    /// Whether pools `a` and `b` run the same suite.
+    fn same_suite(&self, a: usize, b: usize) -> bool {
+        let topology = self.topology.current();
+        let kind = |p: usize| topology.pools().get(p).map(|pool| pool.kind);
+        kind(a).is_some() && kind(a) == kind(b)
     }
 
     /// The pin in force: remembered here and recently confirmed, else from the store

@@ -89,7 +89,7 @@ async fn placements(
                 .await
                 .expect("a node");
             let topology = sticky.topology().current();
-            seen.push(topology.pools()[0].nodes[node].clone());
+            seen.push(topology.pools()[0].nodes[node.node].clone());
         }
         assert!(
             seen.windows(2).all(|w| w[0] == w[1]),

@@ -567,10 +567,11 @@ async fn a_malformed_chunk_is_the_clients_400_and_no_failure_of_the_node() {
 async fn public_readiness_names_no_node_error_or_rules_file_and_the_admin_listener_does() {
     trace_init();
     let cool = StandInEditor::start(Suite::Collabora).await;
-    // A node that refuses connections, and a pool that has nothing but it.
+    // Nodes that refuse connections, and a pool that has nothing but one.
     let dead = format!("http://127.0.0.1:{}", free_port().await);
+    let also_dead = format!("http://127.0.0.1:{}", free_port().await);
     let os = OfficeSwitch::builder()
-        .pool("collabora", "collabora", &[cool.url(), dead.clone()])
+        .pool("collabora", "collabora", &[cool.url(), also_dead])
         .pool("onlyoffice", "onlyoffice", std::slice::from_ref(&dead))
         .section("[health]\ninterval_secs = 1\ntimeout_secs = 1\nfall = 1\nrise = 1")
         .admin(ADMIN_TOKEN)

@@ -40,6 +40,9 @@ mod churn;
 /// Nodes from a DNS name that join and leave without a signal (issue 14).
 mod dns;
 
+/// Several pools of one suite, chosen by rules (issue 14).
+mod pools;
+
 /// The pin store's contract against memory and a real Redis, Redis outages and Sentinel (issue 5).
 mod store;
 

@@ -237,7 +237,8 @@ async fn collabora_below_a_service_root_with_hexified_urls_works_through_offices
     // Several documents over two nodes: each hexified socket must meet its page's node
     // (a route by anything but the WOPISrc inside the hex would miss some).
     let mut nodes_used = std::collections::HashSet::new();
-    for i in 0..6 {
+    // Twelve: all on one node by chance is one run in 2,048.
+    for i in 0..12 {
         let open = post_form(
             &format!(
                 "{urlsrc}WOPISrc={}&lang=de",

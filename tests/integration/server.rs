@@ -116,10 +116,11 @@ fn shipped_config_on_free_port() -> (tempfile::TempDir, std::path::PathBuf, u16)
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/officeswitch.toml")).unwrap();
     let settings = shipped.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
-    // Editors that cannot be there: port 9 (discard) is never an editor.
+    // Editors that cannot be there: port 9 (discard) is never an editor (two addresses:
+    // a node belongs to one pool).
     let settings = settings
         .replace("127.0.0.1:9980", "127.0.0.1:9")
-        .replace("127.0.0.1:8000", "127.0.0.1:9");
+        .replace("127.0.0.1:8000", "127.0.0.2:9");
     let path = dir.path().join("officeswitch.toml");
     std::fs::write(&path, settings).unwrap();
     std::fs::create_dir_all(dir.path().join("rules")).unwrap();

@@ -46,7 +46,7 @@ async fn open(public_url: &str, mime: &str, nc: &StandInNextcloud, id: &str, use
 }
 
 /// Opens document `id` as [`open`] does; the node and the `WOPISrc` the editor was given.
-async fn open_page(
+pub(crate) async fn open_page(
     public_url: &str,
     mime: &str,
     nc: &StandInNextcloud,
@@ -70,7 +70,7 @@ async fn open_page(
 
 /// The node a Collabora download of the document with officeswitch `WOPISrc` `own`
 /// reaches through `public_url`: editor traffic, not an open.
-async fn editor_request(public_url: &str, own: &str) -> String {
+pub(crate) async fn editor_request(public_url: &str, own: &str) -> String {
     let enc = encode(own);
     let url = format!("{public_url}/cool/{enc}/download/x.pdf?WOPISrc={enc}");
     let reply = client::send(http::Method::GET, &url, &[], b"").await;
