@@ -265,6 +265,9 @@ struct Node {
     node: String,
     healthy: bool,
     draining: bool,
+    /// `listed`, `leaving` or `gone` (absent from older instances).
+    #[serde(default)]
+    membership: Option<String>,
     last_error: Option<String>,
     pinned_documents: Option<u64>,
 }
@@ -291,7 +294,12 @@ fn table(list: &NodeList) -> String {
             n.pool.clone(),
             n.node.clone(),
             if n.healthy { "up" } else { "down" }.into(),
-            if n.draining { "yes" } else { "no" }.into(),
+            // A node that left the settings takes no new document either: say why.
+            match n.membership.as_deref() {
+                Some(other @ ("leaving" | "gone")) => other.into(),
+                _ if n.draining => "yes".into(),
+                _ => "no".into(),
+            },
             n.pinned_documents.map_or("?".into(), |c| c.to_string()),
             n.last_error.clone().unwrap_or_else(|| "-".into()),
         ]);
@@ -356,7 +364,10 @@ mod tests {
                  "since_unix":1,"pinned_documents":12},
                 {"pool":"onlyoffice","suite":"onlyoffice","node":"http://10.0.1.1/",
                  "healthy":false,"draining":true,"consecutive_failures":3,
-                 "last_error":"connection refused","since_unix":1,"pinned_documents":null}],
+                 "last_error":"connection refused","since_unix":1,"pinned_documents":null},
+                {"pool":"collabora","suite":"collabora","node":"http://10.0.0.3:9980/",
+                 "healthy":true,"draining":false,"membership":"leaving","consecutive_failures":0,
+                 "last_error":null,"since_unix":1,"pinned_documents":4}],
               "pins":{"store":"redis","reachable":false}}"#,
         )
         .expect("node list");
@@ -365,6 +376,7 @@ mod tests {
             "POOL        NODE                   HEALTH  DRAINING  PINNED  LAST ERROR\n\
              collabora   http://10.0.0.1:9980/  up      no        12      -\n\
              onlyoffice  http://10.0.1.1/       down    yes       ?       connection refused\n\
+             collabora   http://10.0.0.3:9980/  up      leaving   4       -\n\
              pins: redis store UNREACHABLE, pinned documents unknown (?)\n"
         );
     }
