@@ -119,8 +119,11 @@ impl DnsMembership {
         };
         let mut addresses: Vec<IpAddr> = match self.resolver.lookup_ip(fqdn).await {
             Ok(lookup) => lookup.iter().collect(),
-            Err(e) if is_empty_answer(&e) => Vec::new(),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => match answer_code(&e) {
+                Some(ResponseCode::NoError) => Vec::new(),
+                Some(code) => return Err(format!("the name server answered {code}")),
+                None => return Err(e.to_string()),
+            },
         };
         addresses.sort();
         addresses.dedup();
@@ -131,14 +134,12 @@ impl DnsMembership {
     }
 }
 
-/// Whether the resolver's error is an answer without records (`NOERROR`, nothing), not a
-/// failure.
-fn is_empty_answer(error: &hickory_resolver::ResolveError) -> bool {
+/// The response code of a resolver error that is an answer without records (`NOERROR`:
+/// nothing there; `NXDOMAIN`, `SERVFAIL`...: a failure); `None` for other errors.
+fn answer_code(error: &hickory_resolver::ResolveError) -> Option<ResponseCode> {
     match error.proto().map(|e| e.kind()) {
-        Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => {
-            *response_code == ResponseCode::NoError
-        }
-        _ => false,
+        Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => Some(*response_code),
+        _ => None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! A pool whose nodes come from DNS, as a Kubernetes headless Service gives them: pods
+//! A pool whose nodes come from DNS, as a Kubernetes headless Service gives them, behind
+//! three officeswitch instances sharing a real Redis: pods
 //! that appear in the answer join, pods that disappear leave, without a signal; a DNS
 //! failure changes nothing. The name is served by a DNS server of the test's on loopback
 //! ([`DnsServer`]), never the machine's resolver.
@@ -11,6 +12,7 @@ use crate::support::dns::DnsServer;
 use crate::support::editor::{StandInEditor, Suite};
 use crate::support::nextcloud::StandInNextcloud;
 use crate::support::officeswitch::OfficeSwitch;
+use crate::support::redis::RedisServer;
 use crate::support::trace_init;
 
 /// Three pods: stand-in Collabora nodes on one port of three loopback addresses.
@@ -44,31 +46,59 @@ async fn pods_that_appear_in_the_answer_join_and_those_that_vanish_leave_without
     let (_pods, port) = pods().await;
     let dns = DnsServer::start("cool.editors.test", &[pod(11), pod(12)]).await;
     let nc = StandInNextcloud::start().await;
-    let os = OfficeSwitch::builder()
-        .pool("collabora", "collabora", &[])
-        .pool_setting(
-            "collabora",
-            &format!("dns = \"http://{}:{port}/\"", dns.name()),
-        )
-        .section(&format!(
-            "[dns]\nservers = [\"{}\"]\ninterval_secs = 1",
-            dns.addr
-        ))
-        .section("[health]\ninterval_secs = 1\ntimeout_secs = 1\nfall = 2\nrise = 1")
-        .org("acme", &[nc.origin()], "")
-        .start()
-        .await;
+    // Three instances sharing a real Redis, as behind a load balancer.
+    let redis = RedisServer::start().await;
+    let builder = || {
+        OfficeSwitch::builder()
+            .pool("collabora", "collabora", &[])
+            .pool_setting(
+                "collabora",
+                &format!("dns = \"http://{}:{port}/\"", dns.name()),
+            )
+            .section(&format!(
+                "[dns]\nservers = [\"{}\"]\ninterval_secs = 1",
+                dns.addr
+            ))
+            .section("[health]\ninterval_secs = 1\ntimeout_secs = 1\nfall = 2\nrise = 1")
+            .section(&format!(
+                "[pins]\nstore = \"{}\"\ntimeout_ms = 2000",
+                redis.url()
+            ))
+            .org("acme", &[nc.origin()], "")
+    };
+    let first = builder().start().await;
+    let mut fleet = vec![];
+    for _ in 0..2 {
+        let next = builder()
+            .share_keys_with(&first)
+            .public_url(&first.public_url)
+            .start()
+            .await;
+        fleet.push(next);
+    }
+    fleet.insert(0, first);
+    let every = |needle: String| {
+        let fleet = &fleet;
+        async move {
+            for os in fleet {
+                os.readiness_saying(&needle).await;
+            }
+        }
+    };
     // A node as the stand-ins name themselves (no final `/`).
     let node = |ip: u8| format!("http://127.0.0.{ip}:{port}");
-    os.readiness_saying("2 nodes listed").await;
-    os.readiness_saying("ok, discovery of").await;
-    let urls = vec![format!("http://{}", os.addr)];
+    every("2 nodes listed".into()).await;
+    every("ok, discovery of".into()).await;
+    let urls: Vec<String> = fleet
+        .iter()
+        .map(|os| format!("http://{}", os.addr))
+        .collect();
     let placed = open_many(&urls, &nc, "a", 40).await;
     assert!(placed.values().all(|n| *n == node(11) || *n == node(12)));
 
     // A pod appears in the answer: it joins, no open document moves.
     dns.set(&[pod(11), pod(12), pod(13)]);
-    os.readiness_saying("3 nodes listed").await;
+    every("3 nodes listed".into()).await;
     let (moved_on_join, _) = moved(&urls, &nc, &placed).await;
     let fresh = open_many(&urls, &nc, "b", 40).await;
     let on_new = fresh.values().filter(|n| **n == node(13)).count();
@@ -79,15 +109,16 @@ async fn pods_that_appear_in_the_answer_join_and_those_that_vanish_leave_without
     // A DNS failure changes nothing.
     dns.fail(true);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let detail = os.readiness().await.1;
-    assert!(detail.contains("3 nodes listed, 0 leaving"), "{detail}");
+    for os in &fleet {
+        let detail = os.readiness().await.1;
+        assert!(detail.contains("3 nodes listed, 0 leaving"), "{detail}");
+    }
     dns.fail(false);
 
     // A pod vanishes from the answer: it leaves, its documents stay, new ones go elsewhere.
     let gone = node(11);
     dns.set(&[pod(12), pod(13)]);
-    os.readiness_saying(&format!("node {gone}/ (collabora): leaving"))
-        .await;
+    every(format!("node {gone}/ (collabora): leaving")).await;
     let mut open = placed;
     open.extend(fresh);
     let (moved_on_leave, _) = moved(&urls, &nc, &open).await;

@@ -3,6 +3,8 @@
 //! stays one document that richdocuments reads; the organisation's documents, their
 //! editor traffic included, never reach the other pool.
 
+use std::collections::BTreeSet;
+
 use http::StatusCode;
 
 use crate::sticky::{editor_request, open_page};
@@ -42,7 +44,25 @@ async fn an_organisation_with_a_collabora_pool_of_its_own_never_reaches_the_shar
     let (status, xml) = os.get("/hosting/discovery").await;
     assert_eq!(status, StatusCode::OK, "{xml}");
     let view = RichdocumentsView::parse(&xml);
-    assert!(view.url_src(ODT).is_some() && view.url_src(DOCX).is_some());
+    let mut offered = BTreeSet::new();
+    for editor in [&shared, &dedicated, &oo] {
+        let own = RichdocumentsView::parse(editor.discovery_xml());
+        offered.extend(
+            own.app_names()
+                .filter(|n| n.contains('/'))
+                .map(String::from),
+        );
+    }
+    for mime in &offered {
+        let (_, urlsrc) = view
+            .url_src(mime)
+            .unwrap_or_else(|| panic!("no action for {mime} in the merged discovery"));
+        assert!(urlsrc.starts_with(&os.public_url), "{mime}: {urlsrc}");
+    }
+    // One app per MIME type: two pools of a suite do not make duplicates.
+    let names: Vec<&str> = view.app_names().collect();
+    let unique: BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(names.len(), unique.len(), "an app is listed twice");
     let (status, _) = os.get("/hosting/capabilities").await;
     assert_eq!(status, StatusCode::OK);
 
