@@ -78,7 +78,7 @@ use callback::{AdmitContext, HostBody};
 use classify::{Class, Traffic, WopiCall, query_param};
 use dialect::Dialect;
 use open::OpenContext;
-use route::{OrgTags, RouteContext, Target};
+use route::{EditorRoute, OrgTags, RouteContext, Target};
 use service_root::ServiceRoots;
 
 /// What an editor page request needs beyond forwarding.
@@ -415,21 +415,20 @@ impl Proxy {
     ) -> Result<Target, Answer> {
         let snapshot = self.snapshot();
         let router = self.router(&snapshot);
-        let mut target = router.editor(editor, path, query)?;
-        if let Some(file) = target.file {
-            let allowed = match &target.org {
-                Some(org) => router.allowed_nodes(org, target.pool),
-                None => &target.pool_config().nodes,
-            };
-            let placed = self
-                .sticky
-                .node_for_traffic(file.as_str(), target.pool, allowed)
-                .await
-                .ok_or_else(|| Answer::NoNode(target.pool_config().name.clone()))?;
-            target.pool = placed.pool;
-            target.place(placed.node, self.sticky.topology());
+        match router.editor(editor, path, query)? {
+            EditorRoute::Node(target) => Ok(target),
+            EditorRoute::Document(document) => {
+                let allowed = router.allowed_nodes(&document.org, document.pool);
+                let placed = self
+                    .sticky
+                    .node_for_traffic(document.file.as_str(), document.pool, allowed)
+                    .await
+                    .ok_or_else(|| {
+                        Answer::NoNode(snapshot.topology.pools()[document.pool].name.clone())
+                    })?;
+                Ok(document.placed(placed, self.sticky.topology()))
+            }
         }
-        Ok(target)
     }
 
     /// The organisation tags of `rules`, rebuilt once after each reload.

@@ -18,7 +18,7 @@ use url::Url;
 use officeswitch::config::{HealthConfig, PoolConfig, SuiteKind};
 use officeswitch::discovery::Catalog;
 use officeswitch::proxy::classify::{Class, classify, query_param};
-use officeswitch::proxy::route::{OrgTags, RouteContext};
+use officeswitch::proxy::route::{EditorRoute, OrgTags, RouteContext};
 use officeswitch::rules::RuleSet;
 use officeswitch::sticky::health::Health;
 use officeswitch::sticky::hrw;
@@ -322,8 +322,11 @@ fn editor_route_with_officeswitch_wopi_src_allocates_nothing() {
         };
         ctx.editor(&request, &path, Some(&own)).expect("routed")
     });
-    assert_eq!(target.org.as_deref(), Some("acme"));
-    // The `Target` names pool and node by index and shares the organisation's name.
+    let EditorRoute::Document(document) = target else {
+        panic!("a WebSocket of a document is a document's traffic");
+    };
+    assert_eq!(&*document.org, "acme");
+    // The route names its pool by index and shares the organisation's name.
     assert_eq!(count, 0, "routing a WebSocket allocated {count} times");
 
     // Reading the file id from officeswitch's WOPISrc, as editors send it, allocates nothing.
@@ -339,17 +342,21 @@ fn editor_route_with_officeswitch_wopi_src_allocates_nothing() {
     });
     assert_eq!((count, found), (0, 2));
 
-    // A host WOPISrc in editor traffic reaches the same node (its file id is derived).
+    // A host WOPISrc in editor traffic names the same document (its file id is derived).
     let (path, query) = (DOCUMENT_REQUESTS[0].1, DOCUMENT_REQUESTS[0].2);
     let Class::Editor(request) = classify(&method, path, Some(query), true) else {
         panic!("not editor traffic");
     };
-    let by_host = ctx.editor(&request, path, Some(query)).expect("routed");
+    let file_of = |route: EditorRoute| match route {
+        EditorRoute::Document(document) => document.file,
+        EditorRoute::Node(_) => panic!("a document's traffic"),
+    };
+    let by_host = file_of(ctx.editor(&request, path, Some(query)).expect("routed"));
     let expected = tokens.file_id(
         "acme",
         "https://nc.example.com:443/index.php/apps/richdocuments/wopi/files/4242_ocabc123def",
     );
     let own = format!("WOPISrc=https%3A%2F%2Fos.example%2Fwopi%2Ffiles%2F{expected}");
-    let by_own = ctx.editor(&request, path, Some(&own)).expect("routed");
-    assert_eq!(by_host.node, by_own.node);
+    let by_own = file_of(ctx.editor(&request, path, Some(&own)).expect("routed"));
+    assert_eq!(by_host, by_own);
 }

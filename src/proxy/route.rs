@@ -36,6 +36,7 @@ use crate::discovery::service::{Catalog, PoolSource, PoolState};
 use crate::rules::{Organisation, RuleSet};
 use crate::sticky::health::Health;
 use crate::sticky::hrw;
+use crate::sticky::pins::Placement;
 use crate::topology::{Topology, TopologyStore};
 use crate::wopi::token::{self, FileId, TokenKeys};
 use crate::wopi::wopi_src::{self, DocRef, WopiSrc};
@@ -61,6 +62,52 @@ pub struct Target {
     /// For opens: the host's `WOPISrc` as the host wrote it (decoded once), which
     /// officeswitch calls and signs for; with [`Target::file`], what translation mints.
     pub host_wopi_src: Option<String>,
+}
+
+/// Editor traffic as routing leaves it.
+#[derive(Debug)]
+pub enum EditorRoute {
+    /// Traffic without a document (assets, conversions, a shard key of no known document):
+    /// its node is chosen.
+    Node(Target),
+    /// A document's traffic: its pool is chosen, its node is the document's placement's
+    /// ([`crate::sticky::pins::Stickiness::node_for_traffic`]).
+    Document(DocumentRoute),
+}
+
+/// A document's editor traffic before placement.
+#[derive(Debug)]
+pub struct DocumentRoute {
+    /// The topology routing read.
+    pub topology: Arc<Topology>,
+    /// Suite of the pool.
+    pub suite: SuiteKind,
+    /// Index of the pool the organisation's rules give this suite's traffic.
+    pub pool: usize,
+    /// The organisation owning the document.
+    pub org: Arc<str>,
+    /// The document: the key of its pin.
+    pub file: FileId,
+}
+
+impl DocumentRoute {
+    /// The target once placement chose `placed` (maybe a sibling pool of the suite that
+    /// holds the document's pin); the topology is taken from `store` when this one
+    /// predates the node.
+    pub fn placed(self, placed: Placement, store: &TopologyStore) -> Target {
+        let mut target = Target {
+            topology: self.topology,
+            suite: self.suite,
+            pool: placed.pool,
+            node: 0,
+            org: Some(self.org),
+            urlsrc: None,
+            file: Some(self.file),
+            host_wopi_src: None,
+        };
+        target.place(placed.node, store);
+        target
+    }
 }
 
 /// An open request, read: what it opens, for whom, and which pool the rules give it.
@@ -263,7 +310,8 @@ impl<'a> RouteContext<'a> {
         })
     }
 
-    /// Routes editor traffic to a node of its suite's pool.
+    /// Routes editor traffic: a document's to its pool, where its placement picks the node
+    /// ([`EditorRoute::Document`]); traffic without a document to a node of its suite's pool.
     ///
     /// # Errors
     /// 404 when no pool runs that suite, 400 for a malformed WOPISrc, 403 for an origin no
@@ -273,11 +321,10 @@ impl<'a> RouteContext<'a> {
         request: &EditorRequest<'_>,
         path: &str,
         query: Option<&str>,
-    ) -> Result<Target, Answer> {
+    ) -> Result<EditorRoute, Answer> {
         if !self.pools().iter().any(|p| p.kind == request.suite) {
             return Err(Answer::NotFound);
         }
-        let mut file = None;
         // `hexify_embedded_urls`: the WOPISrc is only inside the hex path segment.
         let hexified = match (request.suite, request.key) {
             (SuiteKind::Collabora, None) => classify::hexified_wopi_src(path),
@@ -294,40 +341,40 @@ impl<'a> RouteContext<'a> {
             .pool_for_traffic(request, document.as_ref().map(|(org, _)| *org))
             .ok_or(Answer::NotFound)?;
         let no_node = || Answer::NoNode(pool.name.clone());
-        let (node, org) = if let Some((org, file_id)) = document {
-            file = FileId::parse(&file_id);
-            let nodes = nodes_for(pool, Some(org));
-            let i = hrw::pick(file_id.as_bytes(), nodes).ok_or_else(no_node)?;
-            let node = if std::ptr::eq(nodes, pool.nodes.as_slice()) {
-                i
-            } else {
-                node_index(pool, &nodes[i]).ok_or_else(no_node)?
-            };
-            (node, Some(org.shared_name()))
-        } else if let Some(shard) = request.key {
+        if let Some((org, file_id)) = document {
+            // Which node: the document's placement decides (its pin, else rendezvous
+            // hashing over the nodes that take it), not routing.
+            let file = FileId::parse(&file_id).ok_or(Answer::UnknownFile)?;
+            return Ok(EditorRoute::Document(DocumentRoute {
+                topology: Arc::clone(self.topology),
+                suite: pool.kind,
+                pool: self.index_of(pool),
+                org: org.shared_name(),
+                file,
+            }));
+        }
+        let node = if let Some(shard) = request.key {
             // OnlyOffice's shard key outside WOPI: an opaque document key, same hash.
             let member = self.member_in(pool);
-            let i = hrw::pick_where(shard.as_bytes(), &pool.nodes, member).ok_or_else(no_node)?;
-            (i, None)
+            hrw::pick_where(shard.as_bytes(), &pool.nodes, member).ok_or_else(no_node)?
         } else {
-            let i = match request.kind {
+            match request.kind {
                 Traffic::Stateless => self.spread(pool).ok_or_else(no_node)?,
                 _ => self
                     .by_version(pool, request.version, path)
                     .ok_or_else(no_node)?,
-            };
-            (i, None)
+            }
         };
-        Ok(Target {
+        Ok(EditorRoute::Node(Target {
             topology: Arc::clone(self.topology),
             suite: pool.kind,
             pool: self.index_of(pool),
             node,
-            org,
+            org: None,
             urlsrc: None,
-            file,
+            file: None,
             host_wopi_src: None,
-        })
+        }))
     }
 
     /// The pool of the request's suite it goes to when no pin says otherwise: the one the
@@ -543,11 +590,6 @@ fn host_wopi_src(raw: &str) -> Result<String, Answer> {
         Ok(same) if same == parsed && !once.contains('%') => Ok(once.into_owned()),
         _ => Ok(parsed.url().to_string()),
     }
-}
-
-/// The index of `node` among `pool`'s nodes (a pinned node is one of them, equal by URL).
-fn node_index(pool: &PoolConfig, node: &Url) -> Option<usize> {
-    pool.nodes.iter().position(|n| n == node)
 }
 
 /// The nodes `org` may use in `pool`: its pinned subset, else all.
@@ -769,7 +811,9 @@ mod tests {
                 else {
                     panic!("{path} is not editor traffic");
                 };
-                let target = ctx.editor(&request, &path, None).unwrap();
+                let EditorRoute::Node(target) = ctx.editor(&request, &path, None).unwrap() else {
+                    panic!("{path} names no document");
+                };
                 assert!(
                     serving.contains(&target.node_url()),
                     "{path} went to {}",
@@ -784,7 +828,10 @@ mod tests {
             let Class::Editor(request) = classify(&http::Method::GET, path, None, false) else {
                 panic!("{path} is not editor traffic");
             };
-            ctx.editor(&request, path, None).unwrap().node
+            match ctx.editor(&request, path, None).unwrap() {
+                EditorRoute::Node(target) => target.node,
+                EditorRoute::Document(_) => panic!("{path} names no document"),
+            }
         };
         for _ in 0..3 {
             health.report_failure(0, 1, "connection refused");
