@@ -6,6 +6,7 @@
 //! caller (tests bind port 0) and serves until [`App::drain`] is asked to stop.
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -93,6 +94,27 @@ pub struct Prepared {
     pub client: UpstreamClient,
     /// Resolver of pools that name their nodes by DNS; `None` when none does.
     pub dns: Option<DnsMembership>,
+}
+
+/// Reloads the pools' node lists whenever the settings file at `path` changes, until
+/// `shutdown` (`watch_settings`; `SIGHUP` does the same on demand).
+async fn watch_settings(path: PathBuf, sticky: Arc<Stickiness>, shutdown: CancellationToken) {
+    let Some(name) = path.file_name().map(ToOwned::to_owned) else {
+        return;
+    };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let is_settings = move |changed: &std::path::Path| changed.file_name() == Some(&*name);
+    crate::watch::on_changes(&dir, "settings file", is_settings, shutdown, None, || {
+        let sticky = Arc::clone(&sticky);
+        async move {
+            // A failed reload keeps the running nodes and logs why.
+            let _ = tokio::task::spawn_blocking(move || sticky.reload_topology()).await;
+        }
+    })
+    .await;
 }
 
 /// officeswitch's private proof keys: it re-signs every call it relays to a host, because
@@ -368,6 +390,13 @@ impl App {
         );
         if config.watch_rules {
             tasks.spawn(self.rules.clone().watch(shutdown.clone()));
+        }
+        if config.watch_settings {
+            tasks.spawn(watch_settings(
+                config.path.clone(),
+                Arc::clone(&self.sticky),
+                shutdown.clone(),
+            ));
         }
         if let Some(dns) = self.prepared.dns.take() {
             let stop = shutdown.clone();

@@ -34,6 +34,8 @@ pub struct Config {
     pub rules_dir: PathBuf,
     /// Reload rules on file changes in `rules_dir` (besides SIGHUP).
     pub watch_rules: bool,
+    /// Reload the pools' node lists when the settings file changes (besides SIGHUP).
+    pub watch_settings: bool,
     /// Directory for state that survives restarts.
     pub state_dir: PathBuf,
     /// Where officeswitch's proof keys live.
@@ -558,6 +560,7 @@ impl Validator<'_> {
             tls,
             rules_dir: self.optional_path("rules_dir", raw.rules_dir.as_ref(), "rules")?,
             watch_rules: raw.watch_rules.unwrap_or(true),
+            watch_settings: raw.watch_settings.unwrap_or(true),
             state_dir: self.optional_path("state_dir", raw.state_dir.as_ref(), "state")?,
             keys,
             discovery,

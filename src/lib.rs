@@ -51,4 +51,5 @@ pub mod sticky;
 pub mod telemetry;
 pub mod topology;
 pub mod upstream;
+pub mod watch;
 pub mod wopi;

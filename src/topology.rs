@@ -388,7 +388,7 @@ impl TopologyStore {
                 .count()
         };
         let head = format!(
-            "topology: generation {}, {} nodes listed, {} leaving",
+            "topology: generation {}, nodes: {} listed, {} leaving",
             current.generation,
             count(Membership::Listed),
             count(Membership::Leaving)

@@ -19,6 +19,8 @@ pub struct FileConfig {
     pub rules_dir: Option<Spanned<String>>,
     /// Reload rules when a file in `rules_dir` changes (SIGHUP always reloads).
     pub watch_rules: Option<bool>,
+    /// Reload the pools' node lists when this file changes (SIGHUP always reloads).
+    pub watch_settings: Option<bool>,
     /// Directory for state that must survive a restart (last good discoveries, keys).
     pub state_dir: Option<Spanned<String>>,
     /// Optional TLS listener.

@@ -11,24 +11,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use notify::{Event, EventKind, RecursiveMode, Watcher};
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio::time::Instant;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info};
 
 use super::RuleSet;
 use crate::config::{ConfigError, PoolConfig};
-
-/// Quiet time after the last change before reloading: an editor's write-temp-then-rename
-/// (or a `cp` of several files) is one reload, not several.
-const DEBOUNCE: Duration = Duration::from_millis(250);
-
-/// Longest a reload waits behind a stream of changes that never goes quiet.
-const MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// The rules in force and how to replace them.
 ///
@@ -160,55 +150,23 @@ impl RulesStore {
         shutdown: CancellationToken,
         ready: Option<oneshot::Sender<()>>,
     ) {
-        // The notify callback runs on the watcher's own thread. A channel of one slot
-        // coalesces bursts: while a reload is pending, further events add nothing.
-        let (tx, mut rx) = mpsc::channel::<()>(1);
-        let handler = move |event: notify::Result<Event>| {
-            if let Err(e) = &event {
-                warn!(error = %e, "rules directory watch error; reloading to be safe");
-            }
-            if is_relevant(&event) {
-                let _ = tx.try_send(());
-            }
-        };
-        let mut watcher = match notify::recommended_watcher(handler) {
-            Ok(w) => w,
-            Err(e) => {
-                warn!(error = %e, "cannot watch the rules directory; SIGHUP still reloads rules");
-                return;
-            }
-        };
-        if let Err(e) = watcher.watch(&self.dir, RecursiveMode::NonRecursive) {
-            warn!(
-                error = %e,
-                dir = %self.dir.display(),
-                "cannot watch the rules directory; SIGHUP still reloads rules"
-            );
-            return;
-        }
-        debug!(dir = %self.dir.display(), "watching the rules directory");
-        if let Some(ready) = ready {
-            let _ = ready.send(());
-        }
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                event = rx.recv() => {
-                    if event.is_none() {
-                        warn!("the rules directory watcher stopped; SIGHUP still reloads rules");
-                        break;
+        let dir = self.dir.clone();
+        crate::watch::on_changes(
+            &dir,
+            "rules directory",
+            is_rules_file,
+            shutdown,
+            ready,
+            || {
+                let store = Arc::clone(&self);
+                async move {
+                    if let Err(e) = tokio::task::spawn_blocking(move || store.reload()).await {
+                        error!(error = %e, "rules reload task failed");
                     }
                 }
-            }
-            if !settle(&mut rx, &shutdown).await {
-                break;
-            }
-            let store = Arc::clone(&self);
-            if let Err(e) = tokio::task::spawn_blocking(move || store.reload()).await {
-                error!(error = %e, "rules reload task failed");
-            }
-        }
-        drop(watcher);
+            },
+        )
+        .await;
     }
 
     fn lock_last_error(&self) -> std::sync::MutexGuard<'_, Option<String>> {
@@ -218,53 +176,18 @@ impl RulesStore {
     }
 }
 
-/// Waits until no change arrived for [`DEBOUNCE`] (at most [`MAX_DELAY`]); false if the
-/// watch must end.
-async fn settle(rx: &mut mpsc::Receiver<()>, shutdown: &CancellationToken) -> bool {
-    let latest = Instant::now() + MAX_DELAY;
-    loop {
-        let quiet = (Instant::now() + DEBOUNCE).min(latest);
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            () = tokio::time::sleep_until(quiet) => return true,
-            event = rx.recv() => {
-                if event.is_none() {
-                    return false;
-                }
-            }
-        }
-    }
-}
-
-/// Whether a watcher event may change the rules: a change to a `*.toml` file, a
-/// Kubernetes ConfigMap swap (`..data`), or anything the watcher could not describe.
-fn is_relevant(event: &notify::Result<Event>) -> bool {
-    let Ok(event) = event else {
-        return true;
-    };
-    if event.need_rescan() {
-        return true;
-    }
-    match event.kind {
-        EventKind::Access(_) => false,
-        _ => event.paths.iter().any(|p| touches_rules(p)),
-    }
-}
-
-/// Whether `path` is a rules file or a ConfigMap-style `..` entry.
-fn touches_rules(path: &Path) -> bool {
+/// Whether `path` is a rules file (`*.toml`, not hidden).
+fn is_rules_file(path: &Path) -> bool {
     let Some(name) = path.file_name() else {
         return false;
     };
-    let bytes = name.as_encoded_bytes();
-    if bytes.starts_with(b"..") {
-        return true;
-    }
-    bytes.first() != Some(&b'.') && path.extension().is_some_and(|e| e == "toml")
+    name.as_encoded_bytes().first() != Some(&b'.') && path.extension().is_some_and(|e| e == "toml")
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::SuiteKind;
     use url::Url;
@@ -477,7 +400,7 @@ mod tests {
 
         // Nothing else is pending: no second reload follows the burst.
         std::fs::write(dir.path().join("notes.txt"), "not rules").unwrap();
-        let second = tokio::time::timeout(DEBOUNCE * 3, generation.changed()).await;
+        let second = tokio::time::timeout(crate::watch::DEBOUNCE * 3, generation.changed()).await;
         assert!(second.is_err(), "a second reload happened");
 
         shutdown.cancel();
@@ -539,29 +462,16 @@ mod tests {
 
     #[test]
     fn only_rules_files_are_relevant() {
-        use notify::event::{AccessKind, CreateKind, ModifyKind, RemoveKind, RenameMode};
-        let event =
-            |kind: EventKind, path: &str| Ok(Event::new(kind).add_path(PathBuf::from(path)));
-        let create = EventKind::Create(CreateKind::File);
-        assert!(is_relevant(&event(create, "/r/acme.toml")));
-        assert!(is_relevant(&event(create, "/r/default.toml")));
-        assert!(is_relevant(&event(
-            EventKind::Remove(RemoveKind::File),
-            "/r/acme.toml"
-        )));
-        assert!(is_relevant(&event(
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-            "/r/acme.toml"
-        )));
-        assert!(is_relevant(&event(create, "/r/..data")));
-        assert!(!is_relevant(&event(
-            EventKind::Access(AccessKind::Any),
-            "/r/acme.toml"
-        )));
-        assert!(!is_relevant(&event(create, "/r/.acme.toml.swp")));
-        assert!(!is_relevant(&event(create, "/r/.#acme.toml")));
-        assert!(!is_relevant(&event(create, "/r/example-org.toml.sample")));
-        assert!(!is_relevant(&event(create, "/r/4913")));
-        assert!(is_relevant(&Err(notify::Error::generic("queue overflow"))));
+        for yes in ["/r/acme.toml", "/r/default.toml"] {
+            assert!(is_rules_file(Path::new(yes)), "{yes}");
+        }
+        for no in [
+            "/r/.acme.toml.swp",
+            "/r/.#acme.toml",
+            "/r/example-org.toml.sample",
+            "/r/4913",
+        ] {
+            assert!(!is_rules_file(Path::new(no)), "{no}");
+        }
     }
 }

@@ -87,7 +87,7 @@ async fn pods_that_appear_in_the_answer_join_and_those_that_vanish_leave_without
     };
     // A node as the stand-ins name themselves (no final `/`).
     let node = |ip: u8| format!("http://127.0.0.{ip}:{port}");
-    every("2 nodes listed".into()).await;
+    every("nodes: 2 listed".into()).await;
     every("ok, discovery of".into()).await;
     let urls: Vec<String> = fleet
         .iter()
@@ -98,7 +98,7 @@ async fn pods_that_appear_in_the_answer_join_and_those_that_vanish_leave_without
 
     // A pod appears in the answer: it joins, no open document moves.
     dns.set(&[pod(11), pod(12), pod(13)]);
-    every("3 nodes listed".into()).await;
+    every("nodes: 3 listed".into()).await;
     let (moved_on_join, _) = moved(&urls, &nc, &placed).await;
     let fresh = open_many(&urls, &nc, "b", 40).await;
     let on_new = fresh.values().filter(|n| **n == node(13)).count();
@@ -111,7 +111,7 @@ async fn pods_that_appear_in_the_answer_join_and_those_that_vanish_leave_without
     tokio::time::sleep(Duration::from_secs(3)).await;
     for os in &fleet {
         let detail = os.readiness().await.1;
-        assert!(detail.contains("3 nodes listed, 0 leaving"), "{detail}");
+        assert!(detail.contains("nodes: 3 listed, 0 leaving"), "{detail}");
     }
     dns.fail(false);
 

@@ -15,7 +15,9 @@ use http::StatusCode;
 use crate::support::client::{self, encode, post_form};
 use crate::support::editor::{EditorPage, StandInEditor, Suite};
 use crate::support::nextcloud::StandInNextcloud;
-use crate::support::officeswitch::{Builder, KIT_ADMIN_TOKEN, OfficeSwitch, OfficeSwitchProcess};
+use crate::support::officeswitch::{
+    Builder, KIT_ADMIN_TOKEN, OfficeSwitch, OfficeSwitchProcess, set_pool_nodes,
+};
 use crate::support::redis::RedisServer;
 use crate::support::richdocuments::RichdocumentsView;
 use crate::support::trace_init;
@@ -626,10 +628,12 @@ async fn nodes_join_and_leave_by_sighup_without_moving_a_document() {
         "[pins]\nstore = \"{}\"\ntimeout_ms = 2000\nttl_secs = 8",
         redis.url()
     );
+    // Only the signal reloads here (the file watch has its own test).
     let builder = || {
         OfficeSwitch::builder()
             .pool("collabora", "collabora", &urls[..3])
             .org("acme", &[nc.origin()], "")
+            .setting("watch_settings = false")
             .section(FAST_HEALTH)
             .section(&store)
     };
@@ -655,7 +659,7 @@ async fn nodes_join_and_leave_by_sighup_without_moving_a_document() {
     // A node joins the settings: SIGHUP, and no open document moves.
     relist(&fleet, &urls);
     until_every(&fleet, |d| {
-        d.contains("topology: generation 2, 4 nodes listed")
+        d.contains("topology: generation 2, nodes: 4 listed")
     })
     .await;
     let (moved_on_join, _) = moved(&addresses, &nc, &placed).await;
@@ -698,7 +702,7 @@ async fn nodes_join_and_leave_by_sighup_without_moving_a_document() {
 
     // Idle: once no pin names it, it is gone and nothing reaches it any more.
     until_every(&fleet, |d| {
-        !d.contains("1 leaving") && d.contains("3 nodes listed")
+        !d.contains("1 leaving") && d.contains("nodes: 3 listed")
     })
     .await;
     let heard = nodes[2].requests().len();
@@ -725,7 +729,30 @@ async fn nodes_join_and_leave_by_sighup_without_moving_a_document() {
         os.signal("HUP");
     }
     let detail = until_every(&fleet, |d| d.contains("the last node list reload failed")).await;
-    assert!(detail.contains("3 nodes listed"), "{detail}");
+    assert!(detail.contains("nodes: 3 listed"), "{detail}");
     let still = open_many(&addresses, &nc, "d", 10).await;
     assert_eq!(still.len(), 10);
+}
+
+#[tokio::test]
+async fn a_changed_settings_file_relists_the_nodes_without_a_signal() {
+    trace_init();
+    let (a, b) = tokio::join!(
+        StandInEditor::start(Suite::Collabora),
+        StandInEditor::start(Suite::Collabora),
+    );
+    let nc = StandInNextcloud::start().await;
+    let os = OfficeSwitch::builder()
+        .pool("collabora", "collabora", &[a.url()])
+        .org("acme", &[nc.origin()], "")
+        .start()
+        .await;
+    os.readiness_saying("nodes: 1 listed").await;
+    set_pool_nodes(&os.config_path(), "collabora", &[a.url(), b.url()]);
+    os.readiness_saying("generation 2, nodes: 2 listed").await;
+    set_pool_nodes(&os.config_path(), "collabora", &[b.url()]);
+    let detail = os
+        .readiness_saying(&format!("node {}/ (collabora): leaving", a.url()))
+        .await;
+    assert!(detail.contains("nodes: 1 listed, 1 leaving"), "{detail}");
 }

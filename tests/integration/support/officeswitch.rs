@@ -253,25 +253,9 @@ impl OfficeSwitchProcess {
     }
 
     /// Rewrites the node list of pool `pool` in its settings file (then [`Self::signal`]
-    /// `HUP` makes it take effect).
+    /// `HUP` makes it take effect, or the file watch).
     pub fn set_pool_nodes(&self, pool: &str, nodes: &[String]) {
-        let path = self.dir.path().join("officeswitch.toml");
-        let settings = std::fs::read_to_string(&path).expect("settings");
-        let mut out = String::new();
-        let mut in_pool = false;
-        for line in settings.lines() {
-            if line.starts_with("name = ") {
-                in_pool = line == format!("name = \"{pool}\"");
-            }
-            if in_pool && line.starts_with("nodes = ") {
-                let list: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
-                out.push_str(&format!("nodes = [{}]\n", list.join(", ")));
-                continue;
-            }
-            out.push_str(line);
-            out.push('\n');
-        }
-        std::fs::write(&path, out).expect("write settings");
+        set_pool_nodes(&self.dir.path().join("officeswitch.toml"), pool, nodes);
     }
 
     /// Sends `signal` (e.g. "HUP") to the process.
@@ -310,6 +294,30 @@ async fn readiness(admin: SocketAddr, dir: &Path) -> (bool, String) {
         .collect::<Vec<_>>()
         .join("\n");
     (report["ready"].as_bool().expect("ready flag"), detail)
+}
+
+/// Rewrites the node list of pool `pool` in the settings file at `path`.
+pub fn set_pool_nodes(path: &Path, pool: &str, nodes: &[String]) {
+    let settings = std::fs::read_to_string(path).expect("settings");
+    let mut out = String::new();
+    let mut in_pool = false;
+    for line in settings.lines() {
+        if line.starts_with("name = ") {
+            in_pool = line == format!("name = \"{pool}\"");
+        }
+        if in_pool && line.starts_with("nodes = ") {
+            let list: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
+            out.push_str(&format!("nodes = [{}]\n", list.join(", ")));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    // Written whole and renamed into place, as editors and config tools do: a watcher never
+    // reads half a file.
+    let temporary = path.with_extension("toml.tmp");
+    std::fs::write(&temporary, out).expect("write settings");
+    std::fs::rename(&temporary, path).expect("replace settings");
 }
 
 /// Runs the `officeswitch` binary on `config`, its output into `log`.
