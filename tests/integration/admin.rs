@@ -15,18 +15,13 @@ use url::Url;
 
 use officeswitch::admin;
 use officeswitch::app::App;
-use officeswitch::config::{
-    HealthConfig, PinStoreConfig, PinsConfig, PoolConfig, ProofPolicy, SuiteKind,
-};
-use officeswitch::sticky::health::Health;
+use officeswitch::config::{PinStoreConfig, PoolConfig, ProofPolicy, SuiteKind};
 use officeswitch::sticky::pins::Stickiness;
-use officeswitch::sticky::store;
-
-use officeswitch::topology::TopologyStore;
 
 use crate::support::client::{self, Reply};
 use crate::support::logs::Captured;
 use crate::support::officeswitch::OfficeSwitch;
+use crate::support::placement::placement;
 
 const BIN: &str = env!("CARGO_BIN_EXE_officeswitch");
 const TOKEN: &str = "admin-token-0123456789-abcdef";
@@ -59,29 +54,7 @@ fn pools() -> Vec<PoolConfig> {
 
 /// Stickiness as `App::new` builds it, over [`pools`] and the given pin store.
 fn sticky(store: PinStoreConfig) -> Arc<Stickiness> {
-    let pools = pools();
-    let health = Health::new(
-        &pools,
-        &HealthConfig {
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(2),
-            fall: 3,
-            rise: 2,
-        },
-    );
-    let pins = PinsConfig {
-        store,
-        ttl: Duration::from_secs(3600),
-        timeout: Duration::from_millis(250),
-        refresh: Duration::from_secs(2),
-    };
-    let topology = TopologyStore::of(pools, "officeswitch.toml".into());
-    Stickiness::new(
-        store::open(&pins).expect("pin store"),
-        health,
-        topology,
-        &pins,
-    )
+    placement(pools(), store, Duration::from_millis(250), 3)
 }
 
 /// `admin::serve` on a listener, stopped by `stop`.

@@ -10,14 +10,10 @@ use std::time::Duration;
 
 use url::Url;
 
-use officeswitch::config::{
-    HealthConfig, PinStoreConfig, PinsConfig, PoolConfig, ProofPolicy, SuiteKind,
-};
-use officeswitch::sticky::health::Health;
+use officeswitch::config::{PinStoreConfig, PoolConfig, ProofPolicy, SuiteKind};
 use officeswitch::sticky::pins::Stickiness;
-use officeswitch::sticky::store;
-use officeswitch::topology::TopologyStore;
 
+use crate::support::placement::placement;
 use crate::support::redis::RedisServer;
 
 /// Documents open through the churn.
@@ -41,28 +37,11 @@ fn pool(nodes: &[usize]) -> Vec<PoolConfig> {
 
 /// One instance's placement: health (never checked here), topology, pins in `redis`.
 fn instance(redis: &RedisServer, nodes: &[usize]) -> Arc<Stickiness> {
-    let pools = pool(nodes);
-    let health = Health::new(
-        &pools,
-        &HealthConfig {
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(2),
-            fall: 1,
-            rise: 1,
-        },
-    );
-    let pins = PinsConfig {
-        store: PinStoreConfig::Redis(redis.url()),
-        ttl: Duration::from_secs(3600),
-        timeout: Duration::from_secs(2),
-        refresh: Duration::from_secs(2),
-    };
-    let topology = TopologyStore::of(pools, "officeswitch.toml".into());
-    Stickiness::new(
-        store::open(&pins).expect("pin store"),
-        health,
-        topology,
-        &pins,
+    placement(
+        pool(nodes),
+        PinStoreConfig::Redis(redis.url()),
+        Duration::from_secs(2),
+        1,
     )
 }
 

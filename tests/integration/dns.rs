@@ -11,7 +11,7 @@ use crate::sticky::{moved, open_many};
 use crate::support::dns::DnsServer;
 use crate::support::editor::{StandInEditor, Suite};
 use crate::support::nextcloud::StandInNextcloud;
-use crate::support::officeswitch::OfficeSwitch;
+use crate::support::officeswitch::{OfficeSwitch, fleet};
 use crate::support::redis::RedisServer;
 use crate::support::trace_init;
 
@@ -66,17 +66,7 @@ async fn pods_that_appear_in_the_answer_join_and_those_that_vanish_leave_without
             ))
             .org("acme", &[nc.origin()], "")
     };
-    let first = builder().start().await;
-    let mut fleet = vec![];
-    for _ in 0..2 {
-        let next = builder()
-            .share_keys_with(&first)
-            .public_url(&first.public_url)
-            .start()
-            .await;
-        fleet.push(next);
-    }
-    fleet.insert(0, first);
+    let fleet = fleet(3, builder).await;
     let every = |needle: String| {
         let fleet = &fleet;
         async move {

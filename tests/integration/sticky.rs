@@ -16,7 +16,7 @@ use crate::support::client::{self, encode, post_form};
 use crate::support::editor::{EditorPage, StandInEditor, Suite};
 use crate::support::nextcloud::StandInNextcloud;
 use crate::support::officeswitch::{
-    Builder, KIT_ADMIN_TOKEN, OfficeSwitch, OfficeSwitchProcess, set_pool_nodes,
+    Builder, KIT_ADMIN_TOKEN, OfficeSwitch, OfficeSwitchProcess, fleet, set_pool_nodes,
 };
 use crate::support::redis::RedisServer;
 use crate::support::richdocuments::RichdocumentsView;
@@ -281,17 +281,8 @@ async fn three_instances_sharing_redis_agree_and_survive_a_redis_outage() {
     // A generous store timeout: three debug builds share two cores with the test.
     let store = format!("[pins]\nstore = \"{}\"\ntimeout_ms = 2000", redis.url());
     // One fleet: the instances share the proof key and token secret (file ids are
-    // derived from it), and the pins in Redis.
-    // and the load balancer's public URL (here: the first instance's address).
-    let first = instance(&nodes, &nc, &store).start().await;
-    let mut instances = Vec::new();
-    for _ in 0..2 {
-        let next = instance(&nodes, &nc, &store)
-            .share_keys_with(&first)
-            .public_url(&first.public_url);
-        instances.push(next.start().await);
-    }
-    instances.insert(0, first);
+    // derived from it), the load balancer's public URL, and the pins in Redis.
+    let instances = fleet(3, || instance(&nodes, &nc, &store)).await;
     membership_story(&instances, &mut nodes, &nc, "redis, 3 instances").await;
     let urls = addresses(&instances);
 
@@ -486,15 +477,7 @@ async fn a_drain_through_one_instance_holds_on_every_instance_within_the_refresh
         redis.url(),
         refresh.as_secs()
     );
-    let first = instance(&nodes, &nc, &store).start().await;
-    let mut instances = vec![];
-    for _ in 0..2 {
-        let next = instance(&nodes, &nc, &store)
-            .share_keys_with(&first)
-            .public_url(&first.public_url);
-        instances.push(next.start().await);
-    }
-    instances.insert(0, first);
+    let instances = fleet(3, || instance(&nodes, &nc, &store)).await;
     let urls = addresses(&instances);
     let fourth = nodes.urls[3].clone();
     for os in &instances {

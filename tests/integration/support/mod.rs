@@ -15,6 +15,7 @@ pub mod logs;
 pub mod nextcloud;
 pub mod nextcloud_page;
 pub mod officeswitch;
+pub mod placement;
 pub mod real_collabora;
 pub mod real_editor;
 pub mod real_onlyoffice;

@@ -296,6 +296,23 @@ async fn readiness(admin: SocketAddr, dir: &Path) -> (bool, String) {
     (report["ready"].as_bool().expect("ready flag"), detail)
 }
 
+/// `count` instances of one fleet, each configured by `builder`: as behind one load
+/// balancer, they share the first one's proof key, token secret and public URL.
+pub async fn fleet(count: usize, builder: impl Fn() -> Builder) -> Vec<OfficeSwitch> {
+    let first = builder().start().await;
+    let mut fleet = Vec::with_capacity(count);
+    for _ in 1..count {
+        let next = builder()
+            .share_keys_with(&first)
+            .public_url(&first.public_url)
+            .start()
+            .await;
+        fleet.push(next);
+    }
+    fleet.insert(0, first);
+    fleet
+}
+
 /// Rewrites the node list of pool `pool` in the settings file at `path`.
 pub fn set_pool_nodes(path: &Path, pool: &str, nodes: &[String]) {
     let settings = std::fs::read_to_string(path).expect("settings");
