@@ -12,6 +12,7 @@
 //! - [`doctor`]: `officeswitch doctor`, the after-set-up check of every editor node;
 //! - [`config`]: `officeswitch.toml`, read as written then validated;
 //! - [`rules`]: organisations and which pool owns which format, hot-reloaded;
+//! - [`watch`]: debounced watching of the rules directory and the settings file;
 //! - [`discovery`]: fetch, keep, merge and publish the pools' discoveries and capabilities;
 //! - [`proxy`]: the life of a request, one phase per file;
 //! - [`sticky`]: which node serves a document: rendezvous hashing, node health, pins
