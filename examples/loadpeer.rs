@@ -5,7 +5,9 @@
 //! ```text
 //! loadpeer node --listen 127.0.0.1:9981 --name n1           # stand-in Collabora node
 //! loadpeer load assets   --addr 127.0.0.1:8080              # small asset: requests/s, p50, p99
+//! loadpeer load assets   --addr 127.0.0.1:8080 --requests 10000 --connections 4  # fixed count
 //! loadpeer load download --addr 127.0.0.1:8080 --pids 4242  # 1 GiB download: MiB/s, RSS peak
+//! loadpeer load downloads --addr 127.0.0.1:8080 --pids 4242 # 64 concurrent 1 MiB: RSS peak
 //! loadpeer load upload   --addr 127.0.0.1:8080 --pids 4242  # 1 GiB upload: MiB/s, RSS peak
 //! loadpeer load ws       --addr 127.0.0.1:8080              # WebSocket round trips/s
 //! loadpeer idle          --addr 127.0.0.1:8080 --pids 4242  # 9,000 idle WebSockets: RSS
@@ -13,13 +15,17 @@
 //!
 //! **node** serves what officeswitch needs to see a healthy Collabora node (the discovery
 //! and capabilities of `../shared/fixtures`, embedded at build time, with the fixture's
-//! origin replaced by the node's own), and the traffic the load client sends: a small
-//! static asset, a large download generated from a fixed pattern (streamed in 64 KiB
-//! slices of one shared buffer, never held in memory), an upload sink that checks the
-//! pattern, the editor page (it answers with the `WOPISrc` it was opened with, so the
-//! client learns officeswitch's), and a WebSocket echo at Collabora's
-//! `/cool/<WOPISrc>/ws`. Every answer names the node in [`NODE_HEADER`]. Unlike the
-//! integration tests' stand-in it records nothing, so it does not grow under load.
+//! origin replaced by the node's own), and the traffic the load client sends: a 10 KiB
+//! static asset at a versioned path (`Cache-Control: public, max-age=31536000, immutable`
+//! and an `ETag`, as Collabora serves its versioned files), a large download generated
+//! from a fixed pattern (streamed in 64 KiB slices of one shared buffer, never held in
+//! memory; `Cache-Control: no-store`, it stands for a generated file no proxy may keep),
+//! an upload sink that checks the pattern, the editor page (it answers with the `WOPISrc`
+//! it was opened with, so the client learns officeswitch's), and a WebSocket echo at
+//! Collabora's `/cool/<WOPISrc>/ws`. Every answer names the node in [`NODE_HEADER`].
+//! Unlike the integration tests' stand-in it records nothing but two counters (assets and
+//! large downloads it served, `GET /loadpeer/served`, so a script can tell how many
+//! requests a proxy's cache answered), so it does not grow under load.
 //!
 //! **load** and **idle** print one line of `key=value` fields on stdout for the script to
 //! read; progress and errors go to stderr, and any wrong byte, status or missing echo is
@@ -27,15 +33,16 @@
 //! `WOPISrc` as Collabora traffic names them: `/cool/<encoded WOPISrc>/ws?WOPISrc=<encoded
 //! WOPISrc>&compat=/ws`. With `--wopisrc host` that is the Nextcloud URL of the file (what
 //! HAProxy and nginx see); with `--wopisrc open` each document is first opened through
-//! officeswitch (`POST /officeswitch/open/...`) and the traffic then carries the
-//! `WOPISrc` officeswitch gave the editor, as real traffic behind officeswitch does.
+//! officeswitch (`POST /officeswitch/open/...`, and the POST again at the `307`'s
+//! `Location`, as a browser does) and the traffic then carries the `WOPISrc` officeswitch
+//! gave the editor, as real traffic behind officeswitch does.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -77,8 +84,14 @@ const CAPABILITIES: &str = include_str!(concat!(
 
 /// The small static asset: a versioned path, as the editor page loads its files.
 const ASSET_PATH: &str = "/browser/61cf2b4/bundle.js";
-/// Its size: a small icon or stylesheet.
-const ASSET_BYTES: usize = 1024;
+/// Its size: a small script or stylesheet.
+const ASSET_BYTES: usize = 10 * 1024;
+/// Its `Cache-Control`: a versioned file never changes.
+const ASSET_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+/// Its entity tag (the version and the file).
+const ASSET_ETAG: &str = "\"61cf2b4-bundle.js\"";
+/// Where a node tells how many assets and large downloads it served.
+const SERVED_PATH: &str = "/loadpeer/served";
 /// The large download (`?bytes=N`, default [`GIB`]).
 const LARGE_PATH: &str = "/browser/61cf2b4/large.bin";
 /// The editor page an open lands on (the fixture's `urlsrc` for `odt`).
@@ -143,6 +156,8 @@ enum Test {
     Download(StreamArgs),
     /// One large upload: MiB/s and the proxy's RSS.
     Upload(StreamArgs),
+    /// Many downloads at once, again and again: the proxy's RSS peak, MiB/s.
+    Downloads(DownloadsArgs),
     /// WebSocket echo round trips over several sockets: round trips/s, p50, p99.
     Ws(WsArgs),
 }
@@ -181,12 +196,40 @@ struct AssetArgs {
     /// Processes whose CPU time per request is measured (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pids: Vec<u32>,
-    /// Seconds of warm-up, not measured.
+    /// Seconds of warm-up, not measured (ignored with `--requests`).
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// Seconds measured.
+    /// Seconds measured; with `--requests`, the longest the requests may take.
     #[arg(long, default_value_t = 8.0)]
     duration: f64,
+    /// Send exactly this many requests (no warm-up) instead of loading for a duration;
+    /// fails unless every one succeeds within `--duration`.
+    #[arg(long)]
+    requests: Option<u64>,
+}
+
+#[derive(Args)]
+struct DownloadsArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Downloads in flight at once, each on its own keep-alive connection.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Body size of each download.
+    #[arg(long, default_value_t = 1 << 20)]
+    bytes: u64,
+    /// Stop after this many downloads in all...
+    #[arg(long, default_value_t = 2000)]
+    max_downloads: u64,
+    /// ...or after this many seconds, whichever comes first (downloads under way finish).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Processes whose summed RSS is sampled during the downloads (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pids: Vec<u32>,
+    /// Longest the whole test may take, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
 }
 
 #[derive(Args)]
@@ -253,6 +296,7 @@ fn main() -> ExitCode {
         Command::Load { test } => match test {
             Test::Assets(a) => a.target.workers,
             Test::Download(a) | Test::Upload(a) => a.target.workers,
+            Test::Downloads(a) => a.target.workers,
             Test::Ws(a) => a.target.workers,
         },
         Command::Idle(a) => a.target.workers,
@@ -275,6 +319,7 @@ fn main() -> ExitCode {
                 Test::Assets(a) => assets(a).await,
                 Test::Download(a) => download(a).await,
                 Test::Upload(a) => upload(a).await,
+                Test::Downloads(a) => downloads(a).await,
                 Test::Ws(a) => websockets(a).await,
             },
             Command::Idle(a) => idle(a).await,
@@ -367,12 +412,16 @@ fn ws_config() -> WebSocketConfig {
 
 type NodeBody = Either<Full<Bytes>, PatternBody>;
 
-/// What a node serves, built once.
+/// What a node serves, built once, and what it counts.
 struct Node {
     name: HeaderValue,
     discovery: Bytes,
     capabilities: Bytes,
     asset: Bytes,
+    /// Asset requests answered (200 or 304).
+    served_assets: AtomicU64,
+    /// Large downloads answered.
+    served_large: AtomicU64,
 }
 
 /// The requests a node knows.
@@ -385,6 +434,7 @@ enum Route {
     Large(u64),
     Upload,
     WebSocket,
+    Served,
     NotFound,
 }
 
@@ -395,6 +445,7 @@ impl Route {
             "/hosting/discovery" if get => return Route::Discovery,
             "/hosting/capabilities" if get => return Route::Capabilities,
             "/" if get => return Route::Root,
+            SERVED_PATH if get => return Route::Served,
             PAGE_PATH if method == Method::POST => return Route::Page,
             LARGE_PATH if get => {
                 let bytes = query
@@ -438,7 +489,9 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         name: HeaderValue::from_str(&args.name).context("--name is not a header value")?,
         discovery: DISCOVERY.replace(FIXTURE_ORIGIN, &base).into(),
         capabilities: Bytes::from_static(CAPABILITIES.as_bytes()),
-        asset: Bytes::from(vec![b'/'; ASSET_BYTES]),
+        asset: pattern().slice(0..ASSET_BYTES),
+        served_assets: AtomicU64::new(0),
+        served_large: AtomicU64::new(0),
     });
     eprintln!("loadpeer node {} on {base}", args.name);
     loop {
@@ -481,15 +534,30 @@ async fn serve(
         Route::Discovery => full(node.discovery.clone(), "text/xml"),
         Route::Capabilities => full(node.capabilities.clone(), "application/json"),
         Route::Root => full(Bytes::from_static(b"OK"), "text/plain"),
-        Route::Asset => full(node.asset.clone(), "application/javascript"),
+        Route::Asset => {
+            node.served_assets.fetch_add(1, Ordering::Relaxed);
+            asset(&request, &node)
+        }
         Route::Large(bytes) => {
+            node.served_large.fetch_add(1, Ordering::Relaxed);
             let mut r = Response::new(Either::Right(PatternBody::new(bytes)));
-            r.headers_mut().insert(
+            let headers = r.headers_mut();
+            headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
             );
+            // A generated file: no proxy may keep it.
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
+        Route::Served => full(
+            Bytes::from(format!(
+                "assets={} large={}",
+                node.served_assets.load(Ordering::Relaxed),
+                node.served_large.load(Ordering::Relaxed)
+            )),
+            "text/plain",
+        ),
         Route::Page => page(request).await,
         Route::Upload => receive(request).await,
         Route::WebSocket => accept_websocket(&mut request),
@@ -499,6 +567,33 @@ async fn serve(
         .headers_mut()
         .insert(NODE_HEADER, node.name.clone());
     Ok(response)
+}
+
+/// The versioned asset, or `304 Not Modified` when the request names its `ETag`.
+fn asset(request: &Request<Incoming>, node: &Node) -> Response<NodeBody> {
+    let fresh = request
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|tag| {
+            matches!(tag.trim(), "*" | ASSET_ETAG) || tag.trim() == format!("W/{ASSET_ETAG}")
+        });
+    let mut response = if fresh {
+        let mut r = Response::new(Either::Left(Full::new(Bytes::new())));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        full(node.asset.clone(), "application/javascript")
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(ASSET_CACHE_CONTROL),
+    );
+    headers.insert(header::ETAG, HeaderValue::from_static(ASSET_ETAG));
+    response
 }
 
 fn full(body: Bytes, content_type: &'static str) -> Response<NodeBody> {
@@ -640,42 +735,64 @@ async fn document_keys(target: &Target, count: usize) -> anyhow::Result<Vec<Stri
     }
 }
 
-/// Opens document `i` through officeswitch; the stand-in page answers with the
-/// `WOPISrc` officeswitch gave it (encoded, as it appears in a query).
+/// Opens document `i` through officeswitch as a browser does: the open POST, then the
+/// same POST again at the `307`'s `Location` (officeswitch's address of the editor page,
+/// with its ticket), which officeswitch passes to the node. The stand-in page answers with
+/// the `WOPISrc` officeswitch gave it (encoded, as it appears in a query).
 async fn open_document(
     send: &mut SendRequest<Full<Bytes>>,
     target: &Target,
     i: usize,
 ) -> anyhow::Result<String> {
-    let uri = format!(
+    let mut uri = format!(
         "{OPEN_PATH}?WOPISrc={}&lang=en",
         uri_component(&host_wopi_src(&target.seed, i))
     );
-    let request = Request::post(uri)
-        .header(header::HOST, target.addr.to_string())
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from_static(
-            b"access_token=loadpeer&access_token_ttl=0",
-        )))?;
-    send.ready().await?;
-    let response = send.send_request(request).await?;
-    let code = response.status();
-    let body = Limited::new(response.into_body(), 4096)
-        .collect()
-        .await
-        .map_err(|e| anyhow!("reading the open's answer: {e}"))?
-        .to_bytes();
-    ensure!(
-        code == StatusCode::OK,
-        "open of document {i} answered {code}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    let key = String::from_utf8(body.to_vec()).context("the page's WOPISrc is not UTF-8")?;
-    ensure!(
-        key.contains("%2Fwopi%2Ffiles%2F"),
-        "the editor was opened with {key}, not an officeswitch WOPISrc"
-    );
-    Ok(key)
+    // Bounded: the open's redirect, and at most two more.
+    for _ in 0..3 {
+        let request = Request::post(uri.as_str())
+            .header(header::HOST, target.addr.to_string())
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from_static(
+                b"access_token=loadpeer&access_token_ttl=0",
+            )))?;
+        send.ready().await?;
+        let response = send.send_request(request).await?;
+        let code = response.status();
+        let location = response.headers().get(header::LOCATION).cloned();
+        let body = Limited::new(response.into_body(), 4096)
+            .collect()
+            .await
+            .map_err(|e| anyhow!("reading the open's answer: {e}"))?
+            .to_bytes();
+        if code == StatusCode::TEMPORARY_REDIRECT {
+            let location = location
+                .as_ref()
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| l.parse::<http::Uri>().ok())
+                .with_context(|| {
+                    format!("open of document {i}: a 307 without a usable Location")
+                })?;
+            // officeswitch sends the browser to its own origin: same connection.
+            uri = location
+                .path_and_query()
+                .map(|pq| pq.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            continue;
+        }
+        ensure!(
+            code == StatusCode::OK,
+            "open of document {i} answered {code}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let key = String::from_utf8(body.to_vec()).context("the page's WOPISrc is not UTF-8")?;
+        ensure!(
+            key.contains("%2Fwopi%2Ffiles%2F"),
+            "the editor was opened with {key}, not an officeswitch WOPISrc"
+        );
+        return Ok(key);
+    }
+    bail!("open of document {i}: more than two redirects")
 }
 
 /// A keep-alive HTTP/1.1 connection.
@@ -716,50 +833,107 @@ fn secs(s: f64) -> anyhow::Result<Duration> {
 /// What one asset connection measured.
 struct AssetTally {
     latency: Histogram<u64>,
+    /// Requests answered in full and correctly within the measured window.
     ok: u64,
+    /// All requests answered in full and correctly, warm-up included.
+    sent: u64,
     errors: u64,
 }
 
 async fn assets(args: AssetArgs) -> anyhow::Result<String> {
     ensure!(args.connections > 0, "--connections must be positive");
-    let from = Instant::now() + secs(args.warmup)?;
+    let started = Instant::now();
+    // With a request count there is no warm-up and the duration is only a limit.
+    let warmup = match args.requests {
+        Some(_) => Duration::ZERO,
+        None => secs(args.warmup)?,
+    };
+    let from = started + warmup;
     let window = secs(args.duration)?;
     let end = from + window;
+    let tickets = args.requests.map(|n| Arc::new(Tickets::new(n)));
     let workers: Vec<_> = (0..args.connections)
-        .map(|_| tokio::spawn(asset_connection(args.target.addr, from, end)))
+        .map(|_| {
+            tokio::spawn(asset_connection(
+                args.target.addr,
+                from,
+                end,
+                tickets.clone(),
+            ))
+        })
         .collect();
     tokio::time::sleep_until(from.into()).await;
     let cpu = CpuWatch::start(&args.pids);
     let mut latency = histogram()?;
-    let (mut ok, mut errors) = (0, 0);
+    let (mut ok, mut sent, mut errors) = (0, 0, 0);
     for worker in workers {
         let tally = worker.await.context("an asset connection panicked")??;
         latency.add(&tally.latency)?;
         ok += tally.ok;
+        sent += tally.sent;
         errors += tally.errors;
     }
     ensure!(ok > 0, "no request succeeded ({errors} errors)");
+    // A fixed count is measured from the start to the last answer.
+    let measured = match args.requests {
+        Some(n) => {
+            ensure!(
+                ok == n && errors == 0,
+                "{ok} of {n} requests succeeded ({errors} errors) within {}s",
+                args.duration
+            );
+            started.elapsed()
+        }
+        None => window,
+    };
     Ok(format!(
-        "rps={:.0} p50_ms={:.3} p99_ms={:.3} requests={ok} errors={errors}{}",
-        ok as f64 / window.as_secs_f64(),
+        "rps={:.0} p50_ms={:.3} p99_ms={:.3} requests={ok} sent={sent} errors={errors}{}",
+        ok as f64 / measured.as_secs_f64(),
         latency.value_at_quantile(0.50) as f64 / 1000.0,
         latency.value_at_quantile(0.99) as f64 / 1000.0,
         cpu.finish(ok),
     ))
 }
 
-/// One keep-alive connection sending asset requests back to back until `end`; requests
-/// that start after `from` are counted. A connection the server ends between requests
-/// (nginx does after 1,000) is replaced; one that fails mid-request is an error. At most
-/// 100 connects may fail.
+/// A fixed number of requests shared by several connections.
+struct Tickets {
+    taken: AtomicU64,
+    total: u64,
+}
+
+impl Tickets {
+    fn new(total: u64) -> Tickets {
+        Tickets {
+            taken: AtomicU64::new(0),
+            total,
+        }
+    }
+
+    /// Whether one more request may be sent.
+    fn take(&self) -> bool {
+        self.taken
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t < self.total).then_some(t + 1)
+            })
+            .is_ok()
+    }
+}
+
+/// One keep-alive connection sending asset requests back to back until `end` (or until
+/// the `tickets` run out); requests that start after `from` are counted. Every answer
+/// must be the asset, byte for byte. A connection the server ends between requests (nginx
+/// does after 1,000) is replaced; one that fails mid-request is an error. At most 100
+/// connects may fail.
 async fn asset_connection(
     addr: SocketAddr,
     from: Instant,
     end: Instant,
+    tickets: Option<Arc<Tickets>>,
 ) -> anyhow::Result<AssetTally> {
     let mut tally = AssetTally {
         latency: histogram()?,
         ok: 0,
+        sent: 0,
         errors: 0,
     };
     let host = addr.to_string();
@@ -783,6 +957,9 @@ async fn asset_connection(
             connection = None;
             continue;
         }
+        if tickets.as_ref().is_some_and(|t| !t.take()) {
+            break;
+        }
         let request = Request::get(ASSET_PATH)
             .header(header::HOST, &host)
             .body(Empty::new())?;
@@ -791,16 +968,18 @@ async fn asset_connection(
             let response = send.send_request(request).await?;
             let code = response.status();
             let body = response.into_body().collect().await?.to_bytes();
-            anyhow::Ok(code == StatusCode::OK && body.len() == ASSET_BYTES)
+            anyhow::Ok(code == StatusCode::OK && body.len() == ASSET_BYTES && is_pattern(0, &body))
         }
         .await;
         let counted = started >= from;
         match outcome {
-            Ok(true) if counted => {
-                tally.latency.saturating_record(micros(started.elapsed()));
-                tally.ok += 1;
+            Ok(true) => {
+                tally.sent += 1;
+                if counted {
+                    tally.latency.saturating_record(micros(started.elapsed()));
+                    tally.ok += 1;
+                }
             }
-            Ok(true) => {}
             Ok(false) => tally.errors += u64::from(counted),
             Err(_) => {
                 tally.errors += u64::from(counted);
@@ -1009,6 +1188,88 @@ async fn upload(args: StreamArgs) -> anyhow::Result<String> {
         .await
         .map_err(|_| anyhow!("the upload took longer than {}s", args.timeout))??;
     Ok(stream_line(args.bytes, elapsed, watch))
+}
+
+/// `--concurrency` connections, each downloading `--bytes` again and again (every body
+/// checked byte for byte) until `--max-downloads` are done in all or `--duration` has
+/// passed, while the proxy's RSS is sampled.
+async fn downloads(args: DownloadsArgs) -> anyhow::Result<String> {
+    ensure!(args.concurrency > 0, "--concurrency must be positive");
+    ensure!(args.bytes <= MAX_STREAM, "--bytes is over {MAX_STREAM}");
+    let addr = args.target.addr;
+    // Connect first, so the RSS covers the downloads and not the handshakes.
+    let mut connections = Vec::with_capacity(args.concurrency);
+    for _ in 0..args.concurrency {
+        connections.push(http1::<Empty<Bytes>>(addr).await?);
+    }
+    let watch = (!args.pids.is_empty())
+        .then(|| RssWatch::start(&args.pids))
+        .transpose()?;
+    let tickets = Arc::new(Tickets::new(args.max_downloads));
+    let started = Instant::now();
+    let end = started + secs(args.duration)?;
+    let bytes = args.bytes;
+    let workers: Vec<_> = connections
+        .into_iter()
+        .map(|mut send| {
+            let tickets = Arc::clone(&tickets);
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while Instant::now() < end && tickets.take() {
+                    if send.is_closed() {
+                        send = http1(addr).await?;
+                    }
+                    send.ready().await?;
+                    let request = Request::get(format!("{LARGE_PATH}?bytes={bytes}"))
+                        .header(header::HOST, addr.to_string())
+                        .body(Empty::new())?;
+                    let response = send.send_request(request).await?;
+                    ensure!(
+                        response.status() == StatusCode::OK,
+                        "download answered {}",
+                        response.status()
+                    );
+                    let mut body = response.into_body();
+                    let mut received = 0u64;
+                    while let Some(frame) = body.frame().await {
+                        if let Ok(data) = frame?.into_data() {
+                            ensure!(
+                                is_pattern(received, &data),
+                                "wrong bytes at offset {received}"
+                            );
+                            received += data.len() as u64;
+                        }
+                    }
+                    ensure!(received == bytes, "received {received} of {bytes} bytes");
+                    done += 1;
+                }
+                anyhow::Ok(done)
+            })
+        })
+        .collect();
+    let all = async {
+        let mut done = 0;
+        for worker in workers {
+            done += worker.await.context("a download task panicked")??;
+        }
+        anyhow::Ok(done)
+    };
+    let done = tokio::time::timeout(secs(args.timeout)?, all)
+        .await
+        .map_err(|_| anyhow!("the downloads took longer than {}s", args.timeout))??;
+    let elapsed = started.elapsed();
+    ensure!(done > 0, "no download finished");
+    let mut line = format!(
+        "downloads={done} concurrency={} bytes={bytes} mib_s={:.0} secs={:.2}",
+        args.concurrency,
+        (done * bytes) as f64 / (1 << 20) as f64 / elapsed.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    if let Some(watch) = watch {
+        line.push(' ');
+        line.push_str(&watch.finish());
+    }
+    Ok(line)
 }
 
 fn stream_line(bytes: u64, elapsed: Duration, watch: Option<RssWatch>) -> String {
