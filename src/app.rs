@@ -410,6 +410,7 @@ impl App {
                 sticky: Arc::clone(&self.sticky),
                 discovery: Arc::clone(&self.discovery),
                 rules: Arc::clone(&self.rules),
+                cache: Arc::clone(proxy.cache()),
             });
             tasks.spawn(admin::serve(
                 listener,

@@ -62,6 +62,18 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     /// Pools whose nodes come from DNS, and how to resolve them.
     pub dns: DnsConfig,
+    /// The memory cache of versioned static assets.
+    pub cache: CacheConfig,
+}
+
+/// The memory cache of versioned static assets (`[cache]`).
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Bytes it may hold (bodies, headers, keys); 0: no cache.
+    pub max_bytes: u64,
+    /// Largest answer kept; at most an eighth of `max_bytes`, so one entry never crowds
+    /// out the rest.
+    pub max_entry_bytes: usize,
 }
 
 /// Nodes found by DNS (`[[pool]] dns` and `[dns]`).
@@ -347,6 +359,13 @@ const DEFAULT_TOKEN_SECRET: &str = "keys/token.secret";
 const DEFAULT_MAX_TOKEN_TTL_SECS: u64 = 36_000;
 /// Default cap on a rewritten host JSON body; CheckFileInfo is a few KiB.
 const DEFAULT_MAX_JSON_BYTES: u64 = 1024 * 1024;
+
+/// Default `cache.max_bytes`: 128 MiB, room for the files editor loads fetch of a few
+/// builds of both suites at once (a rolling upgrade serves two).
+const DEFAULT_CACHE_MAX_BYTES: u64 = 128 * 1024 * 1024;
+
+/// Default `cache.max_entry_bytes`: 8 MiB, ONLYOFFICE's largest scripts and fonts.
+const DEFAULT_CACHE_MAX_ENTRY_BYTES: u64 = 8 * 1024 * 1024;
 /// Smallest `wopi.max_json_bytes`: below it, ordinary CheckFileInfo answers would be refused.
 const MIN_MAX_JSON_BYTES: u64 = 4096;
 /// Default time to the host's response head; Nextcloud answers PutFile after storing it.
@@ -553,6 +572,7 @@ impl Validator<'_> {
         let log = self.log(&raw.log)?;
         let pools = self.pools(&raw.pool)?;
         let dns = self.dns(&raw.dns, &raw.pool)?;
+        let cache = self.cache(&raw.cache)?;
         Ok(Config {
             path: self.path.to_path_buf(),
             public_url,
@@ -574,6 +594,42 @@ impl Validator<'_> {
             log,
             pools,
             dns,
+            cache,
+        })
+    }
+
+    fn cache(&self, raw: &file::FileCache) -> Result<CacheConfig, ConfigError> {
+        let max_bytes = raw
+            .max_bytes
+            .as_ref()
+            .map_or(DEFAULT_CACHE_MAX_BYTES, |v| *v.get_ref());
+        let max_entry_bytes = self.positive(
+            "cache.max_entry_bytes",
+            raw.max_entry_bytes.as_ref(),
+            DEFAULT_CACHE_MAX_ENTRY_BYTES,
+        )?;
+        if let Some(v) = &raw.max_entry_bytes
+            && max_bytes > 0
+            && max_entry_bytes > max_bytes / 8
+        {
+            return Err(self.err(
+                "cache.max_entry_bytes",
+                v,
+                format!(
+                    "must be at most an eighth of cache.max_bytes ({})",
+                    max_bytes / 8
+                ),
+            ));
+        }
+        Ok(CacheConfig {
+            max_bytes,
+            // A smaller `max_bytes` with the default entry size keeps entries at an eighth.
+            max_entry_bytes: usize::try_from(if max_bytes > 0 {
+                max_entry_bytes.min(max_bytes / 8)
+            } else {
+                max_entry_bytes
+            })
+            .unwrap_or(usize::MAX),
         })
     }
 
@@ -961,6 +1017,26 @@ nodes = ["http://127.0.0.1:9980"]
 
     fn parse(src: &str) -> Result<Config, ConfigError> {
         Config::from_str(Path::new("/etc/os/officeswitch.toml"), src)
+    }
+
+    #[test]
+    fn the_asset_cache_is_on_by_default_and_bounded_per_entry() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.cache.max_bytes, 128 * 1024 * 1024);
+        assert_eq!(c.cache.max_entry_bytes, 8 * 1024 * 1024);
+        let off = parse(&format!("{MINIMAL}[cache]\nmax_bytes = 0\n")).unwrap();
+        assert_eq!(off.cache.max_bytes, 0);
+        // A small cache with the default entry size keeps entries at an eighth of it.
+        let small = parse(&format!("{MINIMAL}[cache]\nmax_bytes = 8000000\n")).unwrap();
+        assert_eq!(small.cache.max_entry_bytes, 1_000_000);
+        let err = parse(&format!(
+            "{MINIMAL}[cache]\nmax_bytes = 8000000\nmax_entry_bytes = 1000001\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("cache.max_entry_bytes"), "{err}");
+        assert!(err.to_string().contains("1000000"), "{err}");
+        let err = parse(&format!("{MINIMAL}[cache]\nmax_entry_bytes = 0\n")).unwrap_err();
+        assert!(err.to_string().contains("greater than 0"), "{err}");
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! - [`rules`]: organisations and which pool owns which format, hot-reloaded;
 //! - [`watch`]: debounced watching of the rules directory and the settings file;
 //! - [`discovery`]: fetch, keep, merge and publish the pools' discoveries and capabilities;
-//! - [`proxy`]: the life of a request, one phase per file;
+//! - [`proxy`]: the life of a request, one phase per file; [`cache`]: versioned static
+//!   assets served from memory;
 //! - [`sticky`]: which node serves a document: rendezvous hashing, node health, pins
 //!   shared through a store (memory or Redis);
 //! - [`wopi`]: WOPI pieces (proof keys and proofs, minted tokens, document identity);
@@ -38,6 +39,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cache;
 pub mod civil;
 pub mod cli;
 pub mod config;

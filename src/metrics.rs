@@ -26,6 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
 
+use crate::cache::AssetCache;
 use crate::discovery::DiscoveryService;
 use crate::rules::watch::RulesStore;
 use crate::sticky::pins::Stickiness;
@@ -428,9 +429,91 @@ pub struct Scrape {
     pub discovery: Arc<DiscoveryService>,
     /// Rules and their reloads.
     pub rules: Arc<RulesStore>,
+    /// The asset cache.
+    pub cache: Arc<AssetCache>,
+}
+
+/// Why an answer was not stored in the asset cache.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheRefusalLabel {
+    reason: &'static str,
 }
 
 impl Scrape {
+    /// The asset cache's figures (this instance's: the cache is the process's own).
+    fn cache_state(&self, registry: &mut Registry) {
+        let stats = self.cache.stats();
+        let counter = |n: u64| {
+            let c = Counter::<u64, AtomicU64>::default();
+            c.inc_by(n);
+            c
+        };
+        let gauge = |n: u64| {
+            let g = Gauge::<i64, AtomicI64>::default();
+            g.set(i64::try_from(n).unwrap_or(i64::MAX));
+            g
+        };
+        let lookups = Family::<ResultLabel, Counter>::default();
+        lookups
+            .get_or_create(&ResultLabel { result: "hit" })
+            .inc_by(stats.hits);
+        lookups
+            .get_or_create(&ResultLabel { result: "miss" })
+            .inc_by(stats.misses);
+        register(
+            registry,
+            "asset_cache_lookups",
+            "Versioned static asset requests the cache looked up, by result (hit: answered \
+             from memory; miss: forwarded to a node)",
+            lookups,
+        );
+        register(
+            registry,
+            "asset_cache_stores",
+            "Node answers stored in the asset cache",
+            counter(stats.stored),
+        );
+        let refused = Family::<CacheRefusalLabel, Counter>::default();
+        for (why, n) in &stats.refused {
+            refused
+                .get_or_create(&CacheRefusalLabel {
+                    reason: why.as_str(),
+                })
+                .inc_by(*n);
+        }
+        register(
+            registry,
+            "asset_cache_refusals",
+            "Node answers to cacheable requests not stored, by reason (no_store, private, \
+             set_cookie, too_large, request_credentials, ...)",
+            refused,
+        );
+        register(
+            registry,
+            "asset_cache_evictions",
+            "Entries evicted from the asset cache to make room",
+            counter(stats.evictions),
+        );
+        register(
+            registry,
+            "asset_cache_bytes",
+            "Bytes the asset cache holds now (bodies, headers, keys)",
+            gauge(stats.bytes),
+        );
+        register(
+            registry,
+            "asset_cache_entries",
+            "Entries the asset cache holds now",
+            gauge(stats.entries),
+        );
+        register(
+            registry,
+            "asset_cache_capacity_bytes",
+            "cache.max_bytes: what the asset cache may hold (0: off)",
+            gauge(stats.capacity),
+        );
+    }
+
     /// The OpenMetrics text exposition of every metric. Asks the pin store to count pins
     /// (at most 2 s).
     pub async fn render(&self) -> String {
@@ -493,6 +576,7 @@ impl Scrape {
             "Pin store calls that failed or timed out (this instance), by operation",
             store_errors,
         );
+        self.cache_state(&mut registry);
         let catalog = self.discovery.catalog();
         let pinned = Family::<PoolLabel, Gauge>::default();
         if let Some(pins) = pins {

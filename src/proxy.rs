@@ -58,6 +58,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 
+use crate::cache::{AssetCache, Lookup};
 use crate::config::{Config, SuiteKind, UpstreamConfig, WopiConfig};
 use crate::discovery::DiscoveryService;
 use crate::discovery::service::Catalog;
@@ -137,6 +138,8 @@ pub struct Proxy {
     service_roots: ServiceRoots,
     /// How long a form officeswitch reads itself may take to arrive.
     body_timeout: std::time::Duration,
+    /// Versioned static assets kept in memory.
+    cache: Arc<AssetCache>,
 }
 
 /// Rules, discoveries and organisation tags in force when a request started; it keeps
@@ -203,7 +206,13 @@ impl Proxy {
             readiness,
             service_roots: ServiceRoots::of(&config.pools),
             body_timeout: config.server.body_timeout,
+            cache: Arc::new(AssetCache::new(&config.cache)),
         }
+    }
+
+    /// The asset cache, whose figures `/metrics` shows.
+    pub fn cache(&self) -> &Arc<AssetCache> {
+        &self.cache
     }
 
     /// Readiness, which the admin listener details.
@@ -237,11 +246,24 @@ impl Proxy {
         let answer = match self.route_editor(&editor, path, query).await {
             Ok(target) => {
                 log.target(&target);
+                let cached = match self.cache.lookup(&editor, &request, target.pool) {
+                    Lookup::Hit(response) => {
+                        log.from_cache(response.status().as_u16());
+                        return logged(response, log);
+                    }
+                    Lookup::Miss(miss) => Some(miss),
+                    Lookup::Bypass => None,
+                };
                 match self
                     .forward(request, &target, path, peer, upgrade, page, log)
                     .await
                 {
-                    Ok(response) => return response,
+                    Ok(response) => {
+                        return match cached {
+                            Some(miss) => self.cache.fill(miss, response),
+                            None => response,
+                        };
+                    }
                     Err((answer, returned_log)) => {
                         log = returned_log;
                         answer

@@ -56,6 +56,9 @@ pub struct FileConfig {
     /// How pools with `dns` find their nodes.
     #[serde(default)]
     pub dns: FileDns,
+    /// The memory cache of versioned static assets.
+    #[serde(default)]
+    pub cache: FileCache,
     /// One entry per editor suite.
     #[serde(default)]
     pub pool: Vec<FilePool>,
@@ -215,6 +218,16 @@ pub struct FileDns {
     pub servers: Option<Vec<Spanned<String>>>,
     /// Seconds between resolutions.
     pub interval_secs: Option<Spanned<u64>>,
+}
+
+/// `[cache]`: versioned static assets kept in memory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    /// Bytes the cache may hold in all; 0 turns it off.
+    pub max_bytes: Option<Spanned<u64>>,
+    /// Largest answer kept, in bytes.
+    pub max_entry_bytes: Option<Spanned<u64>>,
 }
 
 /// `[[pool]]`: one editor suite and its nodes.

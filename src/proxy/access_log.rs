@@ -64,6 +64,13 @@ impl AccessLog {
         self.editor_node = true;
     }
 
+    /// Records an answer the asset cache gave in the node's place: no node was involved.
+    pub fn from_cache(&mut self, status: u16) {
+        self.status = status;
+        self.node = Some("cache".to_string());
+        self.editor_node = false;
+    }
+
     /// Records the organisation a request turned out to be for once its body was read
     /// (Collabora's settings page names it in its form).
     pub fn org(&mut self, org: &str) {

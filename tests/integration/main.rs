@@ -58,6 +58,9 @@ mod packaging;
 // Graceful stop: readiness, listeners, saves in flight, WebSocket close frames, SIGTERM.
 mod drain;
 
+/// Versioned static assets served from memory, and nothing private ever (issue 15).
+mod cache;
+
 /// Faults mid-editing: a node killed under a live WebSocket, Nextcloud restarting mid-save (issue 6).
 mod faults;
 

@@ -798,6 +798,10 @@ pub struct StandInOptions {
     /// body) do: the answer, `<n> bytes`, comes only after the last byte. Off, the upload
     /// is echoed as it streams.
     pub converts_whole_uploads: bool,
+    /// Headers put on static files whose path ends with the first element, over the
+    /// editor's own: what a node behind a hoster's proxy, or a misconfigured one, may send
+    /// (`Cache-Control: private`, `Set-Cookie`).
+    pub static_headers: Vec<(String, header::HeaderName, HeaderValue)>,
 }
 
 impl StandInOptions {
@@ -834,6 +838,16 @@ impl StandInOptions {
     /// Reads conversion uploads whole before answering ([`StandInOptions::converts_whole_uploads`]).
     pub fn converts_whole_uploads(mut self) -> Self {
         self.converts_whole_uploads = true;
+        self
+    }
+
+    /// Puts `name: value` on static files whose path ends with `file`.
+    pub fn static_header(mut self, file: &str, name: &'static str, value: &'static str) -> Self {
+        self.static_headers.push((
+            file.to_string(),
+            header::HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        ));
         self
     }
 
@@ -1749,7 +1763,7 @@ async fn route(
             }
         }
         Route::EditorPage => editor_page(shared, req).await,
-        Route::Static => static_file(shared, req.uri().path()),
+        Route::Static => static_file(shared, &req),
         Route::EditorJson => editor_json(req.uri().path()),
         Route::WebSocket => accept_websocket(shared, sessions, req),
         Route::Download => download(shared, &req),
@@ -2086,7 +2100,11 @@ fn collabora_page(shared: &Shared, authority: &str, opened: &Opened) -> Response
     );
     let mut response = whole(StatusCode::OK, "text/html; charset=utf-8", html);
     let headers = response.headers_mut();
+    // coolwsd marks its preprocessed page cacheable like any static file, token and all
+    // (`FileServer.cpp` preprocessFile): a shared cache must know a page from an asset.
     for (name, value) in [
+        ("cache-control", "max-age=11059200".to_owned()),
+        ("etag", format!("\"{}\"", shared.version)),
         ("x-content-type-options", "nosniff".to_owned()),
         ("x-xss-protection", "1; mode=block".to_owned()),
         ("referrer-policy", "no-referrer".to_owned()),
@@ -3030,12 +3048,19 @@ async fn cut_upload(
     }
 }
 
-/// A static file with `Cache-Control: public`, as versioned assets have, whose first line
-/// names the node and the version it really serves. Most are that line alone; the files
-/// the stand-in pages run are real: Collabora's `bundle.js` ([`COLLABORA_BUNDLE_JS`]),
-/// OnlyOffice's `web-apps/apps/api/documents/api.js` ([`ONLYOFFICE_API_JS`]) and
+/// A static file as the real editors serve one, whose first line names the node and the
+/// version it really serves. Most are that line alone; the files the stand-in pages run
+/// are real: Collabora's `bundle.js` ([`COLLABORA_BUNDLE_JS`]), OnlyOffice's
+/// `web-apps/apps/api/documents/api.js` ([`ONLYOFFICE_API_JS`]) and
 /// `web-apps/apps/<editor>/main/index.html` ([`ONLYOFFICE_FRAME_HTML`]).
-fn static_file(shared: &Shared, path: &str) -> Response<Body> {
+///
+/// Caching headers as the editors send them: coolwsd `Cache-Control: max-age=11059200`
+/// (128 days) and `ETag: "<version hash>"`, answering a matching `If-None-Match` with 304
+/// (`wsd/FileServer.cpp`); DocService's nginx `expires 365d` on versioned paths
+/// (`max-age=31536000`) and its own `ETag`. [`StandInOptions::static_header`] adds
+/// headers to one file.
+fn static_file(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
     let content_type = mime_guess::from_path(path)
         .first_raw()
         .unwrap_or("application/octet-stream");
@@ -3063,10 +3088,38 @@ fn static_file(shared: &Shared, path: &str) -> Response<Body> {
         ),
         _ => (content_type, format!("/* {origin} */\n")),
     };
-    let mut response = whole(StatusCode::OK, content_type, text);
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public"));
+    let (max_age, etag) = match shared.suite {
+        Suite::Collabora => ("max-age=11059200", format!("\"{}\"", shared.version)),
+        Suite::OnlyOffice => (
+            "max-age=31536000",
+            format!("\"{:x}-{:x}\"", text.len(), shared.version.len()),
+        ),
+    };
+    let not_modified = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|tag| tag.as_bytes() == etag.as_bytes());
+    let mut response = if not_modified {
+        let mut response = whole(StatusCode::NOT_MODIFIED, content_type, Bytes::new());
+        response.headers_mut().remove(header::CONTENT_TYPE);
+        response
+    } else {
+        whole(StatusCode::OK, content_type, text)
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(max_age));
+    if let Ok(etag) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    for (file, name, value) in &shared.options.static_headers {
+        if path.ends_with(file.as_str()) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
     response
 }
 
