@@ -45,6 +45,13 @@ const FAMILIES: &[(&str, &str)] = &[
     ("discovery_age_seconds", "gauge"),
     ("discovery_fetches", "counter"),
     ("rules_reloads", "counter"),
+    ("asset_cache_lookups", "counter"),
+    ("asset_cache_stores", "counter"),
+    ("asset_cache_refusals", "counter"),
+    ("asset_cache_evictions", "counter"),
+    ("asset_cache_bytes", "gauge"),
+    ("asset_cache_entries", "gauge"),
+    ("asset_cache_capacity_bytes", "gauge"),
 ];
 
 /// Pin store operations, as the errors counter labels them.
