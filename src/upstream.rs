@@ -120,7 +120,7 @@ impl UpstreamClient {
         if reuse {
             while let Some(mut sender) = pool.checkout() {
                 match sender.try_send_request(request).await {
-                    Ok(response) => return Ok(leased(response, sender, pool, sent)),
+                    Ok(response) => return Ok(leased(response, sender, pool, sent).await),
                     Err(mut failed) => match failed.take_message() {
                         // Not sent: the connection closed meanwhile; try the next one.
                         Some(unsent) => request = unsent,
@@ -131,7 +131,7 @@ impl UpstreamClient {
         }
         let mut sender = self.connect(&pool).await?;
         match sender.try_send_request(request).await {
-            Ok(response) => Ok(leased(response, sender, pool, sent)),
+            Ok(response) => Ok(leased(response, sender, pool, sent).await),
             Err(failed) => Err(Error::Request(failed.into_error())),
         }
     }
@@ -196,14 +196,16 @@ impl UpstreamClient {
 
 /// `response` with a body that returns its connection to `pool` once read, unless it is an
 /// upgrade (the connection belongs to the tunnel then).
-fn leased(
+async fn leased(
     response: Response<Incoming>,
     sender: Sender,
     pool: Arc<Pool>,
     sent: Option<Arc<AtomicBool>>,
 ) -> Response<Body> {
     let lease = (response.status() != StatusCode::SWITCHING_PROTOCOLS).then_some((sender, pool));
-    response.map(|inner| Body::new(inner, lease, sent))
+    let mut response = response.map(|inner| Body::new(inner, lease, sent));
+    response.body_mut().release_if_empty().await;
+    response
 }
 
 /// `Host` for `authority`: without user info and without the scheme's default port, as
@@ -381,6 +383,10 @@ mod tests {
                                 .body(Full::new(Bytes::new()))
                                 .expect("101")
                         }
+                        "/empty" => Response::builder()
+                            .status(StatusCode::NO_CONTENT)
+                            .body(Full::new(Bytes::new()))
+                            .expect("204"),
                         _ => Response::new(Full::new(Bytes::from_static(b"hello"))),
                     };
                     Ok::<_, Infallible>(response)
@@ -431,6 +437,24 @@ mod tests {
             let response = client.request(get(addr, "/small")).await.expect("small");
             let body = response.into_body().collect().await.expect("body");
             assert_eq!(body.to_bytes(), Bytes::from_static(b"hello"));
+            assert_eq!(idle(&client, addr), 1);
+        }
+        // Read as hyper's server reads it: frames until the body says it ended, then
+        // dropped without asking for its end; and a response without a body (never polled).
+        for _ in 0..3 {
+            let response = client.request(get(addr, "/small")).await.expect("small");
+            let mut body = response.into_body();
+            let mut read = Vec::new();
+            while !body.is_end_stream() {
+                let frame = body.frame().await.expect("a frame").expect("data");
+                read.extend_from_slice(frame.data_ref().expect("data"));
+            }
+            drop(body);
+            assert_eq!(read, b"hello");
+            assert_eq!(idle(&client, addr), 1);
+            let response = client.request(get(addr, "/empty")).await.expect("empty");
+            assert_eq!(response.status(), StatusCode::NO_CONTENT);
+            drop(response);
             assert_eq!(idle(&client, addr), 1);
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);

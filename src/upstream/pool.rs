@@ -224,13 +224,16 @@ struct Lease {
 }
 
 /// A response body from a node or host. Once read to the end, it hands its connection
-/// back to the pool as soon as hyper has it ready for the next request (before it reports
-/// its own end, so a client's next request finds the connection idle); dropped before the
-/// end, it lets hyper close the connection.
+/// back to the pool as soon as hyper has it ready for the next request, before it gives
+/// out its last frame (a body of known length) or its end (a chunked one): the client's
+/// next request then finds the connection idle, and no task waits per request. Dropped
+/// before the end, it lets hyper close the connection.
 pub struct Body {
     inner: Incoming,
-    /// The inner body returned its end.
+    /// The inner body gave its last frame or its end.
     ended: bool,
+    /// The last frame, held while the connection goes back.
+    last: Option<Frame<Bytes>>,
     /// The connection, while it may still go back.
     lease: Option<Lease>,
 }
@@ -246,8 +249,46 @@ impl Body {
         Body {
             inner,
             ended: false,
+            last: None,
             lease: lease.map(|(sender, pool)| Lease { sender, pool, sent }),
         }
+    }
+
+    /// A response without a body (204, 304, an answer to HEAD): its connection goes back
+    /// now, since nothing may ever poll this body.
+    pub async fn release_if_empty(&mut self) {
+        if self.lease.is_some() && self.inner.is_end_stream() {
+            self.ended = true;
+            std::future::poll_fn(|cx| self.poll_release(cx)).await;
+        }
+    }
+
+    /// Hands the connection back once hyper has it ready; drops it when hyper closed it or
+    /// when the request body is still being sent (hyper finishes or closes the connection
+    /// after it, and the response must not wait for that).
+    fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(lease) = &mut self.lease else {
+            return Poll::Ready(());
+        };
+        if lease
+            .sent
+            .as_ref()
+            .is_some_and(|s| !s.load(Ordering::Acquire))
+        {
+            self.lease = None;
+            return Poll::Ready(());
+        }
+        match lease.sender.poll_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(())) => {
+                if let Some(Lease { sender, pool, .. }) = self.lease.take() {
+                    pool.put(sender);
+                }
+            }
+            // Closed by the node (`Connection: close`) or by hyper.
+            Poll::Ready(Err(_)) => self.lease = None,
+        }
+        Poll::Ready(())
     }
 }
 
@@ -273,55 +314,50 @@ impl hyper::body::Body for Body {
         if !this.ended {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    if this.lease.is_none() || !this.inner.is_end_stream() {
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    this.last = Some(frame);
+                    this.ended = true;
+                }
                 Poll::Ready(Some(Err(e))) => {
                     this.lease = None;
                     return Poll::Ready(Some(Err(e)));
                 }
-                Poll::Ready(None) => {
-                    this.ended = true;
-                    // The request body still streams: hyper finishes or closes the
-                    // connection after it; waiting for that would hold this response.
-                    if let Some(lease) = &this.lease
-                        && let Some(sent) = &lease.sent
-                        && !sent.load(Ordering::Acquire)
-                    {
-                        this.lease = None;
-                    }
-                }
+                Poll::Ready(None) => this.ended = true,
             }
         }
-        if let Some(lease) = &mut this.lease {
-            match lease.sender.poll_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) => {
-                    if let Some(Lease { sender, pool, .. }) = this.lease.take() {
-                        pool.put(sender);
-                    }
-                }
-                // Closed by the node (`Connection: close`) or by hyper.
-                Poll::Ready(Err(_)) => this.lease = None,
-            }
+        if this.poll_release(cx).is_pending() {
+            return Poll::Pending;
         }
-        Poll::Ready(None)
+        Poll::Ready(this.last.take().map(Ok))
     }
 
     fn is_end_stream(&self) -> bool {
-        // While the connection is on loan, one more poll hands it back.
-        self.lease.is_none() && (self.ended || self.inner.is_end_stream())
+        self.lease.is_none() && self.last.is_none() && (self.ended || self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let mut hint = self.inner.size_hint();
+        if let Some(data) = self.last.as_ref().and_then(Frame::data_ref) {
+            let held = data.len() as u64;
+            hint.set_lower(hint.lower().saturating_add(held));
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper.saturating_add(held));
+            }
+        }
+        hint
     }
 }
 
 impl Drop for Body {
     fn drop(&mut self) {
-        // A consumer that stopped at the last byte without asking for the end: the
-        // connection still goes back if hyper already has it ready.
-        if let Some(Lease { sender, pool, .. }) = self.lease.take()
+        // A consumer that stopped at the last byte without asking for more: the connection
+        // still goes back if hyper already has it ready.
+        if let Some(Lease { sender, pool, sent }) = self.lease.take()
             && (self.ended || self.inner.is_end_stream())
+            && sent.is_none_or(|s| s.load(Ordering::Acquire))
             && sender.is_ready()
         {
             pool.put(sender);
