@@ -68,7 +68,7 @@ use crate::rules::watch::RulesStore;
 use crate::server::drain::Drain;
 use crate::sticky::pins::Stickiness;
 use crate::topology::{Topology, TopologyStore};
-use crate::upstream::{UpstreamBody, UpstreamClient};
+use crate::upstream::{self, UpstreamBody, UpstreamClient};
 use crate::wopi::proof::Signer;
 use crate::wopi::token::TokenKeys;
 use crate::wopi::wopi_src;
@@ -714,7 +714,7 @@ impl Proxy {
         sending: &Sending<'_>,
         open_form: Option<(http::request::Parts, String)>,
         log: &mut AccessLog,
-    ) -> Result<Response<Incoming>, Answer> {
+    ) -> Result<Response<upstream::Body>, Answer> {
         let node = target.node_url();
         let request = rewrite::request(
             request,
@@ -764,10 +764,10 @@ impl Proxy {
     /// Reports a send's outcome to passive health, which counts only what the node did.
     fn judged(
         &self,
-        outcome: Result<Response<Incoming>, Answer>,
+        outcome: Result<Response<upstream::Body>, Answer>,
         target: &Target,
         progress: &BodyProgress,
-    ) -> Result<Response<Incoming>, Answer> {
+    ) -> Result<Response<upstream::Body>, Answer> {
         let health = self.sticky.health();
         match outcome {
             Ok(response) => {

@@ -27,7 +27,6 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use url::Url;
 
@@ -39,7 +38,7 @@ use crate::config::{PoolConfig, ProofPolicy};
 use crate::discovery::ProofKeyPair;
 use crate::discovery::service::Catalog;
 use crate::rules::RuleSet;
-use crate::upstream::{UpstreamBody, UpstreamClient};
+use crate::upstream::{self, UpstreamBody, UpstreamClient};
 use crate::wopi::proof::{self, ProofHeaders, Signer};
 use crate::wopi::token::{Grant, GrantKind, TokenKeys, unix_now};
 
@@ -294,7 +293,7 @@ impl Host<'_> {
         &self,
         call: &WopiCall<'_>,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, Answer> {
+    ) -> Result<Response<upstream::Body>, Answer> {
         let request = host_request(request, call, self.grant, self.signer)?;
         let response = hold::send(self.client, request, self.timeout)
             .await
@@ -310,7 +309,7 @@ impl Host<'_> {
     ///
     /// # Errors
     /// 502 when it breaks off, is larger or is not JSON.
-    pub async fn json(&self, body: Incoming) -> Result<serde_json::Value, Answer> {
+    pub async fn json(&self, body: upstream::Body) -> Result<serde_json::Value, Answer> {
         let bytes = Limited::new(body, self.max_json_bytes)
             .collect()
             .await

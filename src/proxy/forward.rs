@@ -9,16 +9,15 @@
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::{Body as _, Incoming};
-use hyper_util::client::legacy::Error as ClientError;
+use hyper::body::Body as _;
 use tokio::time::Instant;
 use tokio::time::error::Elapsed;
 
 use super::answer::{Answer, BoxError, ProxyBody};
-use crate::upstream::{UpstreamBody, UpstreamClient, error_chain};
+use crate::upstream::{self, UpstreamBody, UpstreamClient, error_chain};
 
 /// What one send ended with: the response, the client's error, or the deadline passed.
-pub type Sent = Result<Result<Response<Incoming>, ClientError>, Elapsed>;
+pub type Sent = Result<Result<Response<upstream::Body>, upstream::Error>, Elapsed>;
 
 /// Sends `request` and waits for the response head until `deadline`; the outcome is not
 /// yet an answer ([`into_answer`]), so callers can look at the error first (the host calls
@@ -50,7 +49,7 @@ pub async fn send_until(
 ///
 /// # Errors
 /// Those two.
-pub fn into_answer(sent: Sent) -> Result<Response<Incoming>, Answer> {
+pub fn into_answer(sent: Sent) -> Result<Response<upstream::Body>, Answer> {
     match sent {
         Err(_) => Err(Answer::GatewayTimeout),
         Ok(Err(e)) => Err(Answer::BadGateway(error_chain(&e))),
@@ -108,14 +107,14 @@ where
 }
 
 /// A node's response body, as officeswitch sends it on.
-pub fn client_body(body: Incoming) -> ProxyBody {
+pub fn client_body(body: upstream::Body) -> ProxyBody {
     body.map_err(|e| -> BoxError { Box::new(e) }).boxed()
 }
 
 /// Whether the client could not open a connection (to a node or the host), so nothing of
 /// the request left officeswitch: refused, reset or aborted while connecting, timed out, unreachable.
 /// Refusals of TLS (a bad certificate) are not among them: repeating does not cure those.
-pub fn not_opened(error: &hyper_util::client::legacy::Error) -> bool {
+pub fn not_opened(error: &upstream::Error) -> bool {
     use std::io::ErrorKind;
     if !error.is_connect() {
         return false;

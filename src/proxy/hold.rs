@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::answer::Answer;
 use super::forward;
-use crate::upstream::{UpstreamBody, UpstreamClient};
+use crate::upstream::{self, UpstreamBody, UpstreamClient};
 
 /// Wait before the first repeat.
 const FIRST_WAIT: Duration = Duration::from_millis(250);
@@ -40,7 +40,7 @@ pub async fn send(
     client: &UpstreamClient,
     request: Request<UpstreamBody>,
     within: Duration,
-) -> Result<Response<Incoming>, Answer> {
+) -> Result<Response<upstream::Body>, Answer> {
     let deadline = Instant::now() + within;
     let (head, mut body) = request.into_parts();
     let mut wait = FIRST_WAIT;
