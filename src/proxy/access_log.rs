@@ -186,6 +186,10 @@ impl AccessLog {
 /// segment (`/cool/0x<hex>/...`, which encodes the same) entirely. Anything else, including
 /// non-UTF-8-looking percent escapes, stays as it is.
 pub fn loggable_path(path: &str) -> String {
+    // Most paths (static files) carry neither form: kept as they are.
+    if path.len() <= MAX_LOGGED_PATH && !path.contains('%') && !path.contains("/0x") {
+        return path.to_string();
+    }
     let mut out = String::with_capacity(path.len());
     for (i, segment) in path.split('/').enumerate() {
         if i > 0 {

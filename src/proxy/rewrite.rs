@@ -19,18 +19,6 @@ use super::answer::Answer;
 use super::classify::query_param;
 use crate::discovery::announced;
 
-/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
 /// officeswitch's public origin as the forwarding headers spell it, rendered once at start
 /// instead of on every request.
 pub struct PublicOrigin {
@@ -136,54 +124,79 @@ pub fn response<B>(mut response: Response<B>, node: &Url, public: &PublicOrigin)
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Browsers send `Connection: keep-alive` (or `upgrade`): names removed below anyway,
-    // so the common request collects nothing.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|n| {
-            !["keep-alive", "close", "upgrade"]
+    let mut unwanted = unwanted(headers, is_hop_by_hop);
+    // Browsers send `Connection: keep-alive` (or `upgrade`): names removed anyway, so the
+    // common request adds nothing here.
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for name in value.split(',').map(str::trim) {
+            if !["keep-alive", "close", "upgrade"]
                 .iter()
-                .any(|known| n.eq_ignore_ascii_case(known))
-        })
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+                .any(|known| name.eq_ignore_ascii_case(known))
+                && let Ok(name) = HeaderName::from_bytes(name.as_bytes())
+            {
+                unwanted.push(name);
+            }
+        }
+    }
+    for name in &unwanted {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
+}
+
+/// The names in `headers` that `is_unwanted`: one pass over the names a message has, and
+/// no allocation when it has none of them (most messages).
+fn unwanted(headers: &HeaderMap, is_unwanted: fn(&str) -> bool) -> Vec<HeaderName> {
+    headers
+        .keys()
+        .filter(|name| is_unwanted(name.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), and
+/// `Upgrade`, which [`request`] and [`response`] put back only on an upgrade.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
 /// Forwarding headers a client may send that editors or their web servers read as the
 /// address or path they are served under: officeswitch names those itself, or not at all.
-const CLIENT_FORWARDING: [&str; 8] = [
-    "x-real-ip",
-    "x-forwarded-prefix",
-    "x-forwarded-port",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
-    "x-original-url",
-    "x-rewrite-url",
-    "proxyprefix",
-];
+fn is_client_forwarding(name: &str) -> bool {
+    matches!(
+        name,
+        "x-real-ip"
+            | "x-forwarded-prefix"
+            | "x-forwarded-port"
+            | "x-forwarded-server"
+            | "x-forwarded-ssl"
+            | "x-original-url"
+            | "x-rewrite-url"
+            | "proxyprefix"
+    )
+}
 
 /// Adds `X-Forwarded-For/-Proto/-Host` and `Forwarded` naming the client and
 /// officeswitch's public origin, so editors build URLs back through officeswitch.
 /// `Forwarded` is officeswitch's element alone (a client's own elements could name
 /// another host to an editor that reads the first); `X-Forwarded-For` keeps its chain
-/// (editors only log it); [`CLIENT_FORWARDING`] headers go.
+/// (editors only log it); [`is_client_forwarding`] headers go.
 fn forwarded(headers: &mut HeaderMap, public: &PublicOrigin, peer: SocketAddr) {
-    for name in CLIENT_FORWARDING {
+    for name in unwanted(headers, is_client_forwarding) {
         headers.remove(name);
     }
     let client = peer.ip().to_string();
-    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client.clone(),
-    };
     let mut element = String::with_capacity(client.len() + public.forwarded_tail.len() + 8);
     element.push_str("for=");
     if peer.is_ipv6() {
@@ -194,12 +207,15 @@ fn forwarded(headers: &mut HeaderMap, public: &PublicOrigin, peer: SocketAddr) {
         element.push_str(&client);
     }
     element.push_str(&public.forwarded_tail);
-    let forwarded = element;
+    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {client}"),
+        None => client,
+    };
     // The client address and earlier proxies' values are header text already.
-    if let Ok(value) = HeaderValue::from_str(&chain) {
+    if let Ok(value) = HeaderValue::try_from(chain) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), value);
     }
-    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+    if let Ok(value) = HeaderValue::try_from(element) {
         headers.insert(header::FORWARDED, value);
     }
     headers.insert(
