@@ -220,11 +220,16 @@ impl Proxy {
         &self.readiness
     }
 
-    /// Runs the phases for one request from `peer`.
+    /// The client at `addr`, as a connection's requests name it ([`Proxy::handle`]).
+    pub fn client(&self, addr: SocketAddr) -> rewrite::Client {
+        rewrite::Client::new(addr, &self.public)
+    }
+
+    /// Runs the phases for one request from `client`.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        client: &rewrite::Client,
     ) -> Response<ProxyBody> {
         let upgrade = is_upgrade(&request);
         let uri = request.uri().clone();
@@ -255,7 +260,7 @@ impl Proxy {
                     Lookup::Bypass => None,
                 };
                 match self
-                    .forward(request, &target, path, peer, upgrade, page, log)
+                    .forward(request, &target, path, client, upgrade, page, log)
                     .await
                 {
                     Ok(response) => {
@@ -621,7 +626,7 @@ impl Proxy {
         mut request: Request<Incoming>,
         target: &Target,
         local_path: &str,
-        peer: SocketAddr,
+        client: &rewrite::Client,
         upgrade: bool,
         page: PagePhase,
         mut log: AccessLog,
@@ -663,7 +668,7 @@ impl Proxy {
         let mut target = target.clone();
         let sending = Sending {
             local_path,
-            peer,
+            client,
             upgrade,
             progress: &progress,
         };
@@ -721,7 +726,7 @@ impl Proxy {
             sending.local_path,
             node,
             &self.public,
-            sending.peer,
+            sending.client,
             sending.upgrade,
         )?;
         let deadline = tokio::time::Instant::now() + self.upstream.first_byte_timeout;
@@ -754,7 +759,7 @@ impl Proxy {
             sending.local_path,
             target.node_url(),
             &self.public,
-            sending.peer,
+            sending.client,
             sending.upgrade,
         )?;
         let sent = forward::send_until(&self.client, request, deadline).await;
@@ -863,8 +868,8 @@ fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
 struct Sending<'a> {
     /// The path below any service root.
     local_path: &'a str,
-    /// The client's address.
-    peer: SocketAddr,
+    /// The client and its forwarding values.
+    client: &'a rewrite::Client,
     /// Whether it is an upgrade.
     upgrade: bool,
     /// How far its body got, for [`blame`].

@@ -75,14 +75,16 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
+        let client = Arc::new(proxy.client(peer));
         let requests = Requests::default();
         let handler_requests = requests.clone();
         let service = service_fn(move |request| {
             let in_flight = handler_requests.started();
             let requests = handler_requests.clone();
             let proxy = proxy.clone();
+            let client = Arc::clone(&client);
             async move {
-                let response = proxy.handle(request, peer).await;
+                let response = proxy.handle(request, &client).await;
                 if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                     requests.upgraded();
                 }

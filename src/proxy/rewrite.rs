@@ -64,7 +64,7 @@ pub fn request<B>(
     local_path: &str,
     node: &Url,
     public: &PublicOrigin,
-    peer: SocketAddr,
+    client: &Client,
     upgrade: bool,
 ) -> Result<Request<B>, Answer> {
     let query = request.uri().query();
@@ -95,7 +95,7 @@ pub fn request<B>(
         headers.insert(header::UPGRADE, protocol);
     }
     headers.insert(header::HOST, host);
-    forwarded(headers, public, peer);
+    forwarded(headers, public, client);
     Ok(request)
 }
 
@@ -192,40 +192,61 @@ fn is_client_forwarding(name: &str) -> bool {
 /// `Forwarded` is officeswitch's element alone (a client's own elements could name
 /// another host to an editor that reads the first); `X-Forwarded-For` keeps its chain
 /// (editors only log it); [`is_client_forwarding`] headers go.
-fn forwarded(headers: &mut HeaderMap, public: &PublicOrigin, peer: SocketAddr) {
+fn forwarded(headers: &mut HeaderMap, public: &PublicOrigin, client: &Client) {
     for name in unwanted(headers, is_client_forwarding) {
         headers.remove(name);
     }
-    let client = peer.ip().to_string();
-    let mut element = String::with_capacity(client.len() + public.forwarded_tail.len() + 8);
-    element.push_str("for=");
-    if peer.is_ipv6() {
-        element.push_str("\"[");
-        element.push_str(&client);
-        element.push_str("]\"");
-    } else {
-        element.push_str(&client);
-    }
-    element.push_str(&public.forwarded_tail);
-    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client,
+    let chain = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => HeaderValue::try_from(format!("{prior}, {}", client.ip_text())).ok(),
+        None => Some(client.ip.clone()),
     };
     // The client address and earlier proxies' values are header text already.
-    if let Ok(value) = HeaderValue::try_from(chain) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+    if let Some(chain) = chain {
+        headers.insert(X_FORWARDED_FOR, chain);
     }
-    if let Ok(value) = HeaderValue::try_from(element) {
-        headers.insert(header::FORWARDED, value);
+    if let Some(element) = client.element.clone() {
+        headers.insert(header::FORWARDED, element);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        public.proto.clone(),
-    );
-    headers.insert(
-        HeaderName::from_static("x-forwarded-host"),
-        public.host.clone(),
-    );
+    headers.insert(X_FORWARDED_PROTO, public.proto.clone());
+    headers.insert(X_FORWARDED_HOST, public.host.clone());
+}
+
+/// `X-Forwarded-For`.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// A client connection's address, with the forwarding values that name it rendered once
+/// per connection rather than per request.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The IP address as `X-Forwarded-For` writes it.
+    ip: HeaderValue,
+    /// The whole `Forwarded` element for `public`, when it could be rendered.
+    element: Option<HeaderValue>,
+}
+
+impl Client {
+    /// The client at `addr`, reaching officeswitch at `public`.
+    pub fn new(addr: SocketAddr, public: &PublicOrigin) -> Client {
+        let ip = addr.ip().to_string();
+        let element = if addr.is_ipv6() {
+            format!("for=\"[{ip}]\"{}", public.forwarded_tail)
+        } else {
+            format!("for={ip}{}", public.forwarded_tail)
+        };
+        Client {
+            // An IP address is header text.
+            ip: HeaderValue::try_from(ip).unwrap_or(HeaderValue::from_static("unknown")),
+            element: HeaderValue::try_from(element).ok(),
+        }
+    }
+
+    fn ip_text(&self) -> &str {
+        self.ip.to_str().unwrap_or("unknown")
+    }
 }
 
 /// The open request's URL on the node: the suite's `urlsrc` with its `<name=PLACEHOLDER&>`
@@ -366,7 +387,8 @@ mod tests {
             HeaderValue::from_static("http://evil.example/"),
         );
         let public = PublicOrigin::new(&Url::parse("https://office.example.org").unwrap());
-        forwarded(&mut h, &public, "[2001:db8::1]:5000".parse().unwrap());
+        let client = Client::new("[2001:db8::1]:5000".parse().unwrap(), &public);
+        forwarded(&mut h, &public, &client);
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 2001:db8::1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "office.example.org");
