@@ -16,7 +16,7 @@ use crate::support::client::{self, encode, post_form};
 use crate::support::editor::{EditorPage, StandInEditor, Suite};
 use crate::support::nextcloud::StandInNextcloud;
 use crate::support::officeswitch::{
-    Builder, KIT_ADMIN_TOKEN, OfficeSwitch, OfficeSwitchProcess, fleet, set_pool_nodes,
+    Builder, KIT_ADMIN_TOKEN, OfficeSwitch, OfficeSwitchProcess, fleet, free_port, set_pool_nodes,
 };
 use crate::support::redis::RedisServer;
 use crate::support::richdocuments::RichdocumentsView;
@@ -108,10 +108,7 @@ impl Nodes {
             running.push(StandInEditor::start(Suite::Collabora).await);
         }
         // Reserve a port for the node that joins later.
-        let fourth = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
+        let fourth = SocketAddr::from(([127, 0, 0, 1], free_port().await));
         let mut urls: Vec<String> = running.iter().map(StandInEditor::url).collect();
         urls.push(format!("http://{fourth}"));
         Nodes {

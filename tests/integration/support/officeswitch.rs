@@ -681,6 +681,21 @@ async fn bind(addr: SocketAddr) -> TcpListener {
 /// public address before officeswitch starts (its `server_name`, as the README's "Setting
 /// up the editors" asks) pick the port with this and pass it to [`Builder::port`].
 pub async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-    l.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Below Linux's ephemeral range (32768-60999): a port handed out for `bind(0)` may be
+    // taken again by any outgoing connection (a health check, a refused connect) before
+    // the test binds it, which a busy machine with thousands of sockets in TIME_WAIT does.
+    // Here only another test's choice could take it, and the counter spreads those.
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (start.wrapping_add(offset.wrapping_mul(7)) % SPAN);
+        if TcpListener::bind(("127.0.0.1", port)).await.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN);
 }
