@@ -6,6 +6,7 @@
 #   bash benches/compare/run.sh
 #   ROUNDS=5 DURATION=10 CALLGRIND=0 bash benches/compare/run.sh
 #   BUILD=0 bash benches/compare/run.sh    # use target/release as it is, build nothing
+#   CG_KEEP=/tmp/cg OUT=/tmp/run.md bash benches/compare/run.sh   # keep the callgrind dumps
 #
 # What it does, in order: installs haproxy and nginx with apt-get when they are missing;
 # builds officeswitch and the load peer (release); starts NODES stand-in Collabora nodes,
@@ -54,6 +55,8 @@ CALLGRIND=${CALLGRIND:-1}
 CG_WARMUP=${CG_WARMUP:-2000}
 CG_REQUESTS=${CG_REQUESTS:-10000}
 CG_CONNECTIONS=${CG_CONNECTIONS:-4}
+# A directory to keep the second dumps in (`callgrind_annotate DIR/officeswitch-off.out`).
+CG_KEEP=${CG_KEEP:-}
 OUT=${OUT:-$here/last-run.md}
 cache_bytes=$((CACHE_MB * 1048576))
 
@@ -466,6 +469,7 @@ if [ "$CALLGRIND" != 0 ]; then
             ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$dump")
             [ -n "$ir" ] || die "no instruction total in $dump"
             R[$kind.cg_$cache.ir]=$((ir / CG_REQUESTS))
+            [ -z "$CG_KEEP" ] || { mkdir -p "$CG_KEEP" && cp "$dump" "$CG_KEEP/$kind-$cache.out"; }
             R[$kind.cg_$cache.reached]=$((after - before))
             stop_pid "$started_pid"
             say "callgrind: $kind, cache $cache: ${R[$kind.cg_$cache.ir]} instructions per request ($((SECONDS - phase_started)) s)"

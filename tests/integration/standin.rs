@@ -1872,7 +1872,13 @@ async fn editor_url_space_answers_like_the_real_editors() {
         assert_eq!(response.header(NODE_HEADER), editor.url(), "{path}");
         assert_eq!(response.header(VERSION_HEADER), editor.version(), "{path}");
         if *expected == StatusCode::OK && !path.starts_with("/cache/") {
-            assert_eq!(response.header("cache-control"), "public", "{path}");
+            // As coolwsd and DocService's nginx mark static files.
+            let max_age = match editor.suite() {
+                Suite::Collabora => "max-age=11059200",
+                Suite::OnlyOffice => "max-age=31536000",
+            };
+            assert_eq!(response.header("cache-control"), max_age, "{path}");
+            assert!(!response.header("etag").is_empty(), "{path}");
             assert!(response.text().contains(editor.version()), "{path}");
         }
     }
