@@ -14,7 +14,7 @@
 //! samples `officeswitch_requests_total{...}`).
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -142,6 +142,16 @@ pub struct Metrics {
     connections_refused: Family<RefusalLabel, Counter>,
     conflict_copies: Counter,
     shutting_down: Gauge,
+    /// The per-class series, resolved once per class: a finished request then costs
+    /// no label lookup for them (there are a dozen classes; a scan beats hashing).
+    classes: RwLock<Vec<ClassSeries>>,
+}
+
+/// The series of one request class.
+struct ClassSeries {
+    class: &'static str,
+    duration: Histogram,
+    response_bytes: Counter,
 }
 
 /// Why a client connection was closed unserved.
@@ -283,6 +293,7 @@ impl Metrics {
             connections_refused,
             conflict_copies,
             shutting_down,
+            classes: RwLock::default(),
         }
     }
 
@@ -305,11 +316,26 @@ impl Metrics {
                 status,
             })
             .inc();
-        let class = ClassLabel { class };
-        self.duration
-            .get_or_create(&class)
-            .observe(took.as_secs_f64());
-        self.response_bytes.get_or_create(&class).inc_by(bytes);
+        let observe = |series: &ClassSeries| {
+            series.duration.observe(took.as_secs_f64());
+            series.response_bytes.inc_by(bytes);
+        };
+        let known = self.classes.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(series) = known.iter().find(|s| s.class == class) {
+            return observe(series);
+        }
+        drop(known);
+        let label = ClassLabel { class };
+        let series = ClassSeries {
+            class,
+            duration: self.duration.get_or_create_owned(&label),
+            response_bytes: self.response_bytes.get_or_create_owned(&label),
+        };
+        observe(&series);
+        let mut known = self.classes.write().unwrap_or_else(PoisonError::into_inner);
+        if !known.iter().any(|s| s.class == class) {
+            known.push(series);
+        }
     }
 
     /// The counter of request body bytes of `class`: resolved once per request, then

@@ -720,11 +720,10 @@ impl Proxy {
         open_form: Option<(http::request::Parts, String)>,
         log: &mut AccessLog,
     ) -> Result<Response<upstream::Body>, Answer> {
-        let node = target.node_url();
         let request = rewrite::request(
             request,
             sending.local_path,
-            node,
+            target.node_address()?,
             &self.public,
             sending.client,
             sending.upgrade,
@@ -757,7 +756,7 @@ impl Proxy {
         let request = rewrite::request(
             with_form(head, form),
             sending.local_path,
-            target.node_url(),
+            target.node_address()?,
             &self.public,
             sending.client,
             sending.upgrade,

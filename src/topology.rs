@@ -30,6 +30,7 @@ use tracing::{error, info};
 use url::Url;
 
 use crate::config::{Config, PoolConfig};
+use crate::upstream::node_address::NodeAddress;
 
 /// Whether a node is part of its pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +62,18 @@ pub struct Topology {
     pools: Vec<PoolConfig>,
     /// Per pool, per node: its membership.
     membership: Vec<Vec<Membership>>,
+    /// Per pool, per node: its base URL taken apart for forwarding, or why it cannot be.
+    addresses: Vec<Vec<Result<NodeAddress, String>>>,
     /// Counts the topologies of this process, from 1.
     generation: u64,
+}
+
+/// Every node's address, pool by pool, node by node.
+fn addresses(pools: &[PoolConfig]) -> Vec<Vec<Result<NodeAddress, String>>> {
+    pools
+        .iter()
+        .map(|p| p.nodes.iter().map(NodeAddress::of).collect())
+        .collect()
 }
 
 /// A node that joined, left or came back, for the log and the caller.
@@ -96,6 +107,7 @@ impl Topology {
             .map(|p| vec![Membership::Listed; p.nodes.len()])
             .collect();
         Topology {
+            addresses: addresses(&pools),
             pools,
             membership,
             generation: 1,
@@ -105,6 +117,18 @@ impl Topology {
     /// The pools, each with every node it had in this process.
     pub fn pools(&self) -> &[PoolConfig] {
         &self.pools
+    }
+
+    /// Node `node` of pool `pool`'s address for forwarding, or why its URL cannot be one.
+    ///
+    /// # Errors
+    /// That reason; also for indices out of range.
+    pub fn address(&self, pool: usize, node: usize) -> Result<&NodeAddress, &str> {
+        match self.addresses.get(pool).and_then(|p| p.get(node)) {
+            Some(Ok(address)) => Ok(address),
+            Some(Err(why)) => Err(why),
+            None => Err("no such node"),
+        }
     }
 
     /// Node `node` of pool `pool`; [`Membership::Gone`] for indices out of range.
@@ -181,6 +205,7 @@ impl Topology {
             }
         }
         let next = Topology {
+            addresses: addresses(&pools),
             pools,
             membership,
             generation: self.generation + 1,
@@ -198,6 +223,7 @@ impl Topology {
         membership[pool][node] = Membership::Gone;
         Some(Topology {
             pools: self.pools.clone(),
+            addresses: self.addresses.clone(),
             membership,
             generation: self.generation + 1,
         })

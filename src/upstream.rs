@@ -5,6 +5,7 @@
 //! shared by discovery fetches, health checks, forwarded editor traffic and WOPI calls. TLS is rustls with the system roots plus an
 //! optional extra CA bundle (private CAs are common for internal editor nodes).
 
+pub mod node_address;
 pub mod pool;
 
 use std::path::Path;

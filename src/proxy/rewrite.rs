@@ -12,12 +12,13 @@
 use std::net::SocketAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, Version};
 use url::Url;
 
 use super::answer::Answer;
 use super::classify::query_param;
 use crate::discovery::announced;
+use crate::upstream::node_address::NodeAddress;
 
 /// officeswitch's public origin as the forwarding headers spell it, rendered once at start
 /// instead of on every request.
@@ -58,33 +59,20 @@ impl PublicOrigin {
 /// `Connection: upgrade` and `Upgrade`.
 ///
 /// # Errors
-/// 502 when the node URL cannot be expressed as a request URI (a configuration problem).
+/// 400 when the path or query cannot be sent on (bytes a URI may not hold).
 pub fn request<B>(
     mut request: Request<B>,
     local_path: &str,
-    node: &Url,
+    node: &NodeAddress,
     public: &PublicOrigin,
     client: &Client,
     upgrade: bool,
 ) -> Result<Request<B>, Answer> {
-    let query = request.uri().query();
     let path = local_path.trim_start_matches('/');
-    let mut url =
-        String::with_capacity(node.as_str().len() + path.len() + query.map_or(0, |q| q.len() + 1));
-    url.push_str(node.as_str());
-    url.push_str(path);
-    if let Some(q) = query {
-        url.push('?');
-        url.push_str(q);
-    }
     // The query is left out of messages: WOPI and signed cache URLs carry secrets there.
-    let uri: Uri = url.parse().map_err(|e| {
-        Answer::BadGateway(format!("node URL {node}{path} is not a request URI: {e}"))
-    })?;
-    let host = uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        .ok_or_else(|| Answer::BadGateway(format!("node URL {node} has no host")))?;
+    let uri = node
+        .uri(path, request.uri().query())
+        .map_err(|_| Answer::BadRequest("the request's path cannot be sent on"))?;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     let headers = request.headers_mut();
@@ -94,7 +82,7 @@ pub fn request<B>(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
     }
-    headers.insert(header::HOST, host);
+    headers.insert(header::HOST, node.host().clone());
     forwarded(headers, public, client);
     Ok(request)
 }

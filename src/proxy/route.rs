@@ -38,6 +38,7 @@ use crate::sticky::health::Health;
 use crate::sticky::hrw;
 use crate::sticky::pins::Placement;
 use crate::topology::{Topology, TopologyStore};
+use crate::upstream::node_address::NodeAddress;
 use crate::wopi::token::{self, FileId, TokenKeys};
 use crate::wopi::wopi_src::{self, DocRef, WopiSrc};
 
@@ -131,6 +132,19 @@ impl Target {
     /// The chosen pool.
     pub fn pool_config(&self) -> &PoolConfig {
         &self.topology.pools()[self.pool]
+    }
+
+    /// The chosen node's address, as requests to it are built.
+    ///
+    /// # Errors
+    /// 502 when the node's URL cannot be a request URI's origin (a configuration problem).
+    pub fn node_address(&self) -> Result<&NodeAddress, Answer> {
+        self.topology.address(self.pool, self.node).map_err(|why| {
+            Answer::BadGateway(format!(
+                "node URL {} is not a request URI: {why}",
+                self.node_url()
+            ))
+        })
     }
 
     /// The chosen node's base URL.

@@ -71,10 +71,16 @@ impl Drop for InFlight {
 }
 
 /// A stream with the connection's deadlines.
+///
+/// Bytes moving only note the time: the timer is not moved on every read and write (that
+/// touched tokio's timer wheel twice per request); when it fires, it is set again from the
+/// last byte, so the connection still closes `idle` after it.
 pub struct Deadline<S> {
     inner: S,
     timer: Pin<Box<Sleep>>,
     idle: Duration,
+    /// When a byte last moved once the first request was in.
+    last_active: Option<Instant>,
     requests: Requests,
 }
 
@@ -87,6 +93,7 @@ impl<S> Deadline<S> {
             inner,
             timer: Box::pin(tokio::time::sleep(header)),
             idle,
+            last_active: None,
             requests,
         }
     }
@@ -94,9 +101,32 @@ impl<S> Deadline<S> {
     /// Bytes moved: the idle time starts again (once the first request is in).
     fn active(&mut self) {
         if self.requests.has_arrived() {
-            let next = Instant::now() + self.idle;
+            self.last_active = Some(Instant::now());
+        }
+    }
+
+    /// Waits for the deadline: `Ready(Err)` when the first request did not come in time,
+    /// `Ready(Ok)` when the connection has been idle for the idle time (the stream ends),
+    /// `Pending` otherwise (the timer set again to the next point worth looking).
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if !self.requests.has_arrived() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no request received in time",
+                )));
+            }
+            let now = Instant::now();
+            let next = match self.last_active.take() {
+                // Bytes moved since the timer was set: idle counts from the last one.
+                Some(at) if at + self.idle > now => at + self.idle,
+                _ if self.requests.busy() => now + self.idle,
+                // Nothing read: end of stream, and the connection closes.
+                _ => return Poll::Ready(Ok(())),
+            };
             self.timer.as_mut().reset(next);
         }
+        Poll::Pending
     }
 }
 
@@ -106,26 +136,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for Deadline<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        while self.timer.as_mut().poll(cx).is_ready() {
-            if !self.requests.has_arrived() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no request received in time",
-                )));
-            }
-            if !self.requests.busy() {
-                // Nothing read: end of stream, and the connection closes.
-                return Poll::Ready(Ok(()));
-            }
-            let next = Instant::now() + self.idle;
-            self.timer.as_mut().reset(next);
-        }
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.active();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.active();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            // Nothing to read yet: the deadline decides how long that may last.
+            Poll::Pending => self.poll_deadline(cx),
         }
-        polled
     }
 }
 
@@ -140,6 +162,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deadline<S> {
             self.active();
         }
         polled
+    }
+
+    /// Passed on, so hyper writes a response's head and body in one call without first
+    /// copying the body into its own buffer.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.active();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -184,6 +224,48 @@ mod tests {
         let start = Instant::now();
         assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 0, "end of stream");
         assert!(start.elapsed() <= IDLE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_moving_keep_a_connection_until_the_idle_time_after_the_last() {
+        let (mut client, server) = duplex(64);
+        let requests = Requests::default();
+        let mut stream = Deadline::new(server, HEADER, IDLE, requests.clone());
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 3);
+        drop(requests.started());
+        // A byte every half idle time, past both deadlines: still open.
+        for _ in 0..4 {
+            tokio::time::sleep(IDLE / 2).await;
+            client.write_all(b"x").await.unwrap();
+            assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 1);
+        }
+        let last = Instant::now();
+        assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 0, "end of stream");
+        let waited = last.elapsed();
+        assert!(
+            waited >= IDLE && waited <= IDLE + Duration::from_millis(2),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_reach_the_socket_as_one_write() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut stream = Deadline::new(socket, HEADER, IDLE, Requests::default());
+        assert!(
+            stream.is_write_vectored(),
+            "hyper would copy bodies otherwise"
+        );
+        let parts = [io::IoSlice::new(b"head "), io::IoSlice::new(b"body")];
+        assert_eq!(stream.write_vectored(&parts).await.unwrap(), 9);
+        let mut got = [0; 9];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"head body");
     }
 
     #[tokio::test(start_paused = true)]
