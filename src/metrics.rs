@@ -147,6 +147,58 @@ pub struct Metrics {
     classes: RwLock<Vec<ClassSeries>>,
 }
 
+/// Counters a [`NodeSeries`] keeps at hand; a node answering more kinds of status than
+/// this is counted through the label lookup beyond them.
+const NODE_COUNTERS: usize = 64;
+
+/// The `officeswitch_requests` series of one editor node, resolved once per class and
+/// status: a finished request counts without building and hashing its labels. The
+/// topology keeps one per node.
+#[derive(Debug)]
+pub struct NodeSeries {
+    pool: String,
+    node: String,
+    requests: Family<RequestLabels, Counter>,
+    counters: RwLock<Vec<(&'static str, u16, Counter)>>,
+}
+
+impl NodeSeries {
+    /// The pool's name.
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+
+    /// The node: its configured base URL.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Counts one request of `class` the node answered with `status`.
+    fn count(&self, class: &'static str, status: u16) {
+        let known = self.counters.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, _, counter)) = known.iter().find(|(c, s, _)| *s == status && *c == class) {
+            counter.inc();
+            return;
+        }
+        drop(known);
+        let counter = self.requests.get_or_create_owned(&RequestLabels {
+            class,
+            pool: self.pool.clone(),
+            node: self.node.clone(),
+            status,
+        });
+        counter.inc();
+        let mut known = self
+            .counters
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if known.len() < NODE_COUNTERS && !known.iter().any(|(c, s, _)| *s == status && *c == class)
+        {
+            known.push((class, status, counter));
+        }
+    }
+}
+
 /// The series of one request class.
 struct ClassSeries {
     class: &'static str,
@@ -297,13 +349,13 @@ impl Metrics {
         }
     }
 
-    /// Records a finished request (the access log line's facts). `pool` and `node` are
-    /// empty when the request reached no pool or node.
+    /// Records a finished request (the access log line's facts) that no editor node
+    /// answered (its `node` label is empty); `pool` is empty when it reached no pool
+    /// either.
     pub fn request(
         &self,
         class: &'static str,
         pool: String,
-        node: String,
         status: u16,
         bytes: u64,
         took: Duration,
@@ -312,10 +364,40 @@ impl Metrics {
             .get_or_create(&RequestLabels {
                 class,
                 pool,
-                node,
+                node: String::new(),
                 status,
             })
             .inc();
+        self.observe_class(class, bytes, took);
+    }
+
+    /// Records a finished request that an editor node answered, through its node's
+    /// pre-resolved series.
+    pub fn node_request(
+        &self,
+        class: &'static str,
+        series: &NodeSeries,
+        status: u16,
+        bytes: u64,
+        took: Duration,
+    ) {
+        series.count(class, status);
+        self.observe_class(class, bytes, took);
+    }
+
+    /// The `requests` series of `node` (its configured base URL) of `pool`, resolved as
+    /// requests end.
+    pub fn node_series(&self, pool: &str, node: &str) -> NodeSeries {
+        NodeSeries {
+            pool: pool.to_owned(),
+            node: node.to_owned(),
+            requests: self.requests.clone(),
+            counters: RwLock::default(),
+        }
+    }
+
+    /// A finished request's duration and bytes in its class's series.
+    fn observe_class(&self, class: &'static str, bytes: u64, took: Duration) {
         let observe = |series: &ClassSeries| {
             series.duration.observe(took.as_secs_f64());
             series.response_bytes.inc_by(bytes);
@@ -748,22 +830,11 @@ mod tests {
     #[test]
     fn events_appear_in_the_exposition() {
         let metrics = Metrics::new();
-        metrics.request(
-            "page",
-            "collabora".into(),
-            "http://127.0.0.1:9980/".into(),
-            200,
-            1234,
-            Duration::from_millis(3),
-        );
-        metrics.request(
-            "discovery",
-            String::new(),
-            String::new(),
-            200,
-            10,
-            Duration::ZERO,
-        );
+        let node = metrics.node_series("collabora", "http://127.0.0.1:9980/");
+        for status in [200, 404, 200] {
+            metrics.node_request("page", &node, status, 1234, Duration::from_millis(3));
+        }
+        metrics.request("discovery", String::new(), 200, 10, Duration::ZERO);
         metrics.rejection("token", "bad_signature");
         let upload = metrics.request_bytes("wopi_contents");
         upload.inc_by(100);
@@ -771,10 +842,12 @@ mod tests {
         let out = exposition(&metrics);
         for line in [
             "officeswitch_requests_total{class=\"page\",pool=\"collabora\",\
-             node=\"http://127.0.0.1:9980/\",status=\"200\"} 1\n",
+             node=\"http://127.0.0.1:9980/\",status=\"200\"} 2\n",
+            "officeswitch_requests_total{class=\"page\",pool=\"collabora\",\
+             node=\"http://127.0.0.1:9980/\",status=\"404\"} 1\n",
             "officeswitch_requests_total{class=\"discovery\",pool=\"\",node=\"\",status=\"200\"} 1\n",
-            "officeswitch_request_duration_seconds_count{class=\"page\"} 1\n",
-            "officeswitch_response_bytes_total{class=\"page\"} 1234\n",
+            "officeswitch_request_duration_seconds_count{class=\"page\"} 3\n",
+            "officeswitch_response_bytes_total{class=\"page\"} 3702\n",
             "officeswitch_request_bytes_total{class=\"wopi_contents\"} 123\n",
             "officeswitch_wopi_rejections_total{check=\"token\",reason=\"bad_signature\"} 1\n",
         ] {

@@ -30,6 +30,7 @@ use tracing::{error, info};
 use url::Url;
 
 use crate::config::{Config, PoolConfig};
+use crate::metrics::NodeSeries;
 use crate::upstream::node_address::NodeAddress;
 
 /// Whether a node is part of its pool.
@@ -64,16 +65,43 @@ pub struct Topology {
     membership: Vec<Vec<Membership>>,
     /// Per pool, per node: its base URL taken apart for forwarding, or why it cannot be.
     addresses: Vec<Vec<Result<NodeAddress, String>>>,
+    /// Per pool, per node: its request metrics.
+    series: Vec<Vec<Arc<NodeSeries>>>,
     /// Counts the topologies of this process, from 1.
     generation: u64,
 }
 
-/// Every node's address, pool by pool, node by node.
-fn addresses(pools: &[PoolConfig]) -> Vec<Vec<Result<NodeAddress, String>>> {
+/// Per pool, per node: what `make` prepares for it; `kept` holds what an earlier
+/// topology prepared for the nodes it had (nodes keep their positions, new ones are
+/// appended), which is reused.
+fn prepared<T: Clone>(
+    kept: &[Vec<T>],
+    pools: &[PoolConfig],
+    make: impl Fn(&PoolConfig, &Url) -> T,
+) -> Vec<Vec<T>> {
     pools
         .iter()
-        .map(|p| p.nodes.iter().map(NodeAddress::of).collect())
+        .enumerate()
+        .map(|(p, pool)| {
+            let kept = kept.get(p).map_or(&[][..], Vec::as_slice);
+            let new = pool
+                .nodes
+                .iter()
+                .skip(kept.len())
+                .map(|node| make(pool, node));
+            kept.iter().cloned().chain(new).collect()
+        })
         .collect()
+}
+
+/// A node's base URL taken apart for forwarding.
+fn address(_: &PoolConfig, node: &Url) -> Result<NodeAddress, String> {
+    NodeAddress::of(node)
+}
+
+/// A node's request metrics.
+fn series(pool: &PoolConfig, node: &Url) -> Arc<NodeSeries> {
+    Arc::new(crate::metrics::global().node_series(&pool.name, node.as_str()))
 }
 
 /// A node that joined, left or came back, for the log and the caller.
@@ -107,7 +135,8 @@ impl Topology {
             .map(|p| vec![Membership::Listed; p.nodes.len()])
             .collect();
         Topology {
-            addresses: addresses(&pools),
+            addresses: prepared(&[], &pools, address),
+            series: prepared(&[], &pools, series),
             pools,
             membership,
             generation: 1,
@@ -129,6 +158,11 @@ impl Topology {
             Some(Err(why)) => Err(why),
             None => Err("no such node"),
         }
+    }
+
+    /// Node `node` of pool `pool`'s request metrics; `None` for indices out of range.
+    pub fn series(&self, pool: usize, node: usize) -> Option<&Arc<NodeSeries>> {
+        self.series.get(pool).and_then(|p| p.get(node))
     }
 
     /// Node `node` of pool `pool`; [`Membership::Gone`] for indices out of range.
@@ -205,7 +239,8 @@ impl Topology {
             }
         }
         let next = Topology {
-            addresses: addresses(&pools),
+            addresses: prepared(&self.addresses, &pools, address),
+            series: prepared(&self.series, &pools, series),
             pools,
             membership,
             generation: self.generation + 1,
@@ -224,6 +259,7 @@ impl Topology {
         Some(Topology {
             pools: self.pools.clone(),
             addresses: self.addresses.clone(),
+            series: self.series.clone(),
             membership,
             generation: self.generation + 1,
         })
@@ -500,6 +536,25 @@ mod tests {
         assert_eq!(back.pools()[0].nodes.len(), 3);
         assert_eq!(back.generation(), 5);
         assert_eq!(back.membership(0, 9), Membership::Gone);
+    }
+
+    #[test]
+    fn every_node_keeps_its_address_and_metrics_across_listings() {
+        let start = Topology::new(vec![pool(&[A, B])]);
+        let (joined, _) = start.listing(&[pool(&[C, A])]).unwrap();
+        for (i, url) in [A, B, C].into_iter().enumerate() {
+            let address = joined.address(0, i).unwrap();
+            assert_eq!(address.host(), &url[7..url.len() - 1], "{url}");
+            assert_eq!(joined.series(0, i).unwrap().node(), url);
+        }
+        for i in 0..2 {
+            assert!(
+                Arc::ptr_eq(start.series(0, i).unwrap(), joined.series(0, i).unwrap()),
+                "node {i}'s counters are kept, not resolved again"
+            );
+        }
+        assert!(joined.address(0, 3).is_err());
+        assert!(joined.series(1, 0).is_none());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! Collabora's WebSocket and download paths embed the document URL with its token.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::answer::{Answer, BoxError, Fault};
 use super::route::Target;
+use crate::metrics::NodeSeries;
 
 /// What the access line says about one request.
 #[derive(Debug)]
@@ -25,12 +27,13 @@ pub struct AccessLog {
     path: String,
     class: &'static str,
     probe: bool,
-    org: Option<String>,
+    org: Option<Arc<str>>,
+    /// The editor node the request was routed to: its pool, its name and its metrics.
+    editor: Option<Arc<NodeSeries>>,
+    /// The pool, when no editor node is involved (a WOPI call's, a cache answer's).
     pool: Option<String>,
-    /// The editor node (configured base URL) or, for a WOPI call, the host's origin.
+    /// What answered in an editor node's place: a WOPI host's origin, the cache.
     node: Option<String>,
-    /// Whether `node` is an editor node (metrics label only those).
-    editor_node: bool,
     status: u16,
     fault: Fault,
     reason: Option<String>,
@@ -46,9 +49,9 @@ impl AccessLog {
             class,
             probe,
             org: None,
+            editor: None,
             pool: None,
             node: None,
-            editor_node: false,
             status: 0,
             fault: Fault::None,
             reason: None,
@@ -58,34 +61,36 @@ impl AccessLog {
 
     /// Records where the request was routed (`pools` as routing was given them).
     pub fn target(&mut self, target: &Target) {
-        self.org = target.org.as_deref().map(str::to_string);
-        self.pool = Some(target.pool_config().name.clone());
-        self.node = Some(target.node_url().to_string());
-        self.editor_node = true;
+        self.org = target.org.clone();
+        self.editor = target.node_series().cloned();
+        self.pool = None;
+        self.node = None;
     }
 
     /// Records an answer the asset cache gave in the node's place: no node was involved.
     pub fn from_cache(&mut self, status: u16) {
         self.status = status;
+        if let Some(editor) = self.editor.take() {
+            self.pool = Some(editor.pool().to_owned());
+        }
         self.node = Some("cache".to_string());
-        self.editor_node = false;
     }
 
     /// Records the organisation a request turned out to be for once its body was read
     /// (Collabora's settings page names it in its form).
     pub fn org(&mut self, org: &str) {
-        self.org = Some(org.to_string());
+        self.org = Some(Arc::from(org));
     }
 
     /// Records the host a WOPI call goes to: the grant's organisation and pool, and the
     /// host's origin in place of a node.
     pub fn wopi(&mut self, grant: &crate::wopi::token::Grant) {
-        self.org = Some(grant.org.clone());
+        self.org = Some(Arc::from(grant.org.as_str()));
+        self.editor = None;
         self.pool = Some(grant.pool.clone());
         self.node = url::Url::parse(&grant.url)
             .ok()
             .map(|u| u.origin().ascii_serialization());
-        self.editor_node = false;
     }
 
     /// The request's class (metrics).
@@ -95,16 +100,16 @@ impl AccessLog {
 
     /// The pool the request was routed to, if any (metrics).
     pub fn pool(&self) -> &str {
-        self.pool.as_deref().unwrap_or("")
+        match &self.editor {
+            Some(editor) => editor.pool(),
+            None => self.pool.as_deref().unwrap_or(""),
+        }
     }
 
     /// The editor node (its configured base URL) the request was routed to, if any
     /// (metrics; a WOPI call's host is no node).
     pub fn node(&self) -> &str {
-        match &self.node {
-            Some(node) if self.editor_node => node,
-            _ => "",
-        }
+        self.editor.as_ref().map_or("", |editor| editor.node())
     }
 
     /// Records an answer officeswitch made itself.
@@ -130,8 +135,13 @@ impl AccessLog {
             self.status,
         );
         let org = self.org.as_deref().unwrap_or("-");
-        let pool = self.pool.as_deref().unwrap_or("-");
-        let node = self.node.as_deref().unwrap_or("-");
+        let (pool, node) = match &self.editor {
+            Some(editor) => (editor.pool(), editor.node()),
+            None => (
+                self.pool.as_deref().unwrap_or("-"),
+                self.node.as_deref().unwrap_or("-"),
+            ),
+        };
         let reason = self.reason.as_deref().or(error).unwrap_or("");
         if error.is_some() || matches!(self.fault, Fault::Editor | Fault::Host | Fault::Internal) {
             warn!(
@@ -171,13 +181,12 @@ impl AccessLog {
                 path, class, org, pool, node, status, bytes, elapsed_ms, "request"
             );
         }
-        // Pool and node move into the metric's labels rather than being copied again.
-        let pool = self.pool.unwrap_or_default();
-        let node = match self.node {
-            Some(node) if self.editor_node => node,
-            _ => String::new(),
-        };
-        crate::metrics::global().request(class, pool, node, status, bytes, took);
+        let metrics = crate::metrics::global();
+        match &self.editor {
+            Some(editor) => metrics.node_request(class, editor, status, bytes, took),
+            // The pool moves into the metric's labels rather than being copied again.
+            None => metrics.request(class, self.pool.unwrap_or_default(), status, bytes, took),
+        }
     }
 }
 

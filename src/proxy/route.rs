@@ -33,6 +33,7 @@ use crate::config::{PoolConfig, SuiteKind};
 use crate::discovery::document::{Action, Discovery};
 use crate::discovery::open_url::{FileFormat, OpenUrl};
 use crate::discovery::service::{Catalog, PoolSource, PoolState};
+use crate::metrics::NodeSeries;
 use crate::rules::{Organisation, RuleSet};
 use crate::sticky::health::Health;
 use crate::sticky::hrw;
@@ -145,6 +146,11 @@ impl Target {
                 self.node_url()
             ))
         })
+    }
+
+    /// The chosen node's request metrics.
+    pub fn node_series(&self) -> Option<&Arc<NodeSeries>> {
+        self.topology.series(self.pool, self.node)
     }
 
     /// The chosen node's base URL.
