@@ -142,14 +142,45 @@ pub struct Metrics {
     connections_refused: Family<RefusalLabel, Counter>,
     conflict_copies: Counter,
     shutting_down: Gauge,
-    /// The per-class series, resolved once per class: a finished request then costs
-    /// no label lookup for them (there are a dozen classes; a scan beats hashing).
-    classes: RwLock<Vec<ClassSeries>>,
+    /// The per-class series, resolved once per class (there are a dozen classes).
+    classes: Resolved<&'static str, ClassSeries>,
 }
 
-/// Counters a [`NodeSeries`] keeps at hand; a node answering more kinds of status than
-/// this is counted through the label lookup beyond them.
-const NODE_COUNTERS: usize = 64;
+/// Series kept at hand per [`Resolved`]: more keys than this are resolved each time.
+const RESOLVED_MAX: usize = 64;
+
+/// Series resolved once per key and kept at hand: a finished request finds its series by
+/// a short scan under a read lock instead of building, hashing and dropping a label set.
+/// Past [`RESOLVED_MAX`] keys, a key is resolved each time (the family still counts it).
+#[derive(Debug)]
+struct Resolved<K, V> {
+    entries: RwLock<Vec<(K, V)>>,
+}
+
+impl<K, V> Default for Resolved<K, V> {
+    fn default() -> Self {
+        Resolved {
+            entries: RwLock::default(),
+        }
+    }
+}
+
+impl<K: Copy + PartialEq, V> Resolved<K, V> {
+    /// Runs `use_series` on the series of `key`, resolved by `resolve` the first time.
+    fn with(&self, key: K, resolve: impl FnOnce() -> V, use_series: impl FnOnce(&V)) {
+        let known = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, series)) = known.iter().find(|(k, _)| *k == key) {
+            return use_series(series);
+        }
+        drop(known);
+        let series = resolve();
+        use_series(&series);
+        let mut known = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        if known.len() < RESOLVED_MAX && !known.iter().any(|(k, _)| *k == key) {
+            known.push((key, series));
+        }
+    }
+}
 
 /// The `officeswitch_requests` series of one editor node, resolved once per class and
 /// status: a finished request counts without building and hashing its labels. The
@@ -159,7 +190,8 @@ pub struct NodeSeries {
     pool: String,
     node: String,
     requests: Family<RequestLabels, Counter>,
-    counters: RwLock<Vec<(&'static str, u16, Counter)>>,
+    /// By class and status.
+    counters: Resolved<(&'static str, u16), Counter>,
 }
 
 impl NodeSeries {
@@ -175,33 +207,22 @@ impl NodeSeries {
 
     /// Counts one request of `class` the node answered with `status`.
     fn count(&self, class: &'static str, status: u16) {
-        let known = self.counters.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, _, counter)) = known.iter().find(|(c, s, _)| *s == status && *c == class) {
+        let resolve = || {
+            self.requests.get_or_create_owned(&RequestLabels {
+                class,
+                pool: self.pool.clone(),
+                node: self.node.clone(),
+                status,
+            })
+        };
+        self.counters.with((class, status), resolve, |counter| {
             counter.inc();
-            return;
-        }
-        drop(known);
-        let counter = self.requests.get_or_create_owned(&RequestLabels {
-            class,
-            pool: self.pool.clone(),
-            node: self.node.clone(),
-            status,
         });
-        counter.inc();
-        let mut known = self
-            .counters
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if known.len() < NODE_COUNTERS && !known.iter().any(|(c, s, _)| *s == status && *c == class)
-        {
-            known.push((class, status, counter));
-        }
     }
 }
 
 /// The series of one request class.
 struct ClassSeries {
-    class: &'static str,
     duration: Histogram,
     response_bytes: Counter,
 }
@@ -345,7 +366,7 @@ impl Metrics {
             connections_refused,
             conflict_copies,
             shutting_down,
-            classes: RwLock::default(),
+            classes: Resolved::default(),
         }
     }
 
@@ -392,32 +413,23 @@ impl Metrics {
             pool: pool.to_owned(),
             node: node.to_owned(),
             requests: self.requests.clone(),
-            counters: RwLock::default(),
+            counters: Resolved::default(),
         }
     }
 
     /// A finished request's duration and bytes in its class's series.
     fn observe_class(&self, class: &'static str, bytes: u64, took: Duration) {
-        let observe = |series: &ClassSeries| {
+        let resolve = || {
+            let label = ClassLabel { class };
+            ClassSeries {
+                duration: self.duration.get_or_create_owned(&label),
+                response_bytes: self.response_bytes.get_or_create_owned(&label),
+            }
+        };
+        self.classes.with(class, resolve, |series| {
             series.duration.observe(took.as_secs_f64());
             series.response_bytes.inc_by(bytes);
-        };
-        let known = self.classes.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(series) = known.iter().find(|s| s.class == class) {
-            return observe(series);
-        }
-        drop(known);
-        let label = ClassLabel { class };
-        let series = ClassSeries {
-            class,
-            duration: self.duration.get_or_create_owned(&label),
-            response_bytes: self.response_bytes.get_or_create_owned(&label),
-        };
-        observe(&series);
-        let mut known = self.classes.write().unwrap_or_else(PoisonError::into_inner);
-        if !known.iter().any(|s| s.class == class) {
-            known.push(series);
-        }
+        });
     }
 
     /// The counter of request body bytes of `class`: resolved once per request, then
@@ -853,6 +865,32 @@ mod tests {
         ] {
             assert!(out.contains(line), "{line} missing:\n{out}");
         }
+    }
+
+    #[test]
+    fn a_node_answering_more_statuses_than_are_kept_at_hand_is_still_counted_exactly() {
+        let metrics = Metrics::new();
+        let node = metrics.node_series("collabora", "http://127.0.0.1:9980/");
+        let statuses = 100..(100 + RESOLVED_MAX as u16 + 10);
+        for _ in 0..2 {
+            for status in statuses.clone() {
+                metrics.node_request("page", &node, status, 1, Duration::ZERO);
+            }
+        }
+        let out = exposition(&metrics);
+        for status in statuses.clone() {
+            let line = format!(
+                "officeswitch_requests_total{{class=\"page\",pool=\"collabora\",\
+                 node=\"http://127.0.0.1:9980/\",status=\"{status}\"}} 2\n"
+            );
+            assert!(out.contains(&line), "{line} missing:\n{out}");
+        }
+        assert_eq!(node.counters.entries.read().unwrap().len(), RESOLVED_MAX);
+        let count = format!(
+            "officeswitch_request_duration_seconds_count{{class=\"page\"}} {}\n",
+            2 * statuses.len()
+        );
+        assert!(out.contains(&count), "{count} missing:\n{out}");
     }
 
     #[test]
