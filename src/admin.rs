@@ -46,7 +46,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -173,9 +173,8 @@ pub async fn serve(
     drop(token);
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+    // Request heads are timed by the connection's [`Deadline`].
+    builder.header_read_timeout(None);
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "admin API listening");
     }
@@ -196,7 +195,7 @@ pub async fn serve(
         let requests = Requests::default();
         let handler_requests = requests.clone();
         let service = service_fn(move |request| {
-            let in_flight = handler_requests.started();
+            let in_flight = handler_requests.started(request.version() == http::Version::HTTP_2);
             let admin = admin.clone();
             async move {
                 let response = admin.handle(request, peer).await;

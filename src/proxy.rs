@@ -68,7 +68,7 @@ use crate::rules::watch::RulesStore;
 use crate::server::drain::Drain;
 use crate::sticky::pins::Stickiness;
 use crate::topology::{Topology, TopologyStore};
-use crate::upstream::{self, UpstreamBody, UpstreamClient};
+use crate::upstream::{self, Destination, UpstreamBody, UpstreamClient};
 use crate::wopi::proof::Signer;
 use crate::wopi::token::TokenKeys;
 use crate::wopi::wopi_src;
@@ -720,16 +720,18 @@ impl Proxy {
         open_form: Option<(http::request::Parts, String)>,
         log: &mut AccessLog,
     ) -> Result<Response<upstream::Body>, Answer> {
+        let node = target.node_address()?;
         let request = rewrite::request(
             request,
             sending.local_path,
-            target.node_address()?,
+            node,
             &self.public,
             sending.client,
             sending.upgrade,
         )?;
         let deadline = tokio::time::Instant::now() + self.upstream.first_byte_timeout;
-        let sent = forward::send_until(&self.client, request, deadline).await;
+        let to = Destination::Node(node);
+        let sent = forward::send_until(&self.client, to, request, deadline).await;
         let refused = matches!(&sent, Ok(Err(e)) if forward::not_opened(e));
         let failed = match self.judged(forward::into_answer(sent), target, sending.progress) {
             Err(answer) if refused => answer,
@@ -753,15 +755,17 @@ impl Proxy {
         };
         target.place(next, self.sticky.topology());
         log.target(target);
+        let node = target.node_address()?;
         let request = rewrite::request(
             with_form(head, form),
             sending.local_path,
-            target.node_address()?,
+            node,
             &self.public,
             sending.client,
             sending.upgrade,
         )?;
-        let sent = forward::send_until(&self.client, request, deadline).await;
+        let to = Destination::Node(node);
+        let sent = forward::send_until(&self.client, to, request, deadline).await;
         self.judged(forward::into_answer(sent), target, sending.progress)
     }
 

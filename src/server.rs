@@ -11,7 +11,6 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::BodyExt as _;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -44,8 +43,8 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        // Request heads are timed by the connection's [`Deadline`], without a timer each.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes);
     builder
         .http2()
@@ -79,7 +78,7 @@ pub async fn serve(
         let requests = Requests::default();
         let handler_requests = requests.clone();
         let service = service_fn(move |request| {
-            let in_flight = handler_requests.started();
+            let in_flight = handler_requests.started(request.version() == http::Version::HTTP_2);
             let requests = handler_requests.clone();
             let proxy = proxy.clone();
             let client = Arc::clone(&client);
@@ -89,13 +88,7 @@ pub async fn serve(
                     requests.upgraded();
                 }
                 // Busy until the response body has ended (or was dropped).
-                let response = response.map(|body| {
-                    body.map_frame(move |frame| {
-                        let _busy = &in_flight;
-                        frame
-                    })
-                    .boxed()
-                });
+                let response = response.map(|body| in_flight.until_end_of(body));
                 Ok::<_, std::convert::Infallible>(response)
             }
         });

@@ -26,6 +26,7 @@ use rustls::pki_types::pem::PemObject;
 use tower_service::Service as _;
 
 use crate::config::UpstreamConfig;
+use node_address::NodeAddress;
 pub use pool::Body;
 use pool::{Pool, Pools, Sender};
 
@@ -75,6 +76,16 @@ impl Error {
     }
 }
 
+/// Where a request goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Destination<'a> {
+    /// The origin its absolute `http` or `https` URI names (WOPI hosts, discovery).
+    Uri,
+    /// An editor node: the request is in origin form and carries the node's `Host`
+    /// ([`NodeAddress::origin_form`]), so nothing is taken apart again.
+    Node(&'a NodeAddress),
+}
+
 impl UpstreamClient {
     /// Sends `request` (an absolute `http` or `https` URI) over an idle pooled connection
     /// to its origin, or a new one.
@@ -82,29 +93,31 @@ impl UpstreamClient {
     /// # Errors
     /// [`Error`]: no connection, or it failed before the response head.
     pub async fn request(&self, request: Request<UpstreamBody>) -> Result<Response<Body>, Error> {
-        self.send(request, true).await
+        self.send(Destination::Uri, request, true).await
     }
 
-    /// Sends `request` over a new connection: the retry of a request whose pooled
-    /// connection the node had closed (any other idle one may be as stale). The connection
-    /// is pooled afterwards like any other.
+    /// Sends `request` to `to`: over an idle pooled connection when `reuse`, else over a
+    /// new one (the retry of a request whose pooled connection the node had closed: any
+    /// other idle one may be as stale). A new connection is pooled afterwards like any
+    /// other.
     ///
     /// # Errors
-    /// As [`UpstreamClient::request`].
-    pub async fn request_fresh(
+    /// [`Error`]: no connection, or it failed before the response head.
+    pub async fn send(
         &self,
-        request: Request<UpstreamBody>,
-    ) -> Result<Response<Body>, Error> {
-        self.send(request, false).await
-    }
-
-    async fn send(
-        &self,
+        to: Destination<'_>,
         request: Request<UpstreamBody>,
         reuse: bool,
     ) -> Result<Response<Body>, Error> {
         let (mut head, body) = request.into_parts();
-        let pool = self.origin_form(&mut head)?;
+        let pool = match to {
+            Destination::Uri => self.origin_form(&mut head)?,
+            Destination::Node(node) => self
+                .inner
+                .pools
+                .get(node.is_https(), node.authority())
+                .map_err(|e| Error::Uri(e.to_string()))?,
+        };
         // A request with a body: its connection goes back only if the body was sent whole
         // by the response's end (a client that stops sending must not hold the response).
         let (body, sent) = if body.is_end_stream() {
@@ -501,7 +514,7 @@ mod tests {
         let client = test_client();
         for expected in 1..=2 {
             let response = client
-                .request_fresh(get(addr, "/small"))
+                .send(Destination::Uri, get(addr, "/small"), false)
                 .await
                 .expect("small");
             response.into_body().collect().await.expect("body");

@@ -7,6 +7,7 @@
 #   ROUNDS=5 DURATION=10 CALLGRIND=0 bash benches/compare/run.sh
 #   BUILD=0 bash benches/compare/run.sh    # use target/release as it is, build nothing
 #   CG_KEEP=/tmp/cg OUT=/tmp/run.md bash benches/compare/run.sh   # keep the callgrind dumps
+#   PROFILE=officeswitch-off CG_KEEP=/tmp/cg bash benches/compare/run.sh   # one count, no table
 #
 # What it does, in order: installs haproxy and nginx with apt-get when they are missing;
 # builds officeswitch and the load peer (release); starts NODES stand-in Collabora nodes,
@@ -57,6 +58,9 @@ CG_REQUESTS=${CG_REQUESTS:-10000}
 CG_CONNECTIONS=${CG_CONNECTIONS:-4}
 # A directory to keep the second dumps in (`callgrind_annotate DIR/officeswitch-off.out`).
 CG_KEEP=${CG_KEEP:-}
+# PROFILE=KIND-CACHE (officeswitch-off, haproxy-on, ...): only that instance's callgrind
+# count, printed, for working on one figure; no load rounds, no table.
+PROFILE=${PROFILE:-}
 OUT=${OUT:-$here/last-run.md}
 cache_bytes=$((CACHE_MB * 1048576))
 
@@ -372,6 +376,7 @@ asset_round() {
 
 load_started=$(cut -d' ' -f1-3 /proc/loadavg)
 measure_started=$SECONDS
+[ -z "$PROFILE" ] || targets=() cached=()
 limit=$((${WARMUP%.*} + ${DURATION%.*} + 60))
 for round in $(seq "$ROUNDS"); do
     for t in "${targets[@]}" "${cached[@]}"; do
@@ -399,7 +404,7 @@ for t in "${targets[@]}"; do
     measure "$t" up 180 load upload --addr "${addr[$t]}" --wopisrc "${mode[$t]}" \
         --bytes "$STREAM_BYTES" "${watch[@]}"
 done
-for t in officeswitch haproxy nginx; do
+for t in $([ -n "$PROFILE" ] || echo officeswitch haproxy nginx); do
     say "$DL_CONCURRENCY concurrent $DL_BYTES-byte downloads through $t"
     measure "$t" dls $((DL_SECS + 90)) load downloads --addr "${addr[$t]}" \
         --concurrency "$DL_CONCURRENCY" --bytes "$DL_BYTES" --max-downloads "$DL_MAX" \
@@ -407,7 +412,7 @@ for t in officeswitch haproxy nginx; do
 done
 # The idle WebSockets go through fresh cache-off instances: memory an allocator kept from
 # the downloads would otherwise be reused by the sockets and hide what they cost.
-for t in officeswitch haproxy nginx; do
+for t in $([ -n "$PROFILE" ] || echo officeswitch haproxy nginx); do
     IFS=, read -ra old_pids <<<"${pids[$t]}"
     for pid in "${old_pids[@]}"; do
         stop_pid "$pid"
@@ -437,6 +442,7 @@ if [ "$CALLGRIND" != 0 ]; then
     ready_tenths=1800
     for kind in officeswitch haproxy nginx; do
         for cache in off on; do
+            [ -z "$PROFILE" ] || [ "$PROFILE" = "$kind-$cache" ] || continue
             name=cg-$kind-$cache
             mkdir -p "$work/$name"
             # callgrind counts each byte a `rep movsb` or `rep stosb` moves as one
@@ -478,6 +484,12 @@ if [ "$CALLGRIND" != 0 ]; then
     callgrind_secs=$((SECONDS - callgrind_started))
 fi
 measure_secs=$((SECONDS - measure_started))
+if [ -n "$PROFILE" ]; then
+    ir=${R[${PROFILE%-*}.cg_${PROFILE##*-}.ir]:-}
+    [ -n "$ir" ] || die "PROFILE=$PROFILE names no instance (officeswitch|haproxy|nginx)-(off|on)"
+    echo "$PROFILE: $ir instructions per request"
+    exit 0
+fi
 load_ended=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- table -------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ pub struct PoolSource {
 /// capabilities.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServedAssets {
-    /// Every distinct path segment of the discovery's `urlsrc`s, sorted.
+    /// Every distinct path segment of the discovery's `urlsrc`s (a handful), sorted.
     pub urlsrc_segments: Vec<Box<str>>,
     /// The capabilities' `productVersion`, if any.
     pub product_version: Option<String>,

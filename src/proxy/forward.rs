@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio::time::error::Elapsed;
 
 use super::answer::{Answer, BoxError, ProxyBody};
-use crate::upstream::{self, UpstreamBody, UpstreamClient, error_chain};
+use crate::upstream::{self, Destination, UpstreamBody, UpstreamClient, error_chain};
 
 /// What one send ended with: the response, the client's error, or the deadline passed.
 pub type Sent = Result<Result<Response<upstream::Body>, upstream::Error>, Elapsed>;
@@ -30,15 +30,16 @@ pub type Sent = Result<Result<Response<upstream::Body>, upstream::Error>, Elapse
 /// stale): the node never answered it.
 pub async fn send_until(
     client: &UpstreamClient,
+    to: Destination<'_>,
     request: Request<UpstreamBody>,
     deadline: Instant,
 ) -> Sent {
     let again = replayable(&request);
-    let first = tokio::time::timeout_at(deadline, client.request(request)).await;
+    let first = tokio::time::timeout_at(deadline, client.send(to, request, true)).await;
     match (first, again) {
         (Ok(Err(e)), Some(again)) if closed_unanswered(&e) => {
             crate::metrics::global().upstream_retry();
-            tokio::time::timeout_at(deadline, client.request_fresh(again)).await
+            tokio::time::timeout_at(deadline, client.send(to, again, false)).await
         }
         (first, _) => first,
     }

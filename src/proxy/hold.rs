@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::answer::Answer;
 use super::forward;
-use crate::upstream::{self, UpstreamBody, UpstreamClient};
+use crate::upstream::{self, Destination, UpstreamBody, UpstreamClient};
 
 /// Wait before the first repeat.
 const FIRST_WAIT: Duration = Duration::from_millis(250);
@@ -47,7 +47,7 @@ pub async fn send(
     loop {
         let (reclaimable, reclaim) = Reclaimable::new(body);
         let attempt = Request::from_parts(head.clone(), reclaimable.boxed());
-        let sent = forward::send_until(client, attempt, deadline).await;
+        let sent = forward::send_until(client, Destination::Uri, attempt, deadline).await;
         let unopened = matches!(&sent, Ok(Err(e)) if forward::not_opened(e));
         let again = match reclaim.take() {
             Some(untouched) if unopened && Instant::now() + wait < deadline => untouched,

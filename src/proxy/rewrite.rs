@@ -55,8 +55,9 @@ impl PublicOrigin {
 }
 
 /// Rewrites `request` for `node`: `local_path` (the request's path below any service root,
-/// see [`super::service_root`]) goes below the node's base URL. `upgrade` keeps
-/// `Connection: upgrade` and `Upgrade`.
+/// see [`super::service_root`]) goes below the node's base URL, in origin form (the
+/// client sends it to the node's pool: [`crate::upstream::Destination::Node`]). `upgrade`
+/// keeps `Connection: upgrade` and `Upgrade`.
 ///
 /// # Errors
 /// 400 when the path or query cannot be sent on (bytes a URI may not hold).
@@ -68,10 +69,9 @@ pub fn request<B>(
     client: &Client,
     upgrade: bool,
 ) -> Result<Request<B>, Answer> {
-    let path = local_path.trim_start_matches('/');
     // The query is left out of messages: WOPI and signed cache URLs carry secrets there.
     let uri = node
-        .uri(path, request.uri().query())
+        .origin_form(local_path, request.uri())
         .map_err(|_| Answer::BadRequest("the request's path cannot be sent on"))?;
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
@@ -112,18 +112,27 @@ pub fn response<B>(mut response: Response<B>, node: &Url, public: &PublicOrigin)
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut unwanted = unwanted(headers, is_hop_by_hop);
-    // Browsers send `Connection: keep-alive` (or `upgrade`): names removed anyway, so the
-    // common request adds nothing here.
-    for value in headers.get_all(header::CONNECTION) {
+    // One pass over the names and values a message has, and no allocation when it has
+    // none of them (most messages).
+    let mut unwanted = Vec::new();
+    for (name, value) in headers.iter() {
+        if !is_hop_by_hop(name.as_str()) {
+            continue;
+        }
+        unwanted.push(name.clone());
+        if *name != header::CONNECTION {
+            continue;
+        }
+        // Browsers send `Connection: keep-alive` (or `upgrade`): names removed anyway, so
+        // the common request adds nothing here.
         let Ok(value) = value.to_str() else { continue };
-        for name in value.split(',').map(str::trim) {
+        for named in value.split(',').map(str::trim) {
             if !["keep-alive", "close", "upgrade"]
                 .iter()
-                .any(|known| name.eq_ignore_ascii_case(known))
-                && let Ok(name) = HeaderName::from_bytes(name.as_bytes())
+                .any(|known| named.eq_ignore_ascii_case(known))
+                && let Ok(named) = HeaderName::from_bytes(named.as_bytes())
             {
-                unwanted.push(name);
+                unwanted.push(named);
             }
         }
     }

@@ -576,6 +576,12 @@ impl<'a> RouteContext<'a> {
                     .and_then(Option::as_ref)
                     .is_some_and(|s| serves_version(pool.kind, s, version))
             };
+            // The first healthy node by rank, when it serves the version, is the first
+            // healthy one that does: one version check in the common case.
+            let first = hrw::pick_where(key, &pool.nodes, &healthy);
+            if first.is_some_and(serves) {
+                return first;
+            }
             return hrw::pick_where(key, &pool.nodes, |i| serves(i) && healthy(i))
                 .or_else(|| hrw::pick_where(key, &pool.nodes, &healthy))
                 .or_else(|| hrw::pick_where(key, &pool.nodes, |i| serves(i) && member(i)))
@@ -702,10 +708,11 @@ fn serves_version(suite: SuiteKind, source: &PoolSource, version: &str) -> bool 
     let assets = &source.assets;
     match suite {
         // `/browser/<hash>/` in every urlsrc.
+        // A handful of segments: lengths first, so only the hash's is compared.
         SuiteKind::Collabora => assets
             .urlsrc_segments
-            .binary_search_by(|s| (**s).cmp(version))
-            .is_ok(),
+            .iter()
+            .any(|s| s.len() == version.len() && **s == *version),
         // `/<productVersion>-<build>/`: the version part must match the node's capabilities.
         SuiteKind::OnlyOffice => {
             let wanted = version.split('-').next().unwrap_or(version);

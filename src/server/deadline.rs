@@ -1,15 +1,21 @@
-//! Deadlines on a client connection: its first request, then idleness.
+//! Deadlines on a client connection: its request heads, then idleness.
 //!
-//! hyper's header timeout starts once it reads a request head; before that, the
-//! HTTP/1-or-2 detection of hyper-util waits for bytes without a deadline, and HTTP/2 has
-//! no header timeout at all. A client that connects and stays silent (or sends the HTTP/2
-//! preface and nothing more) would hold a socket forever; so would a kept-alive HTTP/1.1
-//! or HTTP/2 connection that never sends another request (1,100 idle h2c connections
-//! starved every other client). This wrapper of the connection's stream:
+//! hyper's own header timeout arms a fresh timer for every request head (an allocation
+//! and two trips to tokio's timer wheel per request) and counts a kept-alive
+//! connection's idle wait as head time; before the first request, the HTTP/1-or-2
+//! detection of hyper-util waits for bytes without a deadline, and HTTP/2 has no header
+//! timeout at all. A client that connects and stays silent (or sends the HTTP/2 preface
+//! and nothing more) would hold a socket forever; so would a kept-alive HTTP/1.1 or
+//! HTTP/2 connection that never sends another request (1,100 idle h2c connections
+//! starved every other client). This wrapper of the connection's stream, with one timer
+//! per connection that bytes never move:
 //!
-//! - fails reads once the header deadline passes unless the first request has arrived;
-//! - afterwards ends the stream (EOF, which closes the connection cleanly) once no request
-//!   is in flight and no byte has moved either way for the idle time.
+//! - fails reads once the header time passes unless the first request has arrived;
+//! - on HTTP/1, fails reads when a later request head, begun with a byte while no request
+//!   was in flight, is still not complete the header time after that byte (checked at
+//!   least every header time, so cut between one and two header times);
+//! - ends the stream (EOF, which closes the connection cleanly) once no request is in
+//!   flight and no byte has moved either way for the idle time.
 //!
 //! A connection that became a WebSocket tunnel is left alone: the tunnel has its own idle
 //! timeout.
@@ -19,9 +25,10 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -31,7 +38,10 @@ pub struct Requests(Arc<State>);
 
 #[derive(Debug, Default)]
 struct State {
-    first_arrived: AtomicBool,
+    /// Requests started so far.
+    started: AtomicUsize,
+    /// Whether the connection speaks HTTP/2 (streams, no heads between requests).
+    http2: AtomicBool,
     upgraded: AtomicBool,
     in_flight: AtomicUsize,
 }
@@ -42,10 +52,13 @@ struct State {
 pub struct InFlight(Requests);
 
 impl Requests {
-    /// A request arrived: the header deadline no longer applies, and the connection is
-    /// busy until the returned guard drops.
-    pub fn started(&self) -> InFlight {
-        self.0.first_arrived.store(true, Ordering::Relaxed);
+    /// A request arrived (over HTTP/2 when `http2`): its head is complete, and the
+    /// connection is busy until the returned guard drops.
+    pub fn started(&self, http2: bool) -> InFlight {
+        if http2 {
+            self.0.http2.store(true, Ordering::Relaxed);
+        }
+        self.0.started.fetch_add(1, Ordering::Release);
         self.0.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.clone())
     }
@@ -55,12 +68,61 @@ impl Requests {
         self.0.upgraded.store(true, Ordering::Relaxed);
     }
 
+    /// Requests started so far.
+    fn started_count(&self) -> usize {
+        self.0.started.load(Ordering::Acquire)
+    }
+
     fn has_arrived(&self) -> bool {
-        self.0.first_arrived.load(Ordering::Relaxed)
+        self.started_count() > 0
+    }
+
+    /// Whether bytes read now may be a request head: an HTTP/1 connection with no request
+    /// in flight.
+    fn awaits_head(&self) -> bool {
+        !self.0.http2.load(Ordering::Relaxed) && !self.busy()
     }
 
     fn busy(&self) -> bool {
         self.0.upgraded.load(Ordering::Relaxed) || self.0.in_flight.load(Ordering::Acquire) > 0
+    }
+}
+
+impl InFlight {
+    /// `body`, the connection busy until it ends or is dropped.
+    pub fn until_end_of<B>(self, body: B) -> BusyBody<B> {
+        BusyBody {
+            body,
+            _in_flight: self,
+        }
+    }
+}
+
+/// A response body that keeps its request in flight ([`InFlight::until_end_of`]): a
+/// wrapper, not a mapped and boxed body, so a response costs no extra allocation.
+#[derive(Debug)]
+pub struct BusyBody<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B: Body + Unpin> Body for BusyBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -73,59 +135,104 @@ impl Drop for InFlight {
 /// A stream with the connection's deadlines.
 ///
 /// Bytes moving only note the time: the timer is not moved on every read and write (that
-/// touched tokio's timer wheel twice per request); when it fires, it is set again from the
-/// last byte, so the connection still closes `idle` after it.
+/// touched tokio's timer wheel twice per request); when it fires, it is set again from
+/// what was noted, so the connection still closes `idle` after the last byte.
 pub struct Deadline<S> {
     inner: S,
     timer: Pin<Box<Sleep>>,
+    header: Duration,
     idle: Duration,
     /// When a byte last moved once the first request was in.
     last_active: Option<Instant>,
+    /// When the first byte of a request head came in on a kept-alive HTTP/1 connection,
+    /// and how many requests had started then (a later count: that head is complete).
+    head: Option<(Instant, usize)>,
+    /// The task the timer wakes, once polled since it was last set: polling it again
+    /// from that task (every read that waits) would only register the same waker again.
+    armed_for: Option<Waker>,
     requests: Requests,
 }
 
 impl<S> Deadline<S> {
-    /// Wraps `inner`: the first request must arrive within `header`, and the connection
-    /// closes after `idle` without a request or a byte; `requests` is shared with the
-    /// request handler.
+    /// Wraps `inner`: each request head must be complete within `header` (the first one
+    /// counted from now), and the connection closes after `idle` without a request or a
+    /// byte; `requests` is shared with the request handler.
     pub fn new(inner: S, header: Duration, idle: Duration, requests: Requests) -> Deadline<S> {
         Deadline {
             inner,
             timer: Box::pin(tokio::time::sleep(header)),
+            header,
             idle,
             last_active: None,
+            head: None,
+            armed_for: None,
             requests,
         }
     }
 
-    /// Bytes moved: the idle time starts again (once the first request is in).
-    fn active(&mut self) {
-        if self.requests.has_arrived() {
-            self.last_active = Some(Instant::now());
+    /// Bytes moved: the idle time starts again (once the first request is in); a read
+    /// while no request is in flight begins a head, unless one is under way.
+    fn active(&mut self, read: bool) {
+        if !self.requests.has_arrived() {
+            return;
+        }
+        let now = Instant::now();
+        self.last_active = Some(now);
+        if read && self.requests.awaits_head() {
+            let started = self.requests.started_count();
+            if !matches!(self.head, Some((_, count)) if count == started) {
+                self.head = Some((now, started));
+            }
         }
     }
 
-    /// Waits for the deadline: `Ready(Err)` when the first request did not come in time,
+    /// Whether a head begun on a kept-alive connection is overdue at `now`.
+    fn head_overdue(&self, now: Instant) -> bool {
+        self.head.is_some_and(|(since, count)| {
+            count == self.requests.started_count()
+                && self.requests.awaits_head()
+                && since + self.header <= now
+        })
+    }
+
+    /// Waits for the deadline: `Ready(Err)` when a request head did not come in time,
     /// `Ready(Ok)` when the connection has been idle for the idle time (the stream ends),
     /// `Pending` otherwise (the timer set again to the next point worth looking).
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let armed = self
+            .armed_for
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()));
+        if armed && !self.timer.is_elapsed() {
+            return Poll::Pending;
+        }
         while self.timer.as_mut().poll(cx).is_ready() {
-            if !self.requests.has_arrived() {
+            let now = Instant::now();
+            if !self.requests.has_arrived() || self.head_overdue(now) {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "no request received in time",
+                    "no complete request head received in time",
                 )));
             }
-            let now = Instant::now();
-            let next = match self.last_active.take() {
-                // Bytes moved since the timer was set: idle counts from the last one.
-                Some(at) if at + self.idle > now => at + self.idle,
-                _ if self.requests.busy() => now + self.idle,
-                // Nothing read: end of stream, and the connection closes.
-                _ => return Poll::Ready(Ok(())),
+            let idle_ends = self.last_active.map_or(now, |at| at + self.idle);
+            let next = if idle_ends > now {
+                idle_ends
+            } else if self.requests.busy() {
+                now + self.idle
+            } else {
+                // Nothing moved for the idle time: end of stream, and the connection closes.
+                return Poll::Ready(Ok(()));
+            };
+            // A head may begin with any byte while nothing is in flight: look again
+            // within the header time.
+            let next = if self.requests.awaits_head() {
+                next.min(now + self.header)
+            } else {
+                next
             };
             self.timer.as_mut().reset(next);
         }
+        self.armed_for = Some(cx.waker().clone());
         Poll::Pending
     }
 }
@@ -140,7 +247,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Deadline<S> {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    self.active();
+                    self.active(true);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -159,7 +266,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deadline<S> {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.active();
+            self.active(false);
         }
         polled
     }
@@ -173,7 +280,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deadline<S> {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.active();
+            self.active(false);
         }
         polled
     }
@@ -216,7 +323,7 @@ mod tests {
         let mut stream = Deadline::new(server, HEADER, IDLE, requests.clone());
         client.write_all(b"GET").await.unwrap();
         assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 3);
-        let busy = requests.started();
+        let busy = requests.started(false);
         // Busy: the idle time passes and the stream keeps waiting for bytes.
         let read = tokio::time::timeout(IDLE * 2, stream.read(&mut [0; 8])).await;
         assert!(read.is_err(), "a connection with a request in flight stays");
@@ -227,14 +334,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn bytes_moving_keep_a_connection_until_the_idle_time_after_the_last() {
+    async fn bytes_moving_keep_an_http2_connection_until_the_idle_time_after_the_last() {
         let (mut client, server) = duplex(64);
         let requests = Requests::default();
         let mut stream = Deadline::new(server, HEADER, IDLE, requests.clone());
-        client.write_all(b"GET").await.unwrap();
+        client.write_all(b"PRI").await.unwrap();
         assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 3);
-        drop(requests.started());
-        // A byte every half idle time, past both deadlines: still open.
+        drop(requests.started(true));
+        // A frame every half idle time, past both deadlines: still open.
         for _ in 0..4 {
             tokio::time::sleep(IDLE / 2).await;
             client.write_all(b"x").await.unwrap();
@@ -247,6 +354,68 @@ mod tests {
             waited >= IDLE && waited <= IDLE + Duration::from_millis(2),
             "{waited:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_alive_connection_waits_the_idle_time_for_its_next_request() {
+        let (mut client, server) = duplex(64);
+        let requests = Requests::default();
+        let mut stream = Deadline::new(server, HEADER, IDLE, requests.clone());
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 3);
+        drop(requests.started(false));
+        // Silent for most of the idle time, far past the header time: the next request
+        // is still read.
+        tokio::time::sleep(IDLE - HEADER).await;
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 3);
+        let busy = requests.started(false);
+        let read = tokio::time::timeout(IDLE * 2, stream.read(&mut [0; 8])).await;
+        assert!(read.is_err(), "a connection with a request in flight stays");
+        drop(busy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_later_head_dripping_in_fails_between_one_and_two_header_times() {
+        let (mut client, server) = duplex(64);
+        let requests = Requests::default();
+        let mut stream = Deadline::new(server, HEADER, IDLE, requests.clone());
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 3);
+        drop(requests.started(false));
+        tokio::time::sleep(HEADER / 3).await;
+        // The next head: a byte every second, never complete.
+        let began = Instant::now();
+        let error = loop {
+            client.write_all(b"x").await.unwrap();
+            assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 1);
+            // Waiting for the next byte, as hyper does.
+            match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut [0; 8])).await {
+                Err(_) => {}
+                Ok(Ok(n)) => panic!("read {n} bytes"),
+                Ok(Err(e)) => break e,
+            }
+            assert!(began.elapsed() < HEADER * 3, "never cut");
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        let cut = began.elapsed();
+        assert!(cut >= HEADER && cut <= HEADER * 2, "{cut:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_completes_in_time_is_not_cut() {
+        let (mut client, server) = duplex(64);
+        let requests = Requests::default();
+        let mut stream = Deadline::new(server, HEADER, IDLE, requests.clone());
+        for _ in 0..5 {
+            client.write_all(b"GE").await.unwrap();
+            assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 2);
+            // The rest of the head just inside the header time.
+            tokio::time::sleep(HEADER - Duration::from_secs(1)).await;
+            client.write_all(b"T").await.unwrap();
+            assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 1);
+            drop(requests.started(false));
+        }
     }
 
     #[tokio::test]
@@ -273,7 +442,7 @@ mod tests {
         let (_client, server) = duplex(64);
         let requests = Requests::default();
         let mut stream = Deadline::new(server, HEADER, IDLE, requests.clone());
-        drop(requests.started());
+        drop(requests.started(false));
         requests.upgraded();
         let read = tokio::time::timeout(IDLE * 3, stream.read(&mut [0; 8])).await;
         assert!(read.is_err(), "still open");

@@ -10,7 +10,7 @@ use url::Url;
 /// Scheme, authority, `Host` value and base path of one node.
 #[derive(Debug, Clone)]
 pub struct NodeAddress {
-    scheme: Scheme,
+    https: bool,
     authority: Authority,
     host: HeaderValue,
     /// The node's path, ending in `/` (`/` for most nodes).
@@ -35,19 +35,32 @@ impl NodeAddress {
             base_path.push('/');
         }
         Ok(NodeAddress {
-            scheme,
+            https: scheme == Scheme::HTTPS,
             authority,
             host,
             base_path,
         })
     }
 
-    /// The absolute URI of `path` (relative to the node's base, no leading `/`) and
-    /// `query` on this node.
+    /// The origin-form URI (`/path?query`) on this node of `local_path`, the client's path
+    /// below any service root, with the query of `client`, the client's URI.
     ///
     /// # Errors
     /// When the path or query holds bytes a URI may not.
-    pub fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+    pub fn origin_form(&self, local_path: &str, client: &Uri) -> Result<Uri, http::Error> {
+        // A node at the root asked for the client's own path: the path and query the
+        // server parsed go on as they are, without writing them out and parsing again.
+        let own_path = local_path.len() == client.path().len()
+            && local_path.starts_with('/')
+            && !local_path.starts_with("//");
+        if self.base_path == "/"
+            && own_path
+            && let Some(path_and_query) = client.path_and_query()
+        {
+            return Ok(Uri::from(path_and_query.clone()));
+        }
+        let path = local_path.trim_start_matches('/');
+        let query = client.query();
         let mut text = String::with_capacity(
             self.base_path.len() + path.len() + query.map_or(0, |q| q.len() + 1),
         );
@@ -57,12 +70,19 @@ impl NodeAddress {
             text.push('?');
             text.push_str(q);
         }
-        let path_and_query = PathAndQuery::from_maybe_shared(Bytes::from(text))?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        Ok(Uri::from(PathAndQuery::from_maybe_shared(Bytes::from(
+            text,
+        ))?))
+    }
+
+    /// Whether the node speaks HTTPS.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// The node's host and port, as its pool of connections is keyed.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
     }
 
     /// The `Host` header a request to this node carries.
@@ -77,6 +97,15 @@ mod tests {
 
     fn address(url: &str) -> NodeAddress {
         NodeAddress::of(&Url::parse(url).unwrap()).unwrap()
+    }
+
+    /// The node's URL with `origin_form` after its authority, as one text.
+    fn absolute(node: &str, local_path: &str, client: &str) -> String {
+        let address = address(node);
+        let scheme = if address.is_https() { "https" } else { "http" };
+        let client: Uri = client.parse().unwrap();
+        let origin_form = address.origin_form(local_path, &client).unwrap();
+        format!("{scheme}://{}{origin_form}", address.authority())
     }
 
     #[test]
@@ -96,13 +125,11 @@ mod tests {
             ("http://[::1]:8000/", "", Some("a=b")),
         ] {
             let url = Url::parse(node).unwrap();
-            let written = format!(
-                "{url}{path}{}",
-                query.map(|q| format!("?{q}")).unwrap_or_default()
-            );
-            let built = address(node).uri(path, query).unwrap();
+            let query_part = query.map(|q| format!("?{q}")).unwrap_or_default();
+            let written = format!("{url}{path}{query_part}");
+            let client = format!("/{path}{query_part}");
             assert_eq!(
-                built.to_string(),
+                absolute(node, &format!("/{path}"), &client),
                 written.parse::<Uri>().unwrap().to_string()
             );
             assert_eq!(
@@ -118,8 +145,35 @@ mod tests {
     }
 
     #[test]
+    fn a_path_below_a_service_root_or_with_doubled_slashes_is_written_anew() {
+        // The client asked for `/office/browser/x.js`; the node serves `/browser/x.js`.
+        assert_eq!(
+            absolute(
+                "http://127.0.0.1:9980/",
+                "/browser/x.js",
+                "/office/browser/x.js?v=1"
+            ),
+            "http://127.0.0.1:9980/browser/x.js?v=1"
+        );
+        // Leading slashes never make a path an authority on the node.
+        assert_eq!(
+            absolute("http://127.0.0.1:9980/", "//evil/x", "//evil/x"),
+            "http://127.0.0.1:9980/evil/x"
+        );
+        assert_eq!(
+            absolute("http://127.0.0.1:9980/base/", "/x", "/x?q"),
+            "http://127.0.0.1:9980/base/x?q"
+        );
+    }
+
+    #[test]
     fn refuses_what_no_request_can_name() {
         assert!(NodeAddress::of(&Url::parse("ftp://127.0.0.1/").unwrap()).is_err());
-        assert!(address("http://127.0.0.1/").uri("a b", None).is_err());
+        let client: Uri = "/x".parse().unwrap();
+        assert!(
+            address("http://127.0.0.1/")
+                .origin_form("/a b", &client)
+                .is_err()
+        );
     }
 }

@@ -674,6 +674,71 @@ async fn a_slowloris_client_is_closed_by_the_header_timeout() {
     );
 }
 
+/// Sends `GET /healthz` on `stream` and reads its whole answer (officeswitch's own, small).
+async fn health_check(stream: &mut TcpStream, host: SocketAddr) {
+    stream
+        .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .expect("send a request");
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+            .await
+            .expect("an answer in time")
+            .expect("read the answer");
+        assert!(n > 0, "closed before answering");
+        received.extend_from_slice(&buffer[..n]);
+    }
+    assert!(received.starts_with(b"HTTP/1.1 200"), "{received:?}");
+}
+
+#[tokio::test]
+async fn a_slowloris_second_request_on_a_kept_alive_connection_is_closed_by_the_header_timeout() {
+    let setup = Setup::start().await;
+    let mut stream = TcpStream::connect(setup.os.addr).await.expect("connect");
+    health_check(&mut stream, setup.os.addr).await;
+    // Silent longer than the header time: a kept-alive connection waits for its next
+    // request (the idle time), so the second request is still answered.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    health_check(&mut stream, setup.os.addr).await;
+    // The third head drips in, a byte every 300 ms, and is never complete.
+    let (mut reader, mut writer) = stream.into_split();
+    let head = unfinished_upgrade(&setup.ws_path("slow_again_oc"), setup.os.addr);
+    let started = Instant::now();
+    let drip = tokio::spawn(async move {
+        for byte in head.bytes().take(30) {
+            if writer.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        writer
+    });
+    let mut buffer = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let after = started.elapsed();
+    drip.abort();
+    assert!(
+        closed.is_ok(),
+        "a slow later head still holds the connection after 5 s"
+    );
+    eprintln!("slow second head: closed after {after:?}");
+    // Checked at least once per header time: between one and two of them (1 s here).
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_millis(2500),
+        "closed after {after:?}, not between one and two header times"
+    );
+}
+
 #[tokio::test]
 async fn a_silent_connection_is_closed_by_the_header_timeout() {
     let setup = Setup::start().await;
