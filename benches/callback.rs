@@ -8,6 +8,8 @@
 //! policy lets proof-less calls in: what is measured is officeswitch's own work.
 //! `cargo bench --bench callback`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
 #[path = "../tests/integration/support/nextcloud.rs"]
 #[allow(dead_code)]
 mod nextcloud;

@@ -4,6 +4,8 @@
 //! document), so the numbers bound how often refreshing is affordable.
 //! `cargo bench --bench discovery`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
 #[path = "../tests/integration/support/editor.rs"]
 #[allow(dead_code)]
 mod editor;

@@ -4,6 +4,8 @@
 //! forwards (CheckFileInfo, GetFile, PutFile, locks...), so these two RSA operations bound
 //! the CPU a WOPI call costs. `cargo bench --bench proof`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
 use std::hint::black_box;
 use std::sync::Arc;
 

@@ -5,6 +5,8 @@
 //! stay well under a microsecond and allocate nothing (`tests/alloc.rs` checks the latter).
 //! `cargo bench --bench route`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};

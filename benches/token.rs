@@ -4,6 +4,8 @@
 //! They must stay a few microseconds: a document open mints a handful of tokens and a busy
 //! editor node makes hundreds of WOPI calls a second. `cargo bench --bench token`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};

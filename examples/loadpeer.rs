@@ -37,6 +37,8 @@
 //! `Location`, as a browser does) and the traffic then carries the `WOPISrc` officeswitch
 //! gave the editor, as real traffic behind officeswitch does.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;

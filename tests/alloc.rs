@@ -4,6 +4,9 @@
 //!
 //! Its own test binary, because a `#[global_allocator]` applies to the whole binary.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+#![allow(unsafe_code)] // a counting `GlobalAlloc` can only be written with unsafe
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::Arc;

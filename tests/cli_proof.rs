@@ -1,6 +1,8 @@
 //! `officeswitch proof sign` and `proof verify` as a hoster runs them: sign with a key from
 //! `keys generate`, verify the printed headers against a discovery file, refuse a tampered URL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
 use std::path::Path;
 use std::process::{Command, Output};
 

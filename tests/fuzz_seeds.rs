@@ -2,6 +2,8 @@
 //! targets' property checks (`fuzz/properties.rs`) on stable Rust, so CI checks the
 //! properties without nightly or cargo-fuzz. `fuzz/run.sh` does the fuzzing itself.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
 #[path = "../fuzz/properties.rs"]
 mod properties;
 

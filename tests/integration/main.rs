@@ -5,6 +5,8 @@
 //! capabilities documents of `../shared/fixtures` ([`support::editor`]), and real
 //! HTTP/TLS clients.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
+
 mod support;
 
 /// The stand-in editors speak what real editors speak.
