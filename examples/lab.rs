@@ -8,9 +8,11 @@
 //! Every loopback `http://` node of every pool in the settings gets a stand-in editor of
 //! the pool's kind on its address (the same stand-ins the integration tests use: real
 //! HTTP servers serving the real discovery and capabilities documents of
-//! `../shared/fixtures`). Collabora stand-ins are configured as the README's "Setting up
-//! the editors" asks: `server_name` = `public_url`'s host and port, and the node URL's path
+//! `../shared/fixtures`). Collabora stand-ins are configured as docs/operations.md's "Setting
+//! up the editors" asks: `server_name` = `public_url`'s host and port, and the node URL's path
 //! as their service root. Then officeswitch runs on those settings until Ctrl-C.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure
 
 #[path = "../tests/integration/support/editor.rs"]
 #[allow(dead_code)]

@@ -7,7 +7,7 @@
 //! something else to richdocuments (`../shared/notes/richdocuments-onlyoffice.md` has the
 //! sources). officeswitch sees both sides of every call, so it is the one place that can
 //! adapt them. Everything it adapts is a row of one of the tables below, with the reason
-//! next to it; a reader (or the README's table) need look nowhere else:
+//! next to it; a reader (or docs/wopi.md's table) need look nowhere else:
 //!
 //! - [`CHECK_FILE_INFO`]: CheckFileInfo fields derived from the ones richdocuments sends;
 //! - [`CALLS`]: calls officeswitch answers itself instead of passing them on, because
@@ -348,7 +348,7 @@ pub struct CallRule {
     pub when: When,
     /// The answer.
     pub refusal: Refusal,
-    /// Why (the README's table repeats it).
+    /// Why (docs/wopi.md's table repeats it).
     pub why: &'static str,
 }
 
@@ -413,7 +413,7 @@ pub struct FieldRule {
     pub field: &'static str,
     /// How it is derived from what richdocuments sent.
     pub derive: Derive,
-    /// Why (the README's table repeats it).
+    /// Why (docs/wopi.md's table repeats it).
     pub why: &'static str,
 }
 
@@ -558,7 +558,7 @@ pub struct HeaderAlias {
     pub from: &'static str,
     /// What richdocuments reads.
     pub to: &'static str,
-    /// Why (the README's table repeats it).
+    /// Why (docs/wopi.md's table repeats it).
     pub why: &'static str,
 }
 
@@ -599,7 +599,7 @@ pub struct ConflictRule {
     pub status: StatusCode,
     /// `X-WOPI-LockFailureReason` added.
     pub reason: &'static str,
-    /// Why (the README's table repeats it).
+    /// Why (docs/wopi.md's table repeats it).
     pub why: &'static str,
 }
 
@@ -612,7 +612,7 @@ pub struct StaleSaveRule {
     pub timestamp: &'static str,
     /// The CheckFileInfo field it compares it with (string equality, as richdocuments).
     pub current: &'static str,
-    /// Why (the README's table repeats it).
+    /// Why (docs/wopi.md's table repeats it).
     pub why: &'static str,
 }
 
@@ -655,7 +655,7 @@ pub struct MessageRule {
     pub to: &'static str,
     /// Values set on the renamed message (a JSON object; the others are kept).
     pub values: &'static str,
-    /// Why (the README's table repeats it).
+    /// Why (docs/wopi.md's table repeats it).
     pub why: &'static str,
 }
 

@@ -115,7 +115,7 @@ async fn wait_down(os: &OfficeSwitch, node: &str) {
 #[tokio::test]
 async fn a_node_killed_under_a_live_websocket_ends_it_and_the_document_reopens_elsewhere() {
     trace_init();
-    // Both nodes name officeswitch (server_name), as the README asks.
+    // Both nodes name officeswitch (server_name), as docs/operations.md asks.
     let port = free_port().await;
     let named = || StandInOptions::default().server_name(format!("127.0.0.1:{port}"));
     let (a, b) = tokio::join!(

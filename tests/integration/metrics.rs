@@ -66,7 +66,7 @@ const FAST_HEALTH: &str = "[health]\ninterval_secs = 1\ntimeout_secs = 1\nfall =
 /// (returned last).
 async fn instance() -> (StandInEditor, StandInNextcloud, OfficeSwitch, SocketAddr) {
     trace_init();
-    // The node names officeswitch (server_name), as the README asks.
+    // The node names officeswitch (server_name), as docs/operations.md asks.
     let port = free_port().await;
     let cool = StandInEditor::start_with(
         Suite::Collabora,

@@ -2,7 +2,7 @@
 //! against the real editors (issues 11, 19 and 20).
 //!
 //! The set-up is what a hoster runs: officeswitch (a separate process, its own log) in front
-//! of two real nodes configured only as the README's "Setting up the editors" says; a
+//! of two real nodes configured only as docs/operations.md's "Setting up the editors" says; a
 //! stand-in Nextcloud WOPI host that checks officeswitch's proofs and refuses bad tokens as
 //! richdocuments does; a stand-in Nextcloud *page* on another origin
 //! (`nextcloud.localhost`) that POSTs the open form into an iframe and talks postMessage as

@@ -214,7 +214,7 @@ fn still_running(pids: Vec<u32>) -> Vec<u32> {
 
 /// A Nextcloud on another machine (here `127.0.0.2`) converting through officeswitch:
 /// officeswitch appends that address to `X-Forwarded-For`, and coolwsd's `net.post_allow`
-/// checks the peer and every hop, so the README tells hosters to list their Nextclouds'
+/// checks the peer and every hop, so docs/operations.md tells hosters to list their Nextclouds'
 /// addresses there. Without that entry the node refuses the conversion (so the test can
 /// fail); with it, a preview (`png`) and an export (`pdf`) come back as those types.
 #[tokio::test]

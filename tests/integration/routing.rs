@@ -17,9 +17,9 @@ const DOCX: &str = "application/vnd.openxmlformats-officedocument.wordprocessing
 const ODT: &str = "application/vnd.oasis.opendocument.text";
 
 /// Two nodes per suite, one Nextcloud owned by organisation `acme`, officeswitch in front.
-/// The Collabora nodes name officeswitch (`server_name` = its public host and port, as the
-/// README's "Setting up the editors" asks); the ONLYOFFICE nodes follow its forwarding
-/// headers.
+/// The Collabora nodes name officeswitch (`server_name` = its public host and port, as
+/// docs/operations.md's "Setting up the editors" asks); the ONLYOFFICE nodes follow its
+/// forwarding headers.
 pub struct Lab {
     pub cool: Vec<StandInEditor>,
     pub oo: Vec<StandInEditor>,
@@ -203,7 +203,7 @@ async fn the_collabora_page_admits_the_organisations_nextcloud_for_framing() {
 #[tokio::test]
 async fn collabora_below_a_service_root_with_hexified_urls_works_through_officeswitch() {
     trace_init();
-    // As the README's "Setting up the editors" allows: net.service_root=/collab (nodes
+    // As docs/operations.md's "Setting up the editors" allows: net.service_root=/collab (nodes
     // configured as http://node/collab/) and hexify_embedded_urls=true.
     let port = free_port().await;
     let options = || {

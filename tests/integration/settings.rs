@@ -39,7 +39,7 @@ impl Lab {
             .spawn()
             .await;
         os.wait_ready().await;
-        // The README's node set-up: officeswitch is the only WOPI host a node knows.
+        // The node set-up of docs/operations.md: officeswitch is the only WOPI host a node knows.
         node.allow_wopi_host(&os.public_url);
         Lab { node, nc, os }
     }

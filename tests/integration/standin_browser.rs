@@ -12,9 +12,10 @@
 //! address, misroutes a resolved path, drops the CSP rewrite or splits a document.
 //!
 //! Set-up: two stand-in nodes per suite (the Collabora ones with `server_name` =
-//! officeswitch's public host and port, as the README asks), officeswitch in-process, two
-//! organisations each with a stand-in Nextcloud (WOPI host, on `127.0.0.1`) and a stand-in
-//! Nextcloud page (`nextcloud.localhost` / `cloud.localhost`, which only Chromium resolves),
+//! officeswitch's public host and port, as docs/operations.md asks), officeswitch
+//! in-process, two organisations each with a stand-in Nextcloud (WOPI host, on `127.0.0.1`)
+//! and a stand-in Nextcloud page (`nextcloud.localhost` / `cloud.localhost`, which only
+//! Chromium resolves),
 //! the second organisation sending docx to Collabora. Each test prints what every user's
 //! browser saw when it fails. Without Chromium each test prints `skipped: no chromium`.
 
@@ -69,7 +70,7 @@ struct Stand {
 impl Stand {
     async fn start() -> Stand {
         let port = free_port().await;
-        // As the README's "Setting up the editors" asks: Collabora's server_name is
+        // As docs/operations.md's "Setting up the editors" asks: Collabora's server_name is
         // officeswitch's public host and port; ONLYOFFICE follows the forwarding headers.
         // The nodes of a pool share one proof key, as a real pool's must.
         let (cool_key, oo_key) = tokio::join!(pool_key(), pool_key());

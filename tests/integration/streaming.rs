@@ -437,7 +437,7 @@ struct Setup {
 impl Setup {
     async fn start() -> Setup {
         trace_init();
-        // The Collabora node names officeswitch (server_name), as the README asks.
+        // The Collabora node names officeswitch (server_name), as docs/operations.md asks.
         let port = free_port().await;
         let (cool, oo) = tokio::join!(
             StandInEditor::start_with(

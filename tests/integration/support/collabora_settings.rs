@@ -417,8 +417,8 @@ impl StandInSettingsNode {
         self.shared.key.public()
     }
 
-    /// Puts the host of `url` on the WOPI allow-list (`storage.wopi.alias_groups`): the
-    /// README has nodes list officeswitch only.
+    /// Puts the host of `url` on the WOPI allow-list (`storage.wopi.alias_groups`):
+    /// docs/operations.md has nodes list officeswitch only.
     pub fn allow_wopi_host(&self, url: &str) {
         let authority = Url::parse(url)
             .ok()

@@ -678,8 +678,8 @@ async fn bind(addr: SocketAddr) -> TcpListener {
 }
 
 /// A loopback port free right now. Tests that must tell a Collabora node officeswitch's
-/// public address before officeswitch starts (its `server_name`, as the README's "Setting
-/// up the editors" asks) pick the port with this and pass it to [`Builder::port`].
+/// public address before officeswitch starts (its `server_name`, as docs/operations.md's
+/// "Setting up the editors" asks) pick the port with this and pass it to [`Builder::port`].
 pub async fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     // Below Linux's ephemeral range (32768-60999): a port handed out for `bind(0)` may be

@@ -81,7 +81,7 @@ const COLLABORA_PACKAGES: &[&str] = &[
 ];
 
 /// The coolwsd options a hoster sets for a pool behind officeswitch, as officeswitch's
-/// README tells them, for `server_name` = officeswitch's public `host:port`:
+/// docs/operations.md tells them, for `server_name` = officeswitch's public `host:port`:
 ///
 /// - `server_name=<host:port>`: coolwsd builds every URL of its pages from it (else from
 ///   the request's `Host`, which officeswitch rewrites to the node), never from
