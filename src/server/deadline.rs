@@ -300,7 +300,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Deadline<S> {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, duplex};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream, duplex};
 
     use super::*;
 
@@ -333,14 +333,21 @@ mod tests {
         assert!(start.elapsed() <= IDLE);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn bytes_moving_keep_an_http2_connection_until_the_idle_time_after_the_last() {
+    /// A connection whose first request (over HTTP/2 when `http2`) was read and answered:
+    /// the client's end, the wrapped server end and what the handler tells it.
+    async fn served_one_request(http2: bool) -> (DuplexStream, Deadline<DuplexStream>, Requests) {
         let (mut client, server) = duplex(64);
         let requests = Requests::default();
         let mut stream = Deadline::new(server, HEADER, IDLE, requests.clone());
-        client.write_all(b"PRI").await.unwrap();
+        client.write_all(b"GET").await.unwrap();
         assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 3);
-        drop(requests.started(true));
+        drop(requests.started(http2));
+        (client, stream, requests)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bytes_moving_keep_an_http2_connection_until_the_idle_time_after_the_last() {
+        let (mut client, mut stream, _) = served_one_request(true).await;
         // A frame every half idle time, past both deadlines: still open.
         for _ in 0..4 {
             tokio::time::sleep(IDLE / 2).await;
@@ -358,12 +365,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_kept_alive_connection_waits_the_idle_time_for_its_next_request() {
-        let (mut client, server) = duplex(64);
-        let requests = Requests::default();
-        let mut stream = Deadline::new(server, HEADER, IDLE, requests.clone());
-        client.write_all(b"GET").await.unwrap();
-        assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 3);
-        drop(requests.started(false));
+        let (mut client, mut stream, requests) = served_one_request(false).await;
         // Silent for most of the idle time, far past the header time: the next request
         // is still read.
         tokio::time::sleep(IDLE - HEADER).await;
@@ -377,12 +379,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_later_head_dripping_in_fails_between_one_and_two_header_times() {
-        let (mut client, server) = duplex(64);
-        let requests = Requests::default();
-        let mut stream = Deadline::new(server, HEADER, IDLE, requests.clone());
-        client.write_all(b"GET").await.unwrap();
-        assert_eq!(stream.read(&mut [0; 8]).await.unwrap(), 3);
-        drop(requests.started(false));
+        let (mut client, mut stream, _) = served_one_request(false).await;
         tokio::time::sleep(HEADER / 3).await;
         // The next head: a byte every second, never complete.
         let began = Instant::now();
